@@ -1,0 +1,393 @@
+//! [`Catalog`]: owns the current snapshot and builds new ones.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::SessionConfig;
+use futures::StreamExt;
+use serde::Serialize;
+
+use crate::description::{self, Descriptions};
+use crate::error::{CatalogError, Result};
+use crate::scan::{self, ScannedTable};
+use crate::snapshot::{CatalogIssue, CatalogSnapshot, CatalogTable, resolve_foreign_keys};
+use crate::table::{ParquetTable, TableData};
+
+/// Where the catalog lives and how it stays fresh.
+#[derive(Debug, Clone)]
+pub struct CatalogOptions {
+    /// The data dir; tables are under `<data_dir>/parquet/`.
+    pub data_dir: PathBuf,
+    /// Rescan this often even if no file event arrived (0 disables the timer).
+    pub refresh_interval: Duration,
+    /// React to file system events under `parquet/` and `docs/`.
+    pub watch: bool,
+    /// How many footers are read at once when a table changed.
+    pub footer_concurrency: usize,
+}
+
+impl CatalogOptions {
+    /// Defaults for a data dir.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            refresh_interval: Duration::from_secs(60),
+            watch: true,
+            footer_concurrency: 16,
+        }
+    }
+
+    /// `<data_dir>/parquet`.
+    pub fn parquet_root(&self) -> PathBuf {
+        self.data_dir.join("parquet")
+    }
+}
+
+/// What one refresh did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefreshReport {
+    /// Version in force after the refresh.
+    pub snapshot_version: u64,
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+    /// Tables whose footers were read (added or changed); unchanged tables are reused.
+    pub tables_reloaded: usize,
+    pub tables: usize,
+    pub errors: Vec<CatalogIssue>,
+    pub duration_ms: u64,
+}
+
+/// Refresh history, for `/health` and `/metrics`.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RefreshStatus {
+    pub last_refresh_at: Option<SystemTime>,
+    pub last_duration_ms: u64,
+    pub snapshot_version: u64,
+    pub refreshes: u64,
+    pub failed_refreshes: u64,
+}
+
+/// The live catalog. Clone it freely: clones share one current snapshot.
+#[derive(Clone, Debug)]
+pub struct Catalog {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: CatalogOptions,
+    runtime: Arc<RuntimeEnv>,
+    config: SessionConfig,
+    current: RwLock<Arc<CatalogSnapshot>>,
+    refresh_lock: tokio::sync::Mutex<()>,
+    status: Mutex<RefreshStatus>,
+    footer_loads: AtomicU64,
+}
+
+impl Catalog {
+    /// Open the data dir and build the first snapshot. `runtime` is shared with query execution
+    /// so Parquet footers read here are cached for queries; `config` carries the Parquet reading
+    /// options queries use.
+    pub async fn open(
+        options: CatalogOptions,
+        runtime: Arc<RuntimeEnv>,
+        config: SessionConfig,
+    ) -> Result<Self> {
+        let root = options.parquet_root();
+        std::fs::create_dir_all(&root).map_err(|e| CatalogError::DataDir {
+            path: root.clone(),
+            reason: format!("cannot create it: {e}"),
+        })?;
+        let catalog = Self {
+            inner: Arc::new(Inner {
+                options,
+                runtime,
+                config,
+                current: RwLock::new(Arc::new(CatalogSnapshot::default())),
+                refresh_lock: tokio::sync::Mutex::new(()),
+                status: Mutex::new(RefreshStatus::default()),
+                footer_loads: AtomicU64::new(0),
+            }),
+        };
+        catalog.refresh().await?;
+        Ok(catalog)
+    }
+
+    pub fn options(&self) -> &CatalogOptions {
+        &self.inner.options
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.options.data_dir
+    }
+
+    /// The snapshot in force now. Hold it for the life of a query.
+    pub fn snapshot(&self) -> Arc<CatalogSnapshot> {
+        match self.inner.current.read() {
+            Ok(g) => Arc::clone(&g),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    pub fn status(&self) -> RefreshStatus {
+        match self.inner.status.lock() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// How many tables had their footers read since start (for tests and metrics).
+    pub fn table_loads(&self) -> u64 {
+        self.inner.footer_loads.load(Ordering::Relaxed)
+    }
+
+    /// Rescan the data dir and swap in a new snapshot if anything changed. Only added or
+    /// changed tables are re-read. Concurrent calls are serialised.
+    pub async fn refresh(&self) -> Result<RefreshReport> {
+        let _guard = self.inner.refresh_lock.lock().await;
+        let started = Instant::now();
+        let result = self.refresh_locked().await;
+        let elapsed = started.elapsed();
+        let mut status = match self.inner.status.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        status.refreshes += 1;
+        status.last_refresh_at = Some(SystemTime::now());
+        status.last_duration_ms = elapsed.as_millis() as u64;
+        match result {
+            Ok(mut report) => {
+                status.snapshot_version = report.snapshot_version;
+                report.duration_ms = elapsed.as_millis() as u64;
+                Ok(report)
+            }
+            Err(e) => {
+                status.failed_refreshes += 1;
+                Err(e)
+            }
+        }
+    }
+
+    async fn refresh_locked(&self) -> Result<RefreshReport> {
+        let previous = self.snapshot();
+        let root = self.inner.options.parquet_root();
+        let data_dir = self.inner.options.data_dir.clone();
+        let (scanned, scan_issues, described) = tokio::task::spawn_blocking(move || {
+            let (tables, issues) = scan::scan(&root);
+            (tables, issues, description::load(&data_dir))
+        })
+        .await
+        .map_err(|e| CatalogError::Internal(format!("catalog scan task failed: {e}")))?;
+
+        let mut issues: Vec<CatalogIssue> = scan_issues
+            .into_iter()
+            .map(|i| CatalogIssue {
+                source: i.source,
+                message: i.message,
+            })
+            .collect();
+        let descriptions: Option<Arc<Descriptions>> = match described {
+            Ok(d) => d.map(Arc::new),
+            Err(e) => {
+                tracing::warn!(error = %e, "data description is invalid; keeping the last good one");
+                issues.push(CatalogIssue {
+                    source: "data_description".into(),
+                    message: format!("{e} (the last valid description stays in force)"),
+                });
+                previous.descriptions.clone()
+            }
+        };
+
+        // Reuse table data whose files are unchanged; read footers of the rest.
+        let mut reused: Vec<(ScannedTable, Arc<TableData>)> = Vec::new();
+        let mut to_load: Vec<ScannedTable> = Vec::new();
+        for table in scanned {
+            match previous.table(&table.schema, &table.name) {
+                Some(old) if old.data.same_files(&table) => {
+                    let data = Arc::clone(&old.data);
+                    reused.push((table, data));
+                }
+                _ => to_load.push(table),
+            }
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(self.inner.config.clone())
+            .with_runtime_env(Arc::clone(&self.inner.runtime))
+            .build();
+        let store = self
+            .inner
+            .runtime
+            .object_store(ObjectStoreUrl::local_filesystem())
+            .map_err(|e| CatalogError::Internal(format!("no local object store: {e}")))?;
+        let concurrency = self.inner.options.footer_concurrency;
+        let state = Arc::new(state);
+        let pending: Vec<_> = to_load
+            .into_iter()
+            .map(|t| {
+                let state = Arc::clone(&state);
+                let store = Arc::clone(&store);
+                async move {
+                    let r = TableData::load(state.as_ref(), &store, &t, concurrency).await;
+                    (t, r)
+                }
+            })
+            .collect();
+        let loaded: Vec<(ScannedTable, Result<TableData>)> = futures::stream::iter(pending)
+            .buffer_unordered(4)
+            .collect()
+            .await;
+        let tables_reloaded = loaded.len();
+        self.inner
+            .footer_loads
+            .fetch_add(tables_reloaded as u64, Ordering::Relaxed);
+        let mut all: Vec<(ScannedTable, Arc<TableData>)> = reused;
+        for (t, r) in loaded {
+            match r {
+                Ok(data) => all.push((t, Arc::new(data))),
+                Err(e) => {
+                    tracing::warn!(table = %t.qualified(), error = %e, "table skipped");
+                    issues.push(CatalogIssue {
+                        source: t.qualified(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+
+        // Names for foreign key resolution.
+        let mut by_name: HashMap<String, Vec<String>> = HashMap::new();
+        for (t, _) in &all {
+            by_name
+                .entry(t.name.clone())
+                .or_default()
+                .push(t.schema.clone());
+        }
+        let exists = |s: &str, n: &str| by_name.get(n).is_some_and(|v| v.iter().any(|x| x == s));
+        let unique_schema_of = |n: &str| match by_name.get(n).map(Vec::as_slice) {
+            Some([only]) => Some(only.clone()),
+            _ => None,
+        };
+
+        let mut schemas: BTreeMap<String, BTreeMap<String, Arc<CatalogTable>>> = BTreeMap::new();
+        for (t, data) in all {
+            let meta = descriptions
+                .as_deref()
+                .and_then(|d| d.for_table(&t.schema, &t.name))
+                .cloned();
+            if let Some(m) = &meta {
+                let schema = data.file_schema.as_ref();
+                let known = |c: &str| {
+                    schema.field_with_name(c).is_ok() || t.partition_keys.iter().any(|k| k == c)
+                };
+                for c in m
+                    .primary_key
+                    .iter()
+                    .chain(m.foreign_keys.iter().map(|f| &f.column))
+                {
+                    if !known(c) {
+                        issues.push(CatalogIssue {
+                            source: t.qualified(),
+                            message: format!(
+                                "data description names column '{c}', which the table does not have"
+                            ),
+                        });
+                    }
+                }
+            }
+            let foreign_keys = meta
+                .as_ref()
+                .map(|m| resolve_foreign_keys(&t.schema, m, exists, unique_schema_of))
+                .unwrap_or_default();
+            let provider = Arc::new(ParquetTable::new(
+                Arc::clone(&data),
+                meta.as_ref()
+                    .map(|m| m.primary_key.as_slice())
+                    .unwrap_or_default(),
+            ));
+            let table = CatalogTable {
+                schema: t.schema.clone(),
+                name: t.name.clone(),
+                location: t.location,
+                data,
+                provider,
+                meta,
+                foreign_keys,
+            };
+            schemas
+                .entry(t.schema)
+                .or_default()
+                .insert(t.name, Arc::new(table));
+        }
+
+        // Diff against the previous snapshot.
+        let mut report = RefreshReport {
+            tables_reloaded,
+            ..Default::default()
+        };
+        for t in schemas.values().flat_map(|m| m.values()) {
+            match previous.table(&t.schema, &t.name) {
+                None => report.added.push(t.qualified_name()),
+                Some(old) if !Arc::ptr_eq(&old.data, &t.data) => {
+                    report.changed.push(t.qualified_name())
+                }
+                Some(old) if old.meta != t.meta => report.changed.push(t.qualified_name()),
+                Some(_) => {}
+            }
+        }
+        for t in previous.tables() {
+            if !schemas
+                .get(&t.schema)
+                .is_some_and(|m| m.contains_key(&t.name))
+            {
+                report.removed.push(t.qualified_name());
+            }
+        }
+        let descriptions_changed = match (&previous.descriptions, &descriptions) {
+            (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a != b,
+            (None, None) => false,
+            _ => true,
+        };
+        let changed = !report.added.is_empty()
+            || !report.changed.is_empty()
+            || !report.removed.is_empty()
+            || descriptions_changed
+            || previous.issues != issues
+            || previous.created_at.is_none();
+        report.errors = issues.clone();
+        if changed {
+            let next = Arc::new(CatalogSnapshot {
+                version: previous.version + 1,
+                created_at: Some(SystemTime::now()),
+                schemas,
+                descriptions,
+                issues,
+            });
+            report.snapshot_version = next.version;
+            report.tables = next.table_count();
+            tracing::info!(
+                version = next.version,
+                tables = report.tables,
+                added = report.added.len(),
+                changed = report.changed.len(),
+                removed = report.removed.len(),
+                errors = report.errors.len(),
+                "catalog snapshot swapped in"
+            );
+            match self.inner.current.write() {
+                Ok(mut g) => *g = next,
+                Err(p) => *p.into_inner() = next,
+            }
+        } else {
+            report.snapshot_version = previous.version;
+            report.tables = previous.table_count();
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,116 @@
+//! Errors of the catalog, and the [`ErrorKind`] every Dataport transport maps from.
+
+use std::path::PathBuf;
+
+use datafusion::error::DataFusionError;
+
+/// Who is at fault and what the caller can do, independent of any transport.
+///
+/// Each transport (HTTP, Flight) has exactly one place that turns a kind into its own status code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The request is wrong (bad SQL, bad parameter, unsupported statement); rephrase it.
+    InvalidArgument,
+    /// The named object does not exist (or the caller may not know it exists).
+    NotFound,
+    /// The object already exists.
+    AlreadyExists,
+    /// No valid credentials.
+    Unauthenticated,
+    /// Valid credentials, but the action is refused (read-only policy, missing grant).
+    PermissionDenied,
+    /// A limit was hit (memory, rate, result size); retry later or ask for less.
+    ResourceExhausted,
+    /// The server does not implement this.
+    Unimplemented,
+    /// The server cannot serve this now (shutting down, data dir unreadable); retry later.
+    Unavailable,
+    /// The request ran out of time.
+    DeadlineExceeded,
+    /// The caller went away or asked to stop.
+    Cancelled,
+    /// A bug in Dataport: report it.
+    Internal,
+}
+
+impl ErrorKind {
+    /// Stable snake_case code used in API error bodies.
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::InvalidArgument => "invalid_argument",
+            Self::NotFound => "not_found",
+            Self::AlreadyExists => "already_exists",
+            Self::Unauthenticated => "unauthenticated",
+            Self::PermissionDenied => "permission_denied",
+            Self::ResourceExhausted => "resource_exhausted",
+            Self::Unimplemented => "unimplemented",
+            Self::Unavailable => "unavailable",
+            Self::DeadlineExceeded => "deadline_exceeded",
+            Self::Cancelled => "cancelled",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Result of catalog operations.
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
+
+/// What went wrong while building or reading the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A file or directory of the data dir could not be read or written.
+    #[error("cannot access {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configured data directory is unusable.
+    #[error("data directory {path} is not usable: {reason}")]
+    DataDir { path: PathBuf, reason: String },
+    /// A `data_description.md` file is invalid; the message names the table when it can.
+    #[error("{0}")]
+    Description(#[from] crate::description::DescriptionError),
+    /// A table's Parquet files could not be read (bad footer, incompatible schemas).
+    #[error("table {table}: cannot read its Parquet files: {source}")]
+    TableFiles {
+        table: String,
+        #[source]
+        source: DataFusionError,
+    },
+    /// The folder layout of a table is inconsistent (mixed partition keys, …).
+    #[error("table {table}: {detail}")]
+    Layout { table: String, detail: String },
+    /// No such table in the catalog.
+    #[error("table '{table}' not found")]
+    TableNotFound { table: String },
+    /// An unqualified name matched tables in several schemas.
+    #[error(
+        "table name '{name}' is ambiguous: it exists as {candidates}; qualify it with its schema"
+    )]
+    AmbiguousTable { name: String, candidates: String },
+    /// The catalog is read-only through SQL.
+    #[error("the Dataport catalog is read-only: {action} is not allowed")]
+    ReadOnly { action: String },
+    /// A bug.
+    #[error("internal catalog error: {0}")]
+    Internal(String),
+}
+
+impl CatalogError {
+    /// The transport-independent kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Io { .. } => ErrorKind::Unavailable,
+            Self::DataDir { .. } => ErrorKind::Unavailable,
+            Self::Description(_) => ErrorKind::InvalidArgument,
+            Self::TableFiles { .. } => ErrorKind::Internal,
+            Self::Layout { .. } => ErrorKind::InvalidArgument,
+            Self::TableNotFound { .. } => ErrorKind::NotFound,
+            Self::AmbiguousTable { .. } => ErrorKind::InvalidArgument,
+            Self::ReadOnly { .. } => ErrorKind::PermissionDenied,
+            Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! A catalog table's files, read once per change, and the DataFusion provider over them.
+//!
+//! [`ParquetTable`] scans exactly the files of the snapshot it belongs to, with statistics
+//! gathered when the table was (re)loaded, so a query never lists directories, never sees a
+//! half-written file and never re-reads footers that the metadata cache already holds.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::{Constraint, Constraints, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result as DfResult;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown, TableType};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use futures::{StreamExt, TryStreamExt};
+use object_store::{ObjectMeta, ObjectStore};
+
+use crate::error::CatalogError;
+use crate::scan::{ScannedFile, ScannedTable};
+
+/// What a table's files hold: schema, per-file statistics, totals. Shared by every snapshot
+/// in which the table's files are unchanged.
+#[derive(Debug)]
+pub(crate) struct TableData {
+    pub(crate) scanned: Vec<ScannedFile>,
+    pub(crate) partition_keys: Vec<String>,
+    pub(crate) file_schema: SchemaRef,
+    pub(crate) files: Vec<PartitionedFile>,
+    pub(crate) rows: Option<u64>,
+    pub(crate) bytes: u64,
+}
+
+impl TableData {
+    /// Whether `scanned` describes exactly the files this data was read from.
+    pub(crate) fn same_files(&self, scanned: &ScannedTable) -> bool {
+        self.scanned == scanned.files && self.partition_keys == scanned.partition_keys
+    }
+
+    /// Read schema and statistics from the footers (through the runtime's metadata cache).
+    pub(crate) async fn load(
+        state: &dyn Session,
+        store: &Arc<dyn ObjectStore>,
+        table: &ScannedTable,
+        concurrency: usize,
+    ) -> Result<Self, CatalogError> {
+        let wrap = |source| CatalogError::TableFiles {
+            table: table.qualified(),
+            source,
+        };
+        let format =
+            Arc::new(ParquetFormat::default().with_options(state.table_options().parquet.clone()));
+        let metas = table
+            .files
+            .iter()
+            .map(|f| object_meta(&f.path, f.size, f.modified))
+            .collect::<Result<Vec<_>, _>>()?;
+        let file_schema = format
+            .infer_schema(state, store, &metas)
+            .await
+            .map_err(wrap)?;
+        for key in &table.partition_keys {
+            if file_schema.field_with_name(key).is_ok() {
+                return Err(CatalogError::Layout {
+                    table: table.qualified(),
+                    detail: format!(
+                        "partition key '{key}' is also a column inside the files; rename the folders"
+                    ),
+                });
+            }
+        }
+        let pending: Vec<_> = table
+            .files
+            .iter()
+            .zip(metas)
+            .map(|(scanned, meta)| {
+                let format = Arc::clone(&format);
+                let store = Arc::clone(store);
+                let schema = Arc::clone(&file_schema);
+                let values: Vec<ScalarValue> = scanned
+                    .partition_values
+                    .iter()
+                    .map(|v| ScalarValue::Utf8(Some(v.clone())))
+                    .collect();
+                async move {
+                    let stats = format.infer_stats(state, &store, schema, &meta).await?;
+                    let mut file = PartitionedFile::from(meta);
+                    file.partition_values = values;
+                    Ok::<_, datafusion::error::DataFusionError>(
+                        file.with_statistics(Arc::new(stats)),
+                    )
+                }
+            })
+            .collect();
+        let files: Vec<PartitionedFile> = futures::stream::iter(pending)
+            .buffered(concurrency.max(1))
+            .try_collect()
+            .await
+            .map_err(wrap)?;
+        let rows = files
+            .iter()
+            .map(|f| {
+                f.statistics
+                    .as_ref()
+                    .and_then(|s| s.num_rows.get_value().map(|n| *n as u64))
+            })
+            .sum::<Option<u64>>();
+        Ok(Self {
+            scanned: table.files.clone(),
+            partition_keys: table.partition_keys.clone(),
+            file_schema,
+            files,
+            rows,
+            bytes: table.files.iter().map(|f| f.size).sum(),
+        })
+    }
+}
+
+fn object_meta(
+    path: &std::path::Path,
+    size: u64,
+    modified: std::time::SystemTime,
+) -> Result<ObjectMeta, CatalogError> {
+    let location = object_store::path::Path::from_absolute_path(path).map_err(|e| {
+        CatalogError::Internal(format!(
+            "path {} is not a valid object path: {e}",
+            path.display()
+        ))
+    })?;
+    Ok(ObjectMeta {
+        location,
+        last_modified: chrono::DateTime::<chrono::Utc>::from(modified),
+        size,
+        e_tag: None,
+        version: None,
+    })
+}
+
+/// A Parquet table of one catalog snapshot: the files it was built with, nothing else.
+#[derive(Debug)]
+pub struct ParquetTable {
+    data: Arc<TableData>,
+    schema: SchemaRef,
+    partition_fields: Vec<FieldRef>,
+    constraints: Constraints,
+    statistics: Statistics,
+}
+
+impl ParquetTable {
+    pub(crate) fn new(data: Arc<TableData>, primary_key: &[String]) -> Self {
+        let partition_fields: Vec<FieldRef> = data
+            .partition_keys
+            .iter()
+            .map(|k| Arc::new(Field::new(k, DataType::Utf8, false)))
+            .collect();
+        let mut fields: Vec<FieldRef> = data.file_schema.fields().iter().cloned().collect();
+        fields.extend(partition_fields.iter().cloned());
+        let schema = Arc::new(Schema::new_with_metadata(
+            fields,
+            data.file_schema.metadata().clone(),
+        ));
+        let pk_indices: Option<Vec<usize>> = primary_key
+            .iter()
+            .map(|c| schema.index_of(c).ok())
+            .collect();
+        let constraints = match pk_indices {
+            Some(idx) if !idx.is_empty() => {
+                Constraints::new_unverified(vec![Constraint::PrimaryKey(idx)])
+            }
+            _ => Constraints::default(),
+        };
+        let statistics = Statistics::try_merge_iter(
+            data.files.iter().filter_map(|f| f.statistics.as_deref()),
+            &schema,
+        )
+        .unwrap_or_else(|_| Statistics::new_unknown(&schema));
+        Self {
+            data,
+            schema,
+            partition_fields,
+            constraints,
+            statistics,
+        }
+    }
+
+    /// Files of the table, in path order.
+    pub fn file_paths(&self) -> impl Iterator<Item = &PathBuf> {
+        self.data.scanned.iter().map(|f| &f.path)
+    }
+
+    fn partition_names(&self) -> Vec<&str> {
+        self.partition_fields
+            .iter()
+            .map(|f| f.name().as_str())
+            .collect()
+    }
+}
+
+#[async_trait::async_trait]
+impl TableProvider for ParquetTable {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn constraints(&self) -> Option<&Constraints> {
+        Some(&self.constraints)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        Some(self.statistics.clone())
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        let names = self.partition_names();
+        Ok(filters
+            .iter()
+            .map(|f| {
+                if !names.is_empty()
+                    && datafusion::datasource::listing::helpers::expr_applicable_for_cols(&names, f)
+                {
+                    TableProviderFilterPushDown::Exact
+                } else {
+                    TableProviderFilterPushDown::Inexact
+                }
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let names = self.partition_names();
+        let partition_filters: Vec<Expr> = if names.is_empty() {
+            Vec::new()
+        } else {
+            filters
+                .iter()
+                .filter(|f| {
+                    datafusion::datasource::listing::helpers::expr_applicable_for_cols(&names, f)
+                })
+                .cloned()
+                .collect()
+        };
+        let files: Vec<PartitionedFile> = if partition_filters.is_empty() {
+            self.data.files.clone()
+        } else {
+            let df_schema = DFSchema::from_unqualified_fields(
+                self.partition_fields.clone().into(),
+                Default::default(),
+            )?;
+            let mut kept = Vec::with_capacity(self.data.files.len());
+            for f in &self.data.files {
+                if let Some(f) = datafusion::datasource::listing::helpers::filter_partitioned_file(
+                    f.clone(),
+                    &partition_filters,
+                    &df_schema,
+                )? {
+                    kept.push(f);
+                }
+            }
+            kept
+        };
+        if files.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(self.schema.project(p)?),
+                None => Arc::clone(&self.schema),
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        let groups = FileGroup::new(files).split_files(state.config().target_partitions());
+        let (groups, statistics) = datafusion_datasource::compute_all_files_statistics(
+            groups,
+            Arc::clone(&self.schema),
+            true,
+            false,
+        )?;
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let table_schema = TableSchema::builder(Arc::clone(&self.data.file_schema))
+            .with_table_partition_cols(self.partition_fields.clone())
+            .build();
+        let source = format.file_source(table_schema);
+        let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
+            .with_file_groups(groups)
+            .with_constraints(self.constraints.clone())
+            .with_statistics(statistics)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}

@@ -1,0 +1,71 @@
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::prelude::{SessionConfig, SessionContext};
+use dataport_catalog::{Catalog, CatalogOptions, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider};
+
+/// Write a small Parquet file with columns `id` (int64) and `name` (utf8).
+pub fn write_table(path: &Path, ids: &[i64]) {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("name", DataType::Utf8, true),
+    ]));
+    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
+    let batch = RecordBatch::try_new(
+        Arc::clone(&schema),
+        vec![
+            Arc::new(Int64Array::from(ids.to_vec())),
+            Arc::new(StringArray::from(names)),
+        ],
+    )
+    .unwrap();
+    let mut w = dataport_catalog::write::ParquetFileWriter::try_new(path, schema).unwrap();
+    w.write(&batch).unwrap();
+    w.finish().unwrap();
+}
+
+pub fn options(dir: &Path) -> CatalogOptions {
+    let mut o = CatalogOptions::new(dir);
+    o.watch = false;
+    o.refresh_interval = std::time::Duration::ZERO;
+    o
+}
+
+pub async fn open(dir: &Path) -> Catalog {
+    Catalog::open(
+        options(dir),
+        Arc::new(RuntimeEnv::default()),
+        SessionConfig::new(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Run SQL on the current snapshot, returning the pretty-printed result.
+pub async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Result<String> {
+    let config = SessionConfig::new()
+        .with_default_catalog_and_schema(dataport_catalog::CATALOG_NAME, SEARCH_PATH_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_target_partitions(2);
+    let ctx = SessionContext::new_with_config(config);
+    ctx.register_catalog(
+        dataport_catalog::CATALOG_NAME,
+        Arc::new(SnapshotCatalogProvider::new(
+            catalog.snapshot(),
+            Arc::new(|_| true),
+        )),
+    );
+    let batches = ctx.sql(query).await?.collect().await?;
+    Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
+}
+
+pub fn names(catalog: &Catalog) -> Vec<String> {
+    catalog
+        .snapshot()
+        .tables()
+        .map(|t| t.qualified_name())
+        .collect()
+}

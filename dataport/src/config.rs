@@ -1,0 +1,434 @@
+//! `dataport serve` configuration: defaults < YAML file < `DATAPORT_*` env < command line.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration problem; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "config file {path}: ${{{var}}} is referenced but the environment variable {var} is not set"
+    )]
+    MissingEnv { path: PathBuf, var: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_string(),
+        message: message.into(),
+    }
+}
+
+/// The YAML file. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct FileConfig {
+    pub(crate) server: ServerSection,
+    pub(crate) engine: EngineSection,
+    pub(crate) catalog: CatalogSection,
+    pub(crate) log: LogSection,
+}
+
+/// `server:` — listeners and HTTP limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerSection {
+    /// HTTP listen address (`DATAPORT_HTTP_ADDR`), default `127.0.0.1:8080`; port 0 picks one.
+    pub(crate) http_addr: Option<String>,
+    /// Flight SQL listen address (`DATAPORT_FLIGHT_ADDR`), default `127.0.0.1:50051`.
+    pub(crate) flight_addr: Option<String>,
+    /// How long running requests may continue after SIGINT/SIGTERM, default `30s`.
+    pub(crate) shutdown_grace: Option<String>,
+    /// Largest HTTP request body, default `1MiB`.
+    pub(crate) max_body_size: Option<String>,
+}
+
+/// `engine:` — query execution.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct EngineSection {
+    /// Memory for all queries (`DATAPORT_MEMORY_LIMIT`): bytes (`8GiB`, `512MB`) or a share of
+    /// physical memory (`60%`, the default).
+    pub(crate) memory_limit: Option<String>,
+    /// Spill directory (`DATAPORT_SPILL_DIR`), default `<data-dir>/spill`.
+    pub(crate) spill_dir: Option<PathBuf>,
+    /// Query time limit (`DATAPORT_QUERY_TIMEOUT`), default `300s`.
+    pub(crate) query_timeout: Option<String>,
+    /// Row cap of JSON results (`DATAPORT_MAX_JSON_ROWS`), default 100000.
+    pub(crate) max_json_rows: Option<usize>,
+    /// Parallelism per query, default the number of cores.
+    pub(crate) target_partitions: Option<usize>,
+    /// Extra DataFusion settings, e.g. `datafusion.execution.batch_size: "16384"`.
+    pub(crate) datafusion: BTreeMap<String, String>,
+}
+
+/// `catalog:` — the data dir and refresh.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CatalogSection {
+    /// Data directory (`DATAPORT_DATA_DIR`), default `./dataport-data`.
+    pub(crate) data_dir: Option<PathBuf>,
+    /// Periodic rescan (`DATAPORT_REFRESH_INTERVAL`), default `60s`; `0s` disables it.
+    pub(crate) refresh_interval: Option<String>,
+    /// Refresh on file events, default true.
+    pub(crate) watch: Option<bool>,
+}
+
+/// `log:` — logging.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSection {
+    /// `human` (default) or `json` (`DATAPORT_LOG_FORMAT`).
+    pub(crate) format: Option<String>,
+    /// A tracing filter, default `info` (`RUST_LOG` wins when set).
+    pub(crate) level: Option<String>,
+}
+
+/// Values from the environment and command line (clap merges the two, CLI first).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub(crate) struct Overrides {
+    /// YAML config file.
+    #[arg(long, env = "DATAPORT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Data directory holding parquet/, docs/, run/ [default: ./dataport-data]
+    #[arg(long, env = "DATAPORT_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// HTTP listen address; port 0 picks a free port [default: 127.0.0.1:8080]
+    #[arg(long, env = "DATAPORT_HTTP_ADDR")]
+    pub(crate) http_addr: Option<String>,
+    /// Flight SQL listen address [default: 127.0.0.1:50051]
+    #[arg(long, env = "DATAPORT_FLIGHT_ADDR")]
+    pub(crate) flight_addr: Option<String>,
+    /// Memory for all queries: bytes (8GiB, 512MB) or share of RAM (60%) [default: 60%]
+    #[arg(long, env = "DATAPORT_MEMORY_LIMIT")]
+    pub(crate) memory_limit: Option<String>,
+    /// Where large sorts, aggregates and joins spill [default: <data-dir>/spill]
+    #[arg(long, env = "DATAPORT_SPILL_DIR")]
+    pub(crate) spill_dir: Option<PathBuf>,
+    /// Query time limit, e.g. 30s, 5m [default: 300s]
+    #[arg(long, env = "DATAPORT_QUERY_TIMEOUT")]
+    pub(crate) query_timeout: Option<String>,
+    /// Row cap of JSON results (streaming formats are uncapped) [default: 100000]
+    #[arg(long, env = "DATAPORT_MAX_JSON_ROWS")]
+    pub(crate) max_json_rows: Option<usize>,
+    /// Periodic catalog rescan; 0s disables it [default: 60s]
+    #[arg(long, env = "DATAPORT_REFRESH_INTERVAL")]
+    pub(crate) refresh_interval: Option<String>,
+    /// Log format: human or json [default: human]
+    #[arg(long, env = "DATAPORT_LOG_FORMAT")]
+    pub(crate) log_format: Option<String>,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogFormat {
+    Human,
+    Json,
+}
+
+/// The resolved, validated configuration.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) http_addr: SocketAddr,
+    pub(crate) flight_addr: SocketAddr,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) memory_limit: usize,
+    pub(crate) spill_dir: PathBuf,
+    pub(crate) query_timeout: Duration,
+    pub(crate) max_json_rows: usize,
+    pub(crate) target_partitions: usize,
+    pub(crate) datafusion: Vec<(String, String)>,
+    pub(crate) refresh_interval: Duration,
+    pub(crate) watch: bool,
+    pub(crate) log_format: LogFormat,
+    pub(crate) log_level: String,
+}
+
+impl Config {
+    /// Resolve: defaults, then the YAML file (if any), then env/CLI overrides; validate all.
+    pub(crate) fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        let file = match &o.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = o
+            .data_dir
+            .clone()
+            .or(file.catalog.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./dataport-data"));
+        let http_addr = parse_addr(
+            "server.http_addr",
+            o.http_addr
+                .as_deref()
+                .or(file.server.http_addr.as_deref())
+                .unwrap_or("127.0.0.1:8080"),
+        )?;
+        let flight_addr = parse_addr(
+            "server.flight_addr",
+            o.flight_addr
+                .as_deref()
+                .or(file.server.flight_addr.as_deref())
+                .unwrap_or("127.0.0.1:50051"),
+        )?;
+        let memory = o
+            .memory_limit
+            .as_deref()
+            .or(file.engine.memory_limit.as_deref())
+            .unwrap_or("60%");
+        let memory_limit = parse_memory("engine.memory_limit", memory)?;
+        let query_timeout = parse_duration(
+            "engine.query_timeout",
+            o.query_timeout
+                .as_deref()
+                .or(file.engine.query_timeout.as_deref())
+                .unwrap_or("300s"),
+        )?;
+        if query_timeout.is_zero() {
+            return Err(invalid("engine.query_timeout", "must be greater than zero"));
+        }
+        let max_json_rows = o
+            .max_json_rows
+            .or(file.engine.max_json_rows)
+            .unwrap_or(100_000);
+        if max_json_rows == 0 {
+            return Err(invalid("engine.max_json_rows", "must be at least 1"));
+        }
+        let target_partitions = file.engine.target_partitions.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        if target_partitions == 0 {
+            return Err(invalid("engine.target_partitions", "must be at least 1"));
+        }
+        for key in file.engine.datafusion.keys() {
+            if !key.starts_with("datafusion.") {
+                return Err(invalid(
+                    &format!("engine.datafusion.{key}"),
+                    "DataFusion settings start with 'datafusion.' (e.g. datafusion.execution.batch_size)",
+                ));
+            }
+        }
+        let refresh_interval = parse_duration(
+            "catalog.refresh_interval",
+            o.refresh_interval
+                .as_deref()
+                .or(file.catalog.refresh_interval.as_deref())
+                .unwrap_or("60s"),
+        )?;
+        let log_format = match o
+            .log_format
+            .as_deref()
+            .or(file.log.format.as_deref())
+            .unwrap_or("human")
+        {
+            "human" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("'{other}' is not one of human, json"),
+                ));
+            }
+        };
+        let shutdown_grace = parse_duration(
+            "server.shutdown_grace",
+            file.server.shutdown_grace.as_deref().unwrap_or("30s"),
+        )?;
+        let max_body_bytes = parse_size(
+            "server.max_body_size",
+            file.server.max_body_size.as_deref().unwrap_or("1MiB"),
+        )?;
+        let spill_dir = o
+            .spill_dir
+            .clone()
+            .or(file.engine.spill_dir)
+            .unwrap_or_else(|| data_dir.join("spill"));
+        Ok(Self {
+            data_dir,
+            http_addr,
+            flight_addr,
+            shutdown_grace,
+            max_body_bytes,
+            memory_limit,
+            spill_dir,
+            query_timeout,
+            max_json_rows,
+            target_partitions,
+            datafusion: file.engine.datafusion.into_iter().collect(),
+            refresh_interval,
+            watch: file.catalog.watch.unwrap_or(true),
+            log_format,
+            log_level: file.log.level.unwrap_or_else(|| "info".into()),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let text = substitute_env(&text, |v| std::env::var(v).ok()).map_err(|var| {
+        ConfigError::MissingEnv {
+            path: path.to_path_buf(),
+            var,
+        }
+    })?;
+    if text.trim().is_empty() {
+        return Ok(FileConfig::default());
+    }
+    yaml_serde::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+/// Replace `${NAME}` with the variable's value; the error is the first missing name.
+pub(crate) fn substitute_env(
+    text: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> Result<String, String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find('}') else {
+            out.push_str(&rest[start..]);
+            return Ok(out);
+        };
+        let name = &after[..end];
+        match lookup(name) {
+            Some(v) => out.push_str(&v),
+            None => return Err(name.to_string()),
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    let value = value.trim();
+    let candidate = value
+        .strip_prefix("localhost:")
+        .map(|p| format!("127.0.0.1:{p}"));
+    candidate.as_deref().unwrap_or(value).parse().map_err(|_| {
+        invalid(
+            key,
+            format!("'{value}' is not an address like 127.0.0.1:8080"),
+        )
+    })
+}
+
+/// `250ms`, `30s`, `5m`, `1h`, or plain seconds.
+pub(crate) fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    let v = value.trim();
+    let (num, unit) = split_unit(v);
+    let n: f64 = num.parse().map_err(|_| {
+        invalid(
+            key,
+            format!("'{value}' is not a duration like 30s, 5m or 250ms"),
+        )
+    })?;
+    let secs = match unit.to_ascii_lowercase().as_str() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => {
+            return Err(invalid(
+                key,
+                format!("'{value}' has an unknown unit (use ms, s, m or h)"),
+            ));
+        }
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(invalid(key, format!("'{value}' must be zero or positive")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// `1024`, `512KiB`, `64MB`, `8GiB`, `1TB`.
+pub(crate) fn parse_size(key: &str, value: &str) -> Result<usize, ConfigError> {
+    let v = value.trim();
+    let (num, unit) = split_unit(v);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| invalid(key, format!("'{value}' is not a size like 512MiB or 8GiB")))?;
+    let mult: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "kib" => 1024.0,
+        "m" | "mb" => 1e6,
+        "mib" => 1024.0 * 1024.0,
+        "g" | "gb" => 1e9,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" => 1e12,
+        "tib" => 1024.0f64.powi(4),
+        _ => {
+            return Err(invalid(
+                key,
+                format!("'{value}' has an unknown unit (use B, KiB, MiB, GiB, KB, MB, GB)"),
+            ));
+        }
+    };
+    let bytes = n * mult;
+    if !bytes.is_finite() || bytes < 1.0 {
+        return Err(invalid(key, format!("'{value}' must be at least 1 byte")));
+    }
+    Ok(bytes as usize)
+}
+
+fn parse_memory(key: &str, value: &str) -> Result<usize, ConfigError> {
+    if let Some(p) = value.trim().strip_suffix('%') {
+        let pct: f64 = p
+            .trim()
+            .parse()
+            .map_err(|_| invalid(key, format!("'{value}' is not a percentage like 60%")))?;
+        if !(1.0..=95.0).contains(&pct) {
+            return Err(invalid(
+                key,
+                format!("'{value}' must be between 1% and 95% of memory"),
+            ));
+        }
+        let total = physical_memory().unwrap_or(8 << 30);
+        return Ok((total as f64 * pct / 100.0) as usize);
+    }
+    parse_size(key, value)
+}
+
+fn split_unit(v: &str) -> (&str, &str) {
+    let idx = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    (v[..idx].trim(), v[idx..].trim())
+}
+
+/// Total physical memory from `/proc/meminfo` (Linux).
+fn physical_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests;

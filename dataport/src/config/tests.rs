@@ -1,0 +1,78 @@
+use super::*;
+
+#[test]
+fn durations_and_sizes() {
+    assert_eq!(
+        parse_duration("k", "250ms").unwrap(),
+        Duration::from_millis(250)
+    );
+    assert_eq!(parse_duration("k", "30s").unwrap(), Duration::from_secs(30));
+    assert_eq!(parse_duration("k", "5m").unwrap(), Duration::from_secs(300));
+    assert_eq!(parse_duration("k", "2").unwrap(), Duration::from_secs(2));
+    let e = parse_duration("engine.query_timeout", "soon").unwrap_err();
+    assert!(e.to_string().starts_with("engine.query_timeout:"), "{e}");
+    assert_eq!(parse_size("k", "1MiB").unwrap(), 1 << 20);
+    assert_eq!(parse_size("k", "2GB").unwrap(), 2_000_000_000);
+    assert!(parse_size("k", "12 parsecs").is_err());
+    assert!(parse_memory("k", "50%").unwrap() > 0);
+    assert!(parse_memory("k", "150%").is_err());
+}
+
+#[test]
+fn env_references_are_substituted() {
+    let env = |k: &str| (k == "HOME_DIR").then(|| "/srv/data".to_string());
+    assert_eq!(
+        substitute_env("catalog:\n  data_dir: ${HOME_DIR}/x\n", env).unwrap(),
+        "catalog:\n  data_dir: /srv/data/x\n"
+    );
+    assert_eq!(substitute_env("a: ${NOPE}", env).unwrap_err(), "NOPE");
+}
+
+fn load_yaml(yaml: &str, o: Overrides) -> Result<Config, ConfigError> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dataport.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    Config::load(&Overrides {
+        config: Some(path),
+        ..o
+    })
+}
+
+#[test]
+fn precedence_is_defaults_file_overrides() {
+    let c = Config::load(&Overrides::default()).unwrap();
+    assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+    assert_eq!(c.data_dir, PathBuf::from("./dataport-data"));
+    let yaml = "server:\n  http_addr: 127.0.0.1:9000\nengine:\n  query_timeout: 10s\n";
+    let c = load_yaml(yaml, Overrides::default()).unwrap();
+    assert_eq!(c.http_addr.port(), 9000);
+    assert_eq!(c.query_timeout, Duration::from_secs(10));
+    let c = load_yaml(
+        yaml,
+        Overrides {
+            http_addr: Some("127.0.0.1:0".into()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.http_addr.port(), 0);
+}
+
+#[test]
+fn bad_files_name_the_key() {
+    let e = load_yaml("server:\n  htp_addr: x\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("htp_addr"), "{e}");
+    let e = load_yaml("engine:\n  query_timeout: forever\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("engine.query_timeout"), "{e}");
+    let e = load_yaml("server:\n  http_addr: nowhere\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("server.http_addr"), "{e}");
+    let e = load_yaml(
+        "engine:\n  datafusion:\n    batch_size: '1'\n",
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string().contains("engine.datafusion.batch_size"),
+        "{e}"
+    );
+}

@@ -1,0 +1,161 @@
+//! `dataport serve`: start the engine and the HTTP API; stop them on SIGINT/SIGTERM.
+
+use std::path::Path;
+
+use anyhow::Context;
+use dataport_catalog::CatalogOptions;
+use dataport_engine::{Engine, EngineOptions};
+use dataport_web::{AppState, WebOptions};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, LogFormat, Overrides};
+
+/// Scale of the generated TPC-H demo dataset.
+const DEMO_SCALE: f64 = 0.1;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    overrides: Overrides,
+    /// Generate a TPC-H (scale 0.1) demo dataset in the data dir on first start.
+    #[arg(long)]
+    demo: bool,
+}
+
+pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
+    let config = Config::load(&args.overrides).context("invalid configuration")?;
+    init_logging(&config)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("dataport")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve(config, args.demo))
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
+        .context("log.level is not a valid filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let result = match config.log_format {
+        LogFormat::Human => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+}
+
+async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let addresses = data_dir.join("run").join("addresses.json");
+    remove_if_exists(&addresses)?;
+
+    if demo {
+        let dir = data_dir.clone();
+        let outcome =
+            tokio::task::spawn_blocking(move || dataport_demo::ensure_tpch(&dir, DEMO_SCALE))
+                .await
+                .context("demo generation task failed")?
+                .context("cannot generate the demo dataset")?;
+        tracing::info!(?outcome, "demo dataset ready (schema tpch)");
+    }
+
+    let mut engine_options = EngineOptions::new(&data_dir);
+    engine_options.memory_limit = config.memory_limit;
+    engine_options.spill_dir = config.spill_dir.clone();
+    engine_options.query_timeout = config.query_timeout;
+    engine_options.target_partitions = config.target_partitions;
+    engine_options.datafusion = config.datafusion.clone();
+    let mut catalog_options = CatalogOptions::new(&data_dir);
+    catalog_options.refresh_interval = config.refresh_interval;
+    catalog_options.watch = config.watch;
+    let engine = Engine::try_new(engine_options, catalog_options)
+        .await
+        .context("cannot start the query engine")?;
+    let snapshot = engine.catalog().snapshot();
+    tracing::info!(
+        data_dir = %data_dir.display(),
+        tables = snapshot.table_count(),
+        issues = snapshot.issues().len(),
+        "catalog loaded"
+    );
+
+    tracing::debug!(flight_addr = %config.flight_addr, "Flight SQL address (reserved for the Flight SQL service)");
+    let cancel = CancellationToken::new();
+    let refresher = dataport_catalog::spawn_refresher(engine.catalog().clone(), cancel.clone());
+
+    let listener = tokio::net::TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} (server.http_addr)", config.http_addr))?;
+    let http_addr = listener.local_addr().context("listener has no address")?;
+    let body = serde_json::json!({ "http": http_addr.to_string() });
+    dataport_catalog::write::write_bytes_atomic(&addresses, format!("{body}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", addresses.display()))?;
+    tracing::info!(
+        url = %format!("http://{http_addr}"),
+        "Dataport is serving HTTP: try  curl -s http://{http_addr}/api/v1/query -d '{{\"sql\": \"select 1\"}}'"
+    );
+
+    let app = dataport_web::router(AppState {
+        engine: engine.clone(),
+        options: WebOptions {
+            max_body_bytes: config.max_body_bytes,
+            max_json_rows: config.max_json_rows,
+        },
+    });
+    let shutdown = {
+        let cancel = cancel.clone();
+        async move {
+            wait_for_signal().await;
+            tracing::info!("shutting down: no new requests; running ones get the grace period");
+            cancel.cancel();
+        }
+    };
+    let served = dataport_web::serve(listener, app, shutdown, config.shutdown_grace).await;
+    cancel.cancel();
+    let _ = refresher.await;
+    remove_if_exists(&addresses)?;
+    served.context("HTTP server failed")?;
+    drop(engine);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn remove_if_exists(path: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e).with_context(|| format!("cannot remove {}", path.display())),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

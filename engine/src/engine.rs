@@ -1,0 +1,640 @@
+//! [`Engine`]: plans and runs SQL for every surface, on one catalog snapshot per query.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::common::{ParamValues, ScalarValue, TableReference};
+use datafusion::execution::SessionState;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
+use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use dataport_catalog::{
+    CATALOG_NAME, Catalog, CatalogOptions, CatalogSnapshot, CatalogTable, SEARCH_PATH_SCHEMA,
+    SnapshotCatalogProvider, TableFilter,
+};
+use futures::Stream;
+use tracing::Instrument;
+
+use crate::error::{EngineError, Result};
+use crate::metrics::{Metrics, Outcome, Surface};
+use crate::wire;
+
+/// How the engine runs queries.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// Memory all queries together may reserve, in bytes. Operators that can spill (sort,
+    /// aggregate, join) spill to `spill_dir` beyond it; others fail with a clear error.
+    pub memory_limit: usize,
+    /// Where spill files go.
+    pub spill_dir: PathBuf,
+    /// Longest a query may run, planning and streaming included.
+    pub query_timeout: Duration,
+    /// Parallelism per query (default: number of cores).
+    pub target_partitions: usize,
+    /// Extra DataFusion settings (`datafusion.*` keys), applied after Dataport's.
+    pub datafusion: Vec<(String, String)>,
+}
+
+impl EngineOptions {
+    /// Defaults for a data dir: spill under `<data_dir>/spill`, 5 minute timeout.
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        Self {
+            memory_limit: 4 << 30,
+            spill_dir: data_dir.join("spill"),
+            query_timeout: Duration::from_secs(300),
+            target_partitions: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            datafusion: Vec::new(),
+        }
+    }
+}
+
+/// Who is asking. Until accounts exist, every caller is the local admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub name: String,
+    pub admin: bool,
+}
+
+impl Principal {
+    /// The bootstrap administrator.
+    pub fn local_admin() -> Self {
+        Self {
+            name: "admin".into(),
+            admin: true,
+        }
+    }
+}
+
+/// One request's identity and origin.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub principal: Principal,
+    pub surface: Surface,
+    /// Correlates logs, metrics and error bodies.
+    pub request_id: String,
+}
+
+impl RequestContext {
+    pub fn new(principal: Principal, surface: Surface, request_id: impl Into<String>) -> Self {
+        Self {
+            principal,
+            surface,
+            request_id: request_id.into(),
+        }
+    }
+}
+
+/// A SQL request.
+#[derive(Debug, Clone, Default)]
+pub struct QueryRequest {
+    pub sql: String,
+    /// Values for `$1`, `$2`, ….
+    pub params: Vec<ScalarValue>,
+    /// Stop after this many rows (the plan gets a LIMIT, so no more work is done).
+    pub max_rows: Option<usize>,
+}
+
+impl QueryRequest {
+    pub fn new(sql: impl Into<String>) -> Self {
+        Self {
+            sql: sql.into(),
+            ..Default::default()
+        }
+    }
+}
+
+/// The query engine. Clone it freely; clones share everything.
+#[derive(Clone, Debug)]
+pub struct Engine(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    options: EngineOptions,
+    catalog: Catalog,
+    runtime: Arc<RuntimeEnv>,
+    base_state: SessionState,
+    metrics: Metrics,
+    started: Instant,
+}
+
+impl Engine {
+    /// Build the runtime (memory pool, spill dir), open the catalog and get ready to serve.
+    pub async fn try_new(options: EngineOptions, catalog: CatalogOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.spill_dir).map_err(|e| EngineError::Config {
+            message: format!(
+                "cannot create spill dir {}: {e}",
+                options.spill_dir.display()
+            ),
+        })?;
+        clear_stale_spill_files(&options.spill_dir);
+        let pool: Arc<dyn MemoryPool> = Arc::new(TrackConsumersPool::new(
+            FairSpillPool::new(options.memory_limit),
+            std::num::NonZeroUsize::MIN.saturating_add(4),
+        ));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(pool)
+            .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(
+                DiskManagerMode::Directories(vec![options.spill_dir.clone()]),
+            ))
+            .build_arc()?;
+        let config = session_config(&options)?;
+        let catalog = Catalog::open(catalog, Arc::clone(&runtime), config.clone()).await?;
+        let base_state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(Arc::clone(&runtime))
+            .with_default_features()
+            .build();
+        Ok(Self(Arc::new(Inner {
+            options,
+            catalog,
+            runtime,
+            base_state,
+            metrics: Metrics::default(),
+            started: Instant::now(),
+        })))
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.0.catalog
+    }
+
+    pub fn options(&self) -> &EngineOptions {
+        &self.0.options
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.0.started.elapsed()
+    }
+
+    /// Bytes reserved in the memory pool now.
+    pub fn memory_reserved(&self) -> usize {
+        self.0.runtime.memory_pool.reserved()
+    }
+
+    /// The catalog as `ctx`'s principal may see it: the one view every surface lists from.
+    pub fn catalog_view(&self, ctx: &RequestContext) -> SnapshotCatalogProvider {
+        self.view_of(self.0.catalog.snapshot(), ctx)
+    }
+
+    fn view_of(
+        &self,
+        snapshot: Arc<CatalogSnapshot>,
+        ctx: &RequestContext,
+    ) -> SnapshotCatalogProvider {
+        SnapshotCatalogProvider::new(snapshot, visible_tables(&ctx.principal))
+    }
+
+    /// Plan and start `request` on behalf of `ctx`. The returned stream holds the catalog
+    /// snapshot the query was planned on; dropping it cancels the query.
+    pub async fn execute(
+        &self,
+        request: QueryRequest,
+        ctx: &RequestContext,
+    ) -> Result<QueryStream> {
+        let started = Instant::now();
+        let deadline = tokio::time::Instant::now() + self.0.options.query_timeout;
+        let span = tracing::info_span!(
+            "query",
+            request_id = %ctx.request_id,
+            surface = ctx.surface.as_str(),
+            principal = %ctx.principal.name,
+        );
+        tracing::debug!(parent: &span, sql = %truncate(&request.sql, 500), "query received");
+        let mut guard = QueryGuard::new(self.clone(), ctx.surface, started);
+        let planned = tokio::time::timeout_at(deadline, self.plan(request, ctx))
+            .instrument(span.clone())
+            .await;
+        let (stream, snapshot) = match planned {
+            Err(_) => {
+                let e = EngineError::Timeout {
+                    after: self.0.options.query_timeout,
+                };
+                guard.finish(Outcome::Timeout);
+                return Err(e);
+            }
+            Ok(Err(e)) => {
+                guard.finish(outcome_of(&e));
+                tracing::info!(parent: &span, error = %e, kind = e.kind().code(), "query refused or failed to plan");
+                return Err(e);
+            }
+            Ok(Ok(s)) => s,
+        };
+        let schema = wire::client_schema(&stream.schema());
+        Ok(QueryStream {
+            schema,
+            inner: stream,
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout: self.0.options.query_timeout,
+            guard,
+            _snapshot: snapshot,
+            span,
+            done: false,
+        })
+    }
+
+    async fn plan(
+        &self,
+        request: QueryRequest,
+        ctx: &RequestContext,
+    ) -> Result<(SendableRecordBatchStream, Arc<CatalogSnapshot>)> {
+        let statement = parse_one(&request.sql, &self.0.base_state)?;
+        crate::policy::check(&statement)?;
+
+        let snapshot = self.0.catalog.snapshot();
+        let view = self.view_of(Arc::clone(&snapshot), ctx);
+        let state = self.session_for(view.clone());
+        // Every table must come from the catalog: this is also where a table the caller
+        // may not read becomes "not found".
+        for reference in state.resolve_table_references(&statement)? {
+            check_reference(&view, &reference)?;
+        }
+        let plan = state.statement_to_plan(statement).await?;
+        datafusion::execution::context::SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|e| {
+                EngineError::refused(format!(
+                    "statement is not allowed: {}",
+                    EngineError::from(e)
+                ))
+            })?;
+        let plan = bind_params(plan, request.params)?;
+        let plan = match request.max_rows {
+            Some(n) => LogicalPlanBuilder::from(plan).limit(0, Some(n))?.build()?,
+            None => plan,
+        };
+        let physical = state.create_physical_plan(&plan).await?;
+        let stream = execute_stream(physical, state.task_ctx())?;
+        Ok((stream, snapshot))
+    }
+
+    /// A session whose only catalog is `view`.
+    fn session_for(&self, view: SnapshotCatalogProvider) -> SessionState {
+        let list = Arc::new(MemoryCatalogProviderList::new());
+        list.register_catalog(CATALOG_NAME.to_string(), Arc::new(view));
+        SessionStateBuilder::new_from_existing(self.0.base_state.clone())
+            .with_catalog_list(list as Arc<dyn CatalogProviderList>)
+            .build()
+    }
+
+    /// Prometheus text for the whole server: queries, memory, catalog.
+    pub fn render_metrics(&self) -> String {
+        let mut out = String::with_capacity(8 * 1024);
+        self.0.metrics.render(&mut out);
+        let snapshot = self.0.catalog.snapshot();
+        let status = self.0.catalog.status();
+        let (files, bytes) = snapshot.totals();
+        let gauges: [(&str, &str, String); 7] = [
+            (
+                "dataport_memory_pool_reserved_bytes",
+                "Bytes reserved by running queries.",
+                self.memory_reserved().to_string(),
+            ),
+            (
+                "dataport_memory_pool_limit_bytes",
+                "Memory limit for all queries.",
+                self.0.options.memory_limit.to_string(),
+            ),
+            (
+                "dataport_catalog_tables",
+                "Tables in the current catalog snapshot.",
+                snapshot.table_count().to_string(),
+            ),
+            (
+                "dataport_catalog_files",
+                "Parquet files in the current catalog snapshot.",
+                files.to_string(),
+            ),
+            (
+                "dataport_catalog_bytes",
+                "Bytes of Parquet in the current catalog snapshot.",
+                bytes.to_string(),
+            ),
+            (
+                "dataport_catalog_snapshot_version",
+                "Version of the current catalog snapshot.",
+                snapshot.version().to_string(),
+            ),
+            (
+                "dataport_catalog_errors",
+                "Problems found by the last catalog refresh.",
+                snapshot.issues().len().to_string(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            crate::metrics::header(&mut out, name, "gauge", help);
+            let _ = writeln!(out, "{name} {value}");
+        }
+        crate::metrics::header(
+            &mut out,
+            "dataport_catalog_refreshes_total",
+            "counter",
+            "Catalog refreshes by outcome.",
+        );
+        let _ = writeln!(
+            out,
+            "dataport_catalog_refreshes_total{{outcome=\"ok\"}} {}",
+            status.refreshes - status.failed_refreshes
+        );
+        let _ = writeln!(
+            out,
+            "dataport_catalog_refreshes_total{{outcome=\"error\"}} {}",
+            status.failed_refreshes
+        );
+        crate::metrics::header(
+            &mut out,
+            "dataport_catalog_table_loads_total",
+            "counter",
+            "Tables whose Parquet footers were (re)read.",
+        );
+        let _ = writeln!(
+            out,
+            "dataport_catalog_table_loads_total {}",
+            self.0.catalog.table_loads()
+        );
+        crate::metrics::header(
+            &mut out,
+            "dataport_uptime_seconds",
+            "gauge",
+            "Seconds since start.",
+        );
+        let _ = writeln!(out, "dataport_uptime_seconds {}", self.uptime().as_secs());
+        out
+    }
+}
+
+fn session_config(options: &EngineOptions) -> Result<SessionConfig> {
+    let mut config = SessionConfig::new()
+        .with_default_catalog_and_schema(CATALOG_NAME, SEARCH_PATH_SCHEMA)
+        .with_create_default_catalog_and_schema(false)
+        .with_information_schema(true)
+        .with_target_partitions(options.target_partitions.max(1))
+        .with_collect_statistics(true);
+    let defaults: [(&str, &str); 4] = [
+        ("datafusion.execution.parquet.pushdown_filters", "true"),
+        ("datafusion.execution.parquet.reorder_filters", "true"),
+        ("datafusion.execution.parquet.enable_page_index", "true"),
+        ("datafusion.catalog.enable_url_table", "false"),
+    ];
+    let user = options
+        .datafusion
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()));
+    for (key, value) in defaults.into_iter().chain(user) {
+        config
+            .options_mut()
+            .set(key, value)
+            .map_err(|e| EngineError::Config {
+                message: format!("setting '{key}' = '{value}': {}", EngineError::from(e)),
+            })?;
+    }
+    Ok(config)
+}
+
+/// Until access control exists, every principal sees every table.
+fn visible_tables(_principal: &Principal) -> TableFilter {
+    Arc::new(|_t: &CatalogTable| true)
+}
+
+fn parse_one(sql: &str, state: &SessionState) -> Result<DfStatement> {
+    let recursion_limit = state.config().options().sql_parser.recursion_limit.get();
+    let mut statements = DFParserBuilder::new(sql)
+        .with_recursion_limit(recursion_limit)
+        .build()?
+        .parse_statements()?;
+    match statements.len() {
+        0 => Err(EngineError::InvalidQuery {
+            message: "no SQL statement was given".into(),
+        }),
+        1 => statements.pop_front().ok_or_else(|| EngineError::Internal {
+            message: "parser returned no statement".into(),
+        }),
+        n => Err(EngineError::InvalidQuery {
+            message: format!("send one statement per request ({n} were given)"),
+        }),
+    }
+}
+
+fn check_reference(view: &SnapshotCatalogProvider, reference: &TableReference) -> Result<()> {
+    let (catalog, schema, table) = match reference {
+        TableReference::Bare { table } => (None, None, table.as_ref()),
+        TableReference::Partial { schema, table } => (None, Some(schema.as_ref()), table.as_ref()),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } => (
+            Some(catalog.as_ref()),
+            Some(schema.as_ref()),
+            table.as_ref(),
+        ),
+    };
+    if catalog.is_some_and(|c| c != CATALOG_NAME) {
+        return Err(dataport_catalog::CatalogError::TableNotFound {
+            table: reference.to_string(),
+        }
+        .into());
+    }
+    if schema == Some("information_schema") {
+        return Ok(());
+    }
+    view.resolve(schema, table)?;
+    Ok(())
+}
+
+fn bind_params(plan: LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan> {
+    let expected = plan.get_parameter_types().map_err(EngineError::from)?.len();
+    if params.len() != expected {
+        return Err(EngineError::InvalidParameters {
+            message: format!(
+                "the query has {expected} parameter(s) ($1…) but {} value(s) were given",
+                params.len()
+            ),
+        });
+    }
+    if params.is_empty() {
+        return Ok(plan);
+    }
+    plan.with_param_values(ParamValues::List(
+        params.into_iter().map(Into::into).collect(),
+    ))
+    .map_err(|e| EngineError::InvalidParameters {
+        message: EngineError::from(e).to_string(),
+    })
+}
+
+fn outcome_of(e: &EngineError) -> Outcome {
+    match e {
+        EngineError::Refused { .. } => Outcome::Refused,
+        EngineError::Timeout { .. } => Outcome::Timeout,
+        _ => Outcome::Error,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => &s[..i],
+        None => s,
+    }
+}
+
+fn clear_stale_spill_files(dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        if let Err(e) = removed {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove stale spill file");
+        }
+    }
+}
+
+/// Records one query's outcome exactly once; a query dropped unfinished was cancelled.
+#[derive(Debug)]
+struct QueryGuard {
+    engine: Engine,
+    surface: Surface,
+    started: Instant,
+    rows: u64,
+    finished: bool,
+}
+
+impl QueryGuard {
+    fn new(engine: Engine, surface: Surface, started: Instant) -> Self {
+        engine.0.metrics.query_started();
+        Self {
+            engine,
+            surface,
+            started,
+            rows: 0,
+            finished: false,
+        }
+    }
+
+    fn finish(&mut self, outcome: Outcome) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        let m = &self.engine.0.metrics;
+        m.rows_served(self.surface, self.rows);
+        m.query_finished(self.surface, outcome, self.started.elapsed());
+    }
+}
+
+impl Drop for QueryGuard {
+    fn drop(&mut self) {
+        if !self.finished {
+            tracing::info!(rows = self.rows, "query cancelled before it finished");
+            self.finish(Outcome::Cancelled);
+        }
+    }
+}
+
+/// A running query's results, in client-facing types (see [`wire`]). Ends with an error
+/// if the query fails or runs out of time; dropping it stops the query.
+pub struct QueryStream {
+    schema: SchemaRef,
+    inner: SendableRecordBatchStream,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    guard: QueryGuard,
+    _snapshot: Arc<CatalogSnapshot>,
+    span: tracing::Span,
+    done: bool,
+}
+
+impl std::fmt::Debug for QueryStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryStream")
+            .field("schema", &self.schema)
+            .field("done", &self.done)
+            .finish()
+    }
+}
+
+impl QueryStream {
+    /// Schema of every batch this stream yields.
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn fail(&mut self, e: EngineError) -> Poll<Option<Result<RecordBatch>>> {
+        self.done = true;
+        let _enter = self.span.enter();
+        tracing::info!(error = %e, kind = e.kind().code(), "query failed");
+        drop(_enter);
+        self.guard.finish(outcome_of(&e));
+        Poll::Ready(Some(Err(e)))
+    }
+}
+
+impl Stream for QueryStream {
+    type Item = Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let after = self.timeout;
+            return self.fail(EngineError::Timeout { after });
+        }
+        match self.inner.as_mut().poll_next(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(batch))) => {
+                let schema = Arc::clone(&self.schema);
+                match wire::to_client_batch(batch, &schema) {
+                    Ok(batch) => {
+                        self.guard.rows += batch.num_rows() as u64;
+                        Poll::Ready(Some(Ok(batch)))
+                    }
+                    Err(e) => self.fail(EngineError::Internal {
+                        message: format!("converting a result batch: {e}"),
+                    }),
+                }
+            }
+            Poll::Ready(Some(Err(e))) => self.fail(e.into()),
+            Poll::Ready(None) => {
+                self.done = true;
+                let rows = self.guard.rows;
+                let elapsed = self.guard.started.elapsed();
+                let _enter = self.span.enter();
+                tracing::info!(
+                    rows,
+                    elapsed_ms = elapsed.as_millis() as u64,
+                    "query finished"
+                );
+                drop(_enter);
+                self.guard.finish(Outcome::Ok);
+                Poll::Ready(None)
+            }
+        }
+    }
+}

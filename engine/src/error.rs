@@ -1,0 +1,136 @@
+//! Engine errors and the one place DataFusion errors are classified.
+
+use std::time::Duration;
+
+use datafusion::error::DataFusionError;
+use dataport_catalog::{CatalogError, ErrorKind};
+
+/// Result of engine operations.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// What went wrong running a request.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The SQL is not valid, or cannot be planned (unknown column, wrong types, …).
+    #[error("{message}")]
+    InvalidQuery { message: String },
+    /// The statement is not allowed by the read-only policy.
+    #[error("{message}")]
+    Refused { message: String },
+    /// A catalog lookup failed (unknown or ambiguous table, read-only catalog).
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A query parameter is missing, extra or of an unusable type.
+    #[error("invalid query parameters: {message}")]
+    InvalidParameters { message: String },
+    /// The query ran longer than the configured timeout and was stopped.
+    #[error("query exceeded the time limit of {}s and was stopped; add filters or a LIMIT, or ask for a longer timeout", after.as_secs_f64())]
+    Timeout { after: Duration },
+    /// Memory or disk limits were hit even with spilling.
+    #[error("query needs more resources than the server allows: {message}")]
+    ResourcesExhausted { message: String },
+    /// The query failed while running on valid input (overflow, bad cast, division by zero).
+    #[error("query failed: {message}")]
+    Execution { message: String },
+    /// Configuration of the engine is invalid.
+    #[error("invalid engine configuration: {message}")]
+    Config { message: String },
+    /// A bug or an unreadable data file.
+    #[error("internal error: {message}")]
+    Internal { message: String },
+}
+
+impl EngineError {
+    /// The transport-independent kind of this error.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidQuery { .. } => ErrorKind::InvalidArgument,
+            Self::Refused { .. } => ErrorKind::PermissionDenied,
+            Self::Catalog(e) => e.kind(),
+            Self::InvalidParameters { .. } => ErrorKind::InvalidArgument,
+            Self::Timeout { .. } => ErrorKind::DeadlineExceeded,
+            Self::ResourcesExhausted { .. } => ErrorKind::ResourceExhausted,
+            Self::Execution { .. } => ErrorKind::InvalidArgument,
+            Self::Config { .. } => ErrorKind::InvalidArgument,
+            Self::Internal { .. } => ErrorKind::Internal,
+        }
+    }
+
+    pub(crate) fn refused(message: impl Into<String>) -> Self {
+        Self::Refused {
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DataFusionError> for EngineError {
+    /// Classify by the root cause. No wildcard arm: a new DataFusion variant must be placed.
+    fn from(err: DataFusionError) -> Self {
+        let root = err.find_root();
+        let message = clean_message(root);
+        match root {
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_)
+            | DataFusionError::Configuration(_) => Self::InvalidQuery { message },
+            DataFusionError::ArrowError(..) | DataFusionError::Execution(_) => {
+                Self::Execution { message }
+            }
+            DataFusionError::ResourcesExhausted(_) => Self::ResourcesExhausted { message },
+            DataFusionError::External(inner) => match inner.downcast_ref::<CatalogError>() {
+                Some(CatalogError::TableNotFound { table }) => {
+                    Self::Catalog(CatalogError::TableNotFound {
+                        table: table.clone(),
+                    })
+                }
+                Some(CatalogError::AmbiguousTable { name, candidates }) => {
+                    Self::Catalog(CatalogError::AmbiguousTable {
+                        name: name.clone(),
+                        candidates: candidates.clone(),
+                    })
+                }
+                Some(CatalogError::ReadOnly { action }) => Self::Refused {
+                    message: format!("the Dataport catalog is read-only: {action} is not allowed"),
+                },
+                Some(_) | None => Self::Internal { message },
+            },
+            DataFusionError::ParquetError(_)
+            | DataFusionError::ObjectStore(_)
+            | DataFusionError::IoError(_)
+            | DataFusionError::ExecutionJoin(_)
+            | DataFusionError::Internal(_)
+            | DataFusionError::Substrait(_)
+            | DataFusionError::Ffi(_)
+            | DataFusionError::Context(..)
+            | DataFusionError::Diagnostic(..)
+            | DataFusionError::Collection(_)
+            | DataFusionError::Shared(_) => Self::Internal { message },
+        }
+    }
+}
+
+/// DataFusion prefixes messages with its variant ("Error during planning: …"); callers want
+/// the sentence, and must never see the virtual search-path schema.
+fn clean_message(err: &DataFusionError) -> String {
+    let text = match err {
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m)
+        | DataFusionError::Configuration(m)
+        | DataFusionError::ResourcesExhausted(m) => m.clone(),
+        DataFusionError::SQL(e, _) => e.to_string(),
+        DataFusionError::SchemaError(e, _) => e.to_string(),
+        DataFusionError::ArrowError(e, _) => e.to_string(),
+        other => other.to_string(),
+    };
+    text.replace(
+        &format!(
+            "{}.{}.",
+            dataport_catalog::CATALOG_NAME,
+            dataport_catalog::SEARCH_PATH_SCHEMA
+        ),
+        "",
+    )
+    .replace(&format!("{}.", dataport_catalog::SEARCH_PATH_SCHEMA), "")
+}

@@ -1,0 +1,21 @@
+//! The Dataport query engine: owns the DataFusion runtime and runs SQL for every surface.
+//!
+//! Start at [`Engine`]: [`Engine::execute`] parses one statement, applies the read-only
+//! [`policy`], resolves every table through the caller's view of the catalog snapshot,
+//! plans with parameters, and returns a [`QueryStream`] of client-facing batches ([`wire`])
+//! bounded by the query timeout and the shared memory pool. Errors carry an
+//! [`ErrorKind`](dataport_catalog::ErrorKind) that each transport maps once.
+//!
+//! Tables, metadata and refresh live in `dataport-catalog`; HTTP and Flight encoding live in
+//! their own crates. This crate knows nothing of axum, tonic or command lines.
+
+mod engine;
+mod error;
+mod metrics;
+pub mod policy;
+pub mod wire;
+
+pub use dataport_catalog::ErrorKind;
+pub use engine::{Engine, EngineOptions, Principal, QueryRequest, QueryStream, RequestContext};
+pub use error::{EngineError, Result};
+pub use metrics::{Metrics, Outcome, Surface};

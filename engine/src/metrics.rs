@@ -1,0 +1,214 @@
+//! Query counters and latency histograms, rendered as Prometheus text.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Which protocol a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Surface {
+    Http,
+    Flight,
+    /// Jobs and other work started by the server itself.
+    Internal,
+}
+
+impl Surface {
+    const ALL: [Surface; 3] = [Surface::Http, Surface::Flight, Surface::Internal];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Flight => "flight",
+            Self::Internal => "internal",
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+/// How a query ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Ok,
+    Error,
+    /// Refused by policy or access rules.
+    Refused,
+    Timeout,
+    /// The client went away or asked to stop.
+    Cancelled,
+}
+
+impl Outcome {
+    const ALL: [Outcome; 5] = [
+        Outcome::Ok,
+        Outcome::Error,
+        Outcome::Refused,
+        Outcome::Timeout,
+        Outcome::Cancelled,
+    ];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Error => "error",
+            Self::Refused => "refused",
+            Self::Timeout => "timeout",
+            Self::Cancelled => "cancelled",
+        }
+    }
+    fn idx(self) -> usize {
+        self as usize
+    }
+}
+
+const BUCKETS: [f64; 14] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
+const SURFACES: usize = 3;
+const OUTCOMES: usize = 5;
+
+/// Process-wide query metrics. Lock-free; cheap to update on every query.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    queries: [[AtomicU64; OUTCOMES]; SURFACES],
+    running: AtomicI64,
+    latency_buckets: [[AtomicU64; BUCKETS.len()]; SURFACES],
+    latency_count: [AtomicU64; SURFACES],
+    latency_sum_micros: [AtomicU64; SURFACES],
+    rows: [AtomicU64; SURFACES],
+    bytes: [AtomicU64; SURFACES],
+}
+
+impl Metrics {
+    pub(crate) fn query_started(&self) {
+        self.running.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn query_finished(&self, surface: Surface, outcome: Outcome, elapsed: Duration) {
+        self.running.fetch_sub(1, Ordering::Relaxed);
+        let s = surface.idx();
+        self.queries[s][outcome.idx()].fetch_add(1, Ordering::Relaxed);
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.latency_buckets[s][i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.latency_count[s].fetch_add(1, Ordering::Relaxed);
+        self.latency_sum_micros[s].fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rows_served(&self, surface: Surface, rows: u64) {
+        self.rows[surface.idx()].fetch_add(rows, Ordering::Relaxed);
+    }
+
+    /// Transports report the bytes they wrote to clients.
+    pub fn bytes_served(&self, surface: Surface, bytes: u64) {
+        self.bytes[surface.idx()].fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Queries currently planning or streaming.
+    pub fn running(&self) -> i64 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    /// Queries that ended with `outcome` on `surface`.
+    pub fn queries(&self, surface: Surface, outcome: Outcome) -> u64 {
+        self.queries[surface.idx()][outcome.idx()].load(Ordering::Relaxed)
+    }
+
+    /// Prometheus text exposition of the query metrics.
+    pub(crate) fn render(&self, out: &mut String) {
+        header(
+            out,
+            "dataport_queries_total",
+            "counter",
+            "Queries by surface and outcome.",
+        );
+        for s in Surface::ALL {
+            for o in Outcome::ALL {
+                let _ = writeln!(
+                    out,
+                    "dataport_queries_total{{surface=\"{}\",outcome=\"{}\"}} {}",
+                    s.as_str(),
+                    o.as_str(),
+                    self.queries(s, o)
+                );
+            }
+        }
+        header(
+            out,
+            "dataport_queries_running",
+            "gauge",
+            "Queries planning or streaming now.",
+        );
+        let _ = writeln!(out, "dataport_queries_running {}", self.running());
+        header(
+            out,
+            "dataport_query_duration_seconds",
+            "histogram",
+            "Query time from receipt to the end of the result stream.",
+        );
+        for s in Surface::ALL {
+            let i = s.idx();
+            for (b, le) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(
+                    out,
+                    "dataport_query_duration_seconds_bucket{{surface=\"{}\",le=\"{le}\"}} {}",
+                    s.as_str(),
+                    self.latency_buckets[i][b].load(Ordering::Relaxed)
+                );
+            }
+            let count = self.latency_count[i].load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "dataport_query_duration_seconds_bucket{{surface=\"{}\",le=\"+Inf\"}} {count}",
+                s.as_str()
+            );
+            let _ = writeln!(
+                out,
+                "dataport_query_duration_seconds_sum{{surface=\"{}\"}} {}",
+                s.as_str(),
+                self.latency_sum_micros[i].load(Ordering::Relaxed) as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "dataport_query_duration_seconds_count{{surface=\"{}\"}} {count}",
+                s.as_str()
+            );
+        }
+        header(
+            out,
+            "dataport_rows_served_total",
+            "counter",
+            "Result rows sent to clients.",
+        );
+        for s in Surface::ALL {
+            let _ = writeln!(
+                out,
+                "dataport_rows_served_total{{surface=\"{}\"}} {}",
+                s.as_str(),
+                self.rows[s.idx()].load(Ordering::Relaxed)
+            );
+        }
+        header(
+            out,
+            "dataport_bytes_served_total",
+            "counter",
+            "Encoded result bytes sent to clients.",
+        );
+        for s in Surface::ALL {
+            let _ = writeln!(
+                out,
+                "dataport_bytes_served_total{{surface=\"{}\"}} {}",
+                s.as_str(),
+                self.bytes[s.idx()].load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
+pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}

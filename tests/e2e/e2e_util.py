@@ -1,0 +1,546 @@
+"""Pure helpers for the Dataport end-to-end tests: server process control, metrics parsing,
+value normalisation and result comparison. Fixtures live in conftest.py."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import json
+import math
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import requests
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("DATAPORT_BIN", REPO / "target" / "debug" / "dataport"))
+TPCH_QUERIES = Path(
+    os.environ.get("DATAPORT_TPCH_QUERIES", REPO.parent / "shared" / "tpch" / "queries")
+)
+TPCH_TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
+STARTUP_TIMEOUT = float(os.environ.get("DATAPORT_STARTUP_TIMEOUT", "120"))
+
+CONTENT_TYPES = {
+    "json": "application/json",
+    "ndjson": "application/x-ndjson",
+    "csv": "text/csv",
+    "arrow": "application/vnd.apache.arrow.stream",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Server process
+# --------------------------------------------------------------------------------------------
+
+
+class Server:
+    """One `dataport serve` process, started on ephemeral ports."""
+
+    def __init__(self, data_dir: Path, args: list[str], log_dir: Path, env: dict | None = None,
+                 default_addr_args: bool = True):
+        self.data_dir = Path(data_dir)
+        self.args = list(args)
+        if default_addr_args:
+            self.args = ["--data-dir", str(self.data_dir), "--http-addr", "127.0.0.1:0",
+                         "--flight-addr", "127.0.0.1:0", *self.args]
+        self.env = env
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = log_dir / "stdout.log"
+        self.stderr_path = log_dir / "stderr.log"
+        self.proc: subprocess.Popen | None = None
+        self.http = ""
+        self.addresses: dict = {}
+        self.session = requests.Session()
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> "Server":
+        if not BIN.exists():
+            raise RuntimeError(f"dataport binary not found at {BIN} (build it or set DATAPORT_BIN)")
+        addr_file = self.data_dir / "run" / "addresses.json"
+        # The data dir may be shared with another (still running) server: drop its address
+        # file so we only ever read the one our process writes.
+        addr_file.unlink(missing_ok=True)
+        # Hermetic: no server setting leaks in from the caller's environment.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
+        if self.env:
+            env.update(self.env)
+        self.proc = subprocess.Popen(
+            [str(BIN), "serve", *self.args],
+            stdout=open(self.stdout_path, "wb"),
+            stderr=open(self.stderr_path, "wb"),
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"dataport exited with code {self.proc.returncode} during startup "
+                    f"(args {self.args}):\n{self.stderr_tail()}"
+                )
+            try:
+                self.addresses = json.loads(addr_file.read_text())
+                if self.addresses.get("http"):
+                    break
+            except (FileNotFoundError, json.JSONDecodeError):
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(
+                    f"dataport did not write {addr_file} within {STARTUP_TIMEOUT}s:\n"
+                    f"{self.stderr_tail()}"
+                )
+            time.sleep(0.2)
+        self.http = "http://" + self.addresses["http"]
+        # The address file is written once listening; make sure HTTP answers before handing out.
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.session.get(self.url("/health"), timeout=5)
+                return self
+            except requests.ConnectionError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"dataport not answering on {self.http}:\n{self.stderr_tail()}")
+                time.sleep(0.2)
+
+    def stop(self, timeout: float = 45) -> int | None:
+        """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code, or None
+        when the process had to be killed."""
+        self.session.close()
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            return None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stderr_tail(self, n: int = 60) -> str:
+        try:
+            lines = self.stderr_path.read_text(errors="replace").splitlines()
+        except FileNotFoundError:
+            return "<no stderr>"
+        return "\n".join(lines[-n:])
+
+    # -- HTTP --------------------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return self.http + path
+
+    def get(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 60)
+        return self.session.get(self.url(path), **kw)
+
+    def post(self, path: str, **kw) -> requests.Response:
+        kw.setdefault("timeout", 60)
+        return self.session.post(self.url(path), **kw)
+
+    def query(self, sql: str, params: list | None = None, fmt: str | None = None,
+              accept: str | None = None, timeout: float = 300, **kw) -> requests.Response:
+        body: dict = {"sql": sql}
+        if params is not None:
+            body["params"] = params
+        headers = kw.pop("headers", {})
+        if accept is not None:
+            headers["Accept"] = accept
+        return self.session.post(
+            self.url("/api/v1/query"),
+            params={"format": fmt} if fmt else None,
+            json=body, headers=headers, timeout=timeout, **kw,
+        )
+
+    def query_json(self, sql: str, params: list | None = None) -> list[dict]:
+        r = self.query(sql, params)
+        assert r.status_code == 200, f"{sql!r} -> {r.status_code}: {r.text[:2000]}"
+        return r.json()
+
+    def query_arrow(self, sql: str, params: list | None = None) -> pa.Table:
+        r = self.query(sql, params, fmt="arrow")
+        assert r.status_code == 200, f"{sql!r} -> {r.status_code}: {r.text[:2000]}"
+        return pa.ipc.open_stream(r.content).read_all()
+
+    def metrics(self) -> list[tuple[str, dict, float]]:
+        r = self.get("/metrics")
+        assert r.status_code == 200, r.text[:500]
+        return parse_metrics(r.text)
+
+    def assert_alive(self) -> None:
+        r = self.query("select 1 as one")
+        assert r.status_code == 200, f"server stopped serving: {r.status_code} {r.text[:500]}"
+        assert r.json() == [{"one": 1}], r.text[:500]
+
+
+# --------------------------------------------------------------------------------------------
+# Responses and metrics
+# --------------------------------------------------------------------------------------------
+
+
+def assert_error(resp: requests.Response, status: int, code: str) -> dict:
+    """Asserts the documented error envelope and returns its `error` object."""
+    assert resp.status_code == status, (
+        f"expected {status} {code}, got {resp.status_code}: {resp.text[:2000]}"
+    )
+    try:
+        body = resp.json()
+    except ValueError:
+        raise AssertionError(f"error body is not JSON: {resp.text[:2000]!r}") from None
+    assert isinstance(body, dict) and isinstance(body.get("error"), dict), body
+    err = body["error"]
+    assert err.get("code") == code, f"expected code {code}, got {err}"
+    assert isinstance(err.get("message"), str) and err["message"], err
+    assert isinstance(err.get("request_id"), str) and err["request_id"], err
+    return err
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)(?:\s+-?\d+)?\s*$")
+_LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*=\s*"((?:[^"\\]|\\.)*)"\s*,?')
+
+
+def parse_metrics(text: str) -> list[tuple[str, dict, float]]:
+    """Parses Prometheus text exposition into (name, labels, value) samples."""
+    samples = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _SAMPLE.match(line)
+        assert m, f"unparseable metrics line: {line!r}"
+        name, labels_text, value = m.groups()
+        labels = {}
+        if labels_text:
+            pos = 0
+            while pos < len(labels_text):
+                lm = _LABEL.match(labels_text, pos)
+                assert lm, f"unparseable labels in {line!r}"
+                labels[lm.group(1)] = bytes(lm.group(2), "utf-8").decode("unicode_escape")
+                pos = lm.end()
+        samples.append((name, labels, float(value)))
+    return samples
+
+
+def metric(samples, name: str, **labels) -> float | None:
+    """Sum of the samples named `name` whose labels include `labels`; None if there are none."""
+    hits = [v for n, ls, v in samples
+            if n == name and all(ls.get(k) == str(w) for k, w in labels.items())]
+    return sum(hits) if hits else None
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Polls `predicate` until it returns a truthy value; returns it, or fails after `timeout`."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+# --------------------------------------------------------------------------------------------
+# Files
+# --------------------------------------------------------------------------------------------
+
+
+def write_parquet_atomic(table: pa.Table, dest: Path) -> None:
+    """Writes `dest` via a dot-prefixed temp name in the same folder, then renames."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.parent / f".{dest.name}.tmp"
+    pq.write_table(table, tmp)
+    os.rename(tmp, dest)
+
+
+def sql_str(s: str | Path) -> str:
+    return "'" + str(s).replace("'", "''") + "'"
+
+
+# --------------------------------------------------------------------------------------------
+# Value normalisation and comparison
+# --------------------------------------------------------------------------------------------
+
+
+def kind_of(t: pa.DataType) -> str:
+    if pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t):
+        return "num"
+    if pa.types.is_date(t):
+        return "date"
+    if pa.types.is_timestamp(t):
+        return "ts"
+    if pa.types.is_boolean(t):
+        return "bool"
+    return "str"
+
+
+def norm(v, kind: str):
+    """Maps a value from any reader (JSON, CSV text, Arrow, DuckDB) to a comparable form:
+    numbers -> float, dates -> 'YYYY-MM-DD', timestamps -> ISO text, bools -> bool."""
+    if v is None:
+        return None
+    if kind == "num":
+        if isinstance(v, str):
+            v = v.strip()
+            if v == "":
+                return None
+        if isinstance(v, bool):
+            return float(v)
+        return float(decimal.Decimal(v) if isinstance(v, str) else v)
+    if kind == "date":
+        return v.isoformat()[:10] if isinstance(v, (dt.date, dt.datetime)) else str(v)[:10]
+    if kind == "ts":
+        s = v.isoformat() if isinstance(v, dt.datetime) else str(v)
+        return s.replace("T", " ").rstrip("Z")
+    if kind == "bool":
+        if isinstance(v, str):
+            return v.strip().lower() in ("true", "t", "1")
+        return bool(v)
+    return v if isinstance(v, str) else str(v)
+
+
+def norm_rows(rows, kinds) -> list[tuple]:
+    return [tuple(norm(v, k) for v, k in zip(row, kinds)) for row in rows]
+
+
+def arrow_rows(table: pa.Table) -> list[tuple]:
+    cols = [c.to_pylist() for c in table.columns]
+    return list(zip(*cols)) if cols else []
+
+
+def values_close(a, b, rel: float) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        if math.isnan(a) or math.isnan(b):
+            return math.isnan(a) and math.isnan(b)
+        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+    return a == b
+
+
+def rows_close(a: tuple, b: tuple, rel: float) -> bool:
+    return len(a) == len(b) and all(values_close(x, y, rel) for x, y in zip(a, b))
+
+
+def diff_ordered(actual: list[tuple], expected: list[tuple], rel: float = 1e-9) -> list[str]:
+    """Row-by-row comparison in order; returns human-readable problems (empty when equal)."""
+    problems = []
+    if len(actual) != len(expected):
+        problems.append(f"row count {len(actual)} != expected {len(expected)}")
+    for i, (a, e) in enumerate(zip(actual, expected)):
+        if not rows_close(a, e, rel):
+            problems.append(f"row {i}: got {a!r}\n        expected {e!r}")
+            if len(problems) > 10:
+                problems.append("...")
+                break
+    return problems
+
+
+def _num_sort_key(row: tuple):
+    return tuple((0, 0.0) if v is None else (1, v) for v in row)
+
+
+def diff_unordered(actual: list[tuple], expected: list[tuple], kinds: list[str],
+                   rel: float = 1e-6) -> list[str]:
+    """Multiset comparison with numeric tolerance. Rows are bucketed by their exact
+    (non-numeric) values, then matched within each bucket."""
+    def split(row):
+        exact = tuple(v for v, k in zip(row, kinds) if k != "num")
+        nums = tuple(v for v, k in zip(row, kinds) if k == "num")
+        return exact, nums
+
+    buckets: dict = {}
+    for side, rows in ((0, actual), (1, expected)):
+        for row in rows:
+            exact, nums = split(row)
+            buckets.setdefault(repr(exact), ([], []))[side].append((nums, row))
+
+    only_actual, only_expected = [], []
+    for a_list, e_list in buckets.values():
+        a_list.sort(key=lambda x: _num_sort_key(x[0]))
+        e_list.sort(key=lambda x: _num_sort_key(x[0]))
+        if len(a_list) == len(e_list) and all(
+            rows_close(a[1], e[1], rel) for a, e in zip(a_list, e_list)
+        ):
+            continue
+        unmatched = list(e_list)
+        for a in a_list:
+            for j, e in enumerate(unmatched):
+                if rows_close(a[1], e[1], rel):
+                    del unmatched[j]
+                    break
+            else:
+                only_actual.append(a[1])
+        only_expected.extend(e[1] for e in unmatched)
+
+    problems = []
+    if len(actual) != len(expected):
+        problems.append(f"row count {len(actual)} != expected {len(expected)}")
+    if only_actual:
+        problems.append(f"{len(only_actual)} rows only in actual, e.g.:\n  "
+                        + "\n  ".join(map(repr, only_actual[:10])))
+    if only_expected:
+        problems.append(f"{len(only_expected)} rows only in expected, e.g.:\n  "
+                        + "\n  ".join(map(repr, only_expected[:10])))
+    return problems
+
+
+# --------------------------------------------------------------------------------------------
+# SQL text helpers
+# --------------------------------------------------------------------------------------------
+
+
+def split_statements(sql: str) -> list[str]:
+    """Drops `--` comments and splits on `;` outside string literals."""
+    out, buf, in_str, i = [], [], False, 0
+    while i < len(sql):
+        c = sql[i]
+        if not in_str and sql.startswith("--", i):
+            nl = sql.find("\n", i)
+            i = len(sql) if nl < 0 else nl
+            continue
+        if c == "'":
+            in_str = not in_str
+        if c == ";" and not in_str:
+            out.append("".join(buf))
+            buf = []
+        else:
+            buf.append(c)
+        i += 1
+    out.append("".join(buf))
+    return [s.strip() for s in out if s.strip()]
+
+
+def main_query(text: str) -> str:
+    """The query statement of a TPC-H file: the only statement, or else the last SELECT/WITH."""
+    stmts = split_statements(text)
+    if len(stmts) == 1:
+        return stmts[0]
+    queries = [s for s in stmts if re.match(r"(?is)^\s*(select|with)\b", s)]
+    assert queries, f"no query statement in {text!r}"
+    return queries[-1]
+
+
+def top_level_order_by(sql: str) -> list[tuple[str, bool]] | None:
+    """Items (expression, descending) of the outermost ORDER BY, or None if there is none."""
+    depth, in_str, masked = 0, False, []
+    for c in sql:
+        if c == "'":
+            in_str = not in_str
+        if not in_str:
+            if c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+        masked.append(c if depth == 0 and not in_str and c not in "()" else " ")
+    flat = "".join(masked).lower()
+    hits = list(re.finditer(r"\border\s+by\b", flat))
+    if not hits:
+        return None
+    start = hits[-1].end()
+    m = re.search(r"\b(limit|offset|fetch)\b", flat[start:])
+    end = start + m.start() if m else len(sql)
+    # Split the original text on commas that are at depth 0 (commas in `flat` survive masking
+    # only at depth 0).
+    items, last = [], start
+    for i in range(start, end):
+        if flat[i] == ",":
+            items.append(sql[last:i])
+            last = i + 1
+    items.append(sql[last:end])
+    result = []
+    for item in items:
+        item = re.sub(r"(?i)\s+nulls\s+(first|last)\s*$", "", item.strip())
+        desc = bool(re.search(r"(?i)\s+desc$", item))
+        expr = re.sub(r"(?i)\s+(asc|desc)$", "", item).strip()
+        result.append((expr, desc))
+    return result
+
+
+def check_sorted(rows: list[tuple], names: list[str], order_by: list[tuple[str, bool]]) -> list[str]:
+    """Checks `rows` (raw values) are sorted by the ORDER BY items that name output columns.
+    Stops at the first item that is not an output column (later keys can't be checked)."""
+    lower = [n.lower() for n in names]
+    keys = []
+    for expr, desc in order_by:
+        e = expr.lower().strip('"')
+        e = e.split(".")[-1] if "." in e and e.split(".")[-1] in lower else e
+        if e.isdigit():
+            keys.append((int(e) - 1, desc))
+        elif e in lower:
+            keys.append((lower.index(e), desc))
+        else:
+            break
+    for i in range(1, len(rows)):
+        prev, cur = rows[i - 1], rows[i]
+        for idx, desc in keys:
+            p, c = prev[idx], cur[idx]
+            if p is None or c is None:
+                break  # null ordering is not checked
+            if p == c:
+                continue
+            if (p > c) != desc:
+                return [f"rows {i - 1} and {i} out of order on {names[idx]} "
+                        f"({'desc' if desc else 'asc'}): {prev!r} then {cur!r}"]
+            break
+    return []
+
+
+# --------------------------------------------------------------------------------------------
+# Raw HTTP (for requests whose body the server may refuse before reading it)
+# --------------------------------------------------------------------------------------------
+
+
+def raw_http(hostport: str, method: str, path: str, body: bytes = b"",
+             headers: dict | None = None, timeout: float = 60) -> tuple[int, dict, bytes]:
+    """Sends one HTTP/1.1 request on a fresh socket (Connection: close), ignoring errors while
+    sending (a server may answer and stop reading early), and returns (status, headers, body)."""
+    import socket
+
+    host, port = hostport.rsplit(":", 1)
+    head = [f"{method} {path} HTTP/1.1", f"Host: {hostport}", "Connection: close",
+            f"Content-Length: {len(body)}"]
+    head += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    data = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    with socket.create_connection((host, int(port)), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        chunks = []
+        try:
+            while True:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+        except ConnectionResetError:
+            pass
+    raw = b"".join(chunks)
+    head_end = raw.find(b"\r\n\r\n")
+    assert head_end >= 0, f"no HTTP response received (got {raw[:200]!r})"
+    lines = raw[:head_end].decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    hdrs = {k.strip().lower(): v.strip() for k, v in (ln.split(":", 1) for ln in lines[1:] if ":" in ln)}
+    payload = raw[head_end + 4:]
+    if "chunked" in hdrs.get("transfer-encoding", "").lower():
+        out, pos = [], 0
+        while True:
+            eol = payload.find(b"\r\n", pos)
+            size = int(payload[pos:eol].split(b";")[0], 16)
+            if size == 0:
+                break
+            out.append(payload[eol + 2:eol + 2 + size])
+            pos = eol + 2 + size + 2
+        payload = b"".join(out)
+    return status, hdrs, payload

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# The whole test suite: formatting, lints, dependency rules, Rust tests, and end-to-end tests
+# through real clients (pyarrow, DuckDB, Python's csv/json) against the real binary.
+# Usage: bash tests/run.sh            (everything)
+#        bash tests/run.sh --rust     (skip the end-to-end suite)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy -D warnings"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "dependency rules"
+dups=$(cargo tree --workspace -d -e normal --prefix none 2>/dev/null | grep -E '^(arrow|parquet|datafusion|sqlparser|tonic|object_store)(-[a-z-]+)? v' || true)
+if [ -n "$dups" ]; then
+  echo "these crates are built twice (one version of each must serve):"; echo "$dups"; exit 1
+fi
+forbid() { # crate, regex of forbidden dependencies
+  local hits
+  hits=$(cargo tree -p "$1" -e normal --prefix none 2>/dev/null | grep -E "^($2) v" | sort -u || true)
+  if [ -n "$hits" ]; then echo "$1 must not depend on: $hits"; exit 1; fi
+}
+forbid dataport-catalog 'dataport-engine|dataport-web|axum|tonic|clap'
+forbid dataport-engine 'dataport-web|axum|tonic|arrow-flight|clap'
+forbid dataport-web 'clap|dataport-demo'
+echo "ok"
+
+step "cargo test"
+cargo test --workspace --quiet
+
+[ "${1:-}" = "--rust" ] && exit 0
+
+step "end-to-end tests (real clients)"
+cargo build --quiet -p dataport
+venv="$root/.venv-test"
+stamp="$venv/.requirements.sha256"
+want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+  echo "$want" > "$stamp"
+fi
+DATAPORT_BIN="$root/target/debug/dataport" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider

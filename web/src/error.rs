@@ -1,0 +1,131 @@
+//! The HTTP error body and the one place HTTP statuses are chosen.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use dataport_engine::{EngineError, ErrorKind};
+use serde::Serialize;
+
+/// An error answered to an HTTP client as `{"error": {"code", "message", "request_id"}}`.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    request_id: Option<String>,
+}
+
+/// HTTP status for an error kind. The only place statuses are derived from kinds.
+pub fn status_for(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidArgument => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::AlreadyExists => StatusCode::CONFLICT,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::PermissionDenied => StatusCode::FORBIDDEN,
+        ErrorKind::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        ErrorKind::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        // nginx's "client closed request"; the client rarely sees it.
+        ErrorKind::Cancelled => StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST),
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            request_id: None,
+        }
+    }
+
+    /// An error of a given kind.
+    pub fn of_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Self::new(status_for(kind), kind.code(), message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::of_kind(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn payload_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body is larger than the limit of {limit} bytes"),
+        )
+    }
+
+    pub fn not_acceptable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", message)
+    }
+
+    pub fn result_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "result_too_large",
+            format!(
+                "the result has more than {limit} rows, the limit for JSON; add a LIMIT or ask for a streaming format (?format=ndjson, csv, arrow or parquet)"
+            ),
+        )
+    }
+
+    pub fn route_not_found(path: &str) -> Self {
+        Self::of_kind(ErrorKind::NotFound, format!("no API route at {path}"))
+    }
+
+    pub fn with_request_id(mut self, id: &str) -> Self {
+        self.request_id = Some(id.to_string());
+        self
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let kind = e.kind();
+        let message = match kind {
+            // Details of bugs stay in the logs.
+            ErrorKind::Internal => {
+                tracing::error!(error = %e, "internal error");
+                "internal error; the server log has the details".to_string()
+            }
+            _ => e.to_string(),
+        };
+        Self::of_kind(kind, message)
+    }
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    error: Inner<'a>,
+}
+
+#[derive(Serialize)]
+struct Inner<'a> {
+    code: &'a str,
+    message: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Body {
+            error: Inner {
+                code: self.code,
+                message: &self.message,
+                request_id: self.request_id.as_deref(),
+            },
+        };
+        (self.status, Json(body)).into_response()
+    }
+}

@@ -1,0 +1,68 @@
+//! `GET /health` and `GET /metrics`.
+
+use std::time::UNIX_EPOCH;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use dataport_catalog::CatalogIssue;
+use serde::Serialize;
+
+use crate::AppState;
+
+#[derive(Serialize)]
+pub(crate) struct Health {
+    status: &'static str,
+    version: &'static str,
+    uptime_seconds: u64,
+    tables: usize,
+    snapshot_version: u64,
+    last_refresh: LastRefresh,
+    queries_running: i64,
+    errors: Vec<CatalogIssue>,
+}
+
+#[derive(Serialize)]
+struct LastRefresh {
+    /// Seconds since the Unix epoch.
+    at: Option<u64>,
+    duration_ms: u64,
+    refreshes: u64,
+    failed: u64,
+}
+
+pub(crate) async fn get_health(State(state): State<AppState>) -> Json<Health> {
+    let catalog = state.engine.catalog();
+    let snapshot = catalog.snapshot();
+    let status = catalog.status();
+    let errors = snapshot.issues().to_vec();
+    Json(Health {
+        status: if errors.is_empty() { "ok" } else { "degraded" },
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_seconds: state.engine.uptime().as_secs(),
+        tables: snapshot.table_count(),
+        snapshot_version: snapshot.version(),
+        last_refresh: LastRefresh {
+            at: status
+                .last_refresh_at
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs()),
+            duration_ms: status.last_duration_ms,
+            refreshes: status.refreshes,
+            failed: status.failed_refreshes,
+        },
+        queries_running: state.engine.metrics().running(),
+        errors,
+    })
+}
+
+pub(crate) async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        state.engine.render_metrics(),
+    )
+}

@@ -1,0 +1,145 @@
+//! The Dataport HTTP API (axum): SQL, catalog, health and metrics over one router.
+//!
+//! Start at [`router`]; [`serve`] runs it until shutdown. Handlers only parse, call the
+//! [`Engine`](dataport_engine::Engine) and encode ([`format`]); statuses are chosen in one
+//! place ([`error::status_for`]). This crate never plans SQL itself and knows nothing of
+//! connectors or the command line.
+
+mod catalog;
+pub mod error;
+pub mod format;
+mod health;
+mod params;
+mod query;
+
+use std::future::Future;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderName, Request, Uri};
+use axum::routing::{get, post};
+use dataport_engine::{Engine, Principal, RequestContext, Surface};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+
+pub use error::ApiError;
+
+/// HTTP settings.
+#[derive(Debug, Clone)]
+pub struct WebOptions {
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Largest JSON (array) result; streaming formats are not capped.
+    pub max_json_rows: usize,
+}
+
+impl Default for WebOptions {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1 << 20,
+            max_json_rows: 100_000,
+        }
+    }
+}
+
+/// What every handler gets.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub engine: Engine,
+    pub options: WebOptions,
+}
+
+impl AppState {
+    /// The context of a request: until accounts exist, every caller is the local admin.
+    fn request_context(&self, request_id: &str, surface: Surface) -> RequestContext {
+        RequestContext::new(Principal::local_admin(), surface, request_id)
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The request id set by the request-id layer (or sent by the client).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestId {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .headers
+                .get(&REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string(),
+        ))
+    }
+}
+
+/// All HTTP routes.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.options.max_body_bytes;
+    let api = Router::new()
+        .route("/api/v1/query", post(query::post_query))
+        .route("/api/v1/catalog", get(catalog::get_catalog))
+        .route("/api/v1/catalog/refresh", post(catalog::post_refresh))
+        .route("/api/v1/catalog/{schema}/{table}", get(catalog::get_table))
+        .route("/health", get(health::get_health))
+        .route("/metrics", get(health::get_metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state);
+    api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|req: &Request<_>| {
+                    let route = req
+                        .extensions()
+                        .get::<axum::extract::MatchedPath>()
+                        .map(|p| p.as_str().to_string())
+                        .unwrap_or_else(|| req.uri().path().to_string());
+                    let id = req
+                        .headers()
+                        .get(&REQUEST_ID)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("-");
+                    tracing::info_span!("http.request", method = %req.method(), route, request_id = id)
+                })
+                .on_failure(()),
+        )
+        .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+}
+
+async fn not_found(uri: Uri, RequestId(id): RequestId) -> ApiError {
+    ApiError::route_not_found(uri.path()).with_request_id(&id)
+}
+
+/// Serve `app` on `listener` until `shutdown` resolves, then let running requests finish for
+/// at most `grace`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(());
+    });
+    let server = async move { server.await };
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => r,
+        _ = async {
+            let _ = rx.await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "requests still running after the shutdown grace period; closing them");
+            Ok(())
+        }
+    }
+}

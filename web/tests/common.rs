@@ -1,0 +1,71 @@
+use std::path::Path;
+use std::sync::OnceLock;
+
+use dataport_catalog::CatalogOptions;
+use dataport_engine::{Engine, EngineOptions};
+use dataport_web::{AppState, WebOptions};
+
+/// TPC-H at a small scale, generated once per test binary.
+pub fn tpch_dir() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        dataport_demo::generate_tpch(dir.path(), 0.01).unwrap();
+        dir
+    })
+    .path()
+}
+
+pub struct Server {
+    pub base: String,
+    pub client: reqwest::Client,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Server {
+    pub async fn start(web: WebOptions) -> Self {
+        let dir = tpch_dir();
+        let mut options = EngineOptions::new(dir);
+        options.target_partitions = 2;
+        let mut catalog = CatalogOptions::new(dir);
+        catalog.watch = false;
+        let engine = Engine::try_new(options, catalog).await.unwrap();
+        let app = dataport_web::router(AppState {
+            engine,
+            options: web,
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(dataport_web::serve(
+            listener,
+            app,
+            async move {
+                let _ = rx.await;
+            },
+            std::time::Duration::from_secs(1),
+        ));
+        Self {
+            base: format!("http://{addr}"),
+            client: reqwest::Client::new(),
+            _shutdown: tx,
+        }
+    }
+
+    pub async fn query(&self, body: serde_json::Value, format: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/api/v1/query?format={format}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+}

@@ -1,0 +1,4 @@
+//! HTTP API tests against the real router on a random port.
+
+mod api;
+mod common;
