@@ -8,7 +8,7 @@ use datafusion::prelude::{SessionConfig, SessionContext};
 use dataport_catalog::{Catalog, CatalogOptions, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider};
 
 /// Write a small Parquet file with columns `id` (int64) and `name` (utf8).
-pub fn write_table(path: &Path, ids: &[i64]) {
+pub(crate) fn write_table(path: &Path, ids: &[i64]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),
@@ -27,14 +27,14 @@ pub fn write_table(path: &Path, ids: &[i64]) {
     w.finish().unwrap();
 }
 
-pub fn options(dir: &Path) -> CatalogOptions {
+pub(crate) fn options(dir: &Path) -> CatalogOptions {
     let mut o = CatalogOptions::new(dir);
     o.watch = false;
     o.refresh_interval = std::time::Duration::ZERO;
     o
 }
 
-pub async fn open(dir: &Path) -> Catalog {
+pub(crate) async fn open(dir: &Path) -> Catalog {
     Catalog::open(
         options(dir),
         Arc::new(RuntimeEnv::default()),
@@ -45,7 +45,7 @@ pub async fn open(dir: &Path) -> Catalog {
 }
 
 /// Run SQL on the current snapshot, returning the pretty-printed result.
-pub async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Result<String> {
+pub(crate) async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Result<String> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(dataport_catalog::CATALOG_NAME, SEARCH_PATH_SCHEMA)
         .with_create_default_catalog_and_schema(false)
@@ -62,7 +62,7 @@ pub async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Result<St
     Ok(arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
 }
 
-pub fn names(catalog: &Catalog) -> Vec<String> {
+pub(crate) fn names(catalog: &Catalog) -> Vec<String> {
     catalog
         .snapshot()
         .tables()

@@ -61,7 +61,17 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 .await
                 .context("demo generation task failed")?
                 .context("cannot generate the demo dataset")?;
-        tracing::info!(?outcome, "demo dataset ready (schema tpch)");
+        match outcome {
+            dataport_demo::DemoOutcome::Reused => {
+                tracing::info!("demo dataset found (schema tpch); reusing it")
+            }
+            dataport_demo::DemoOutcome::Generated(report) => tracing::info!(
+                rows = report.total_rows(),
+                bytes = report.total_bytes(),
+                elapsed_ms = report.elapsed.as_millis() as u64,
+                "demo dataset generated (TPC-H scale {DEMO_SCALE} as schema tpch)"
+            ),
+        }
     }
 
     let mut engine_options = EngineOptions::new(&data_dir);

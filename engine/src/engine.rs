@@ -280,8 +280,18 @@ impl Engine {
             })?;
         let plan = bind_params(plan, request.params)?;
         let plan = match request.max_rows {
-            Some(n) => LogicalPlanBuilder::from(plan).limit(0, Some(n))?.build()?,
-            None => plan,
+            // EXPLAIN and DESCRIBE answer a few rows and cannot sit under a LIMIT.
+            Some(n)
+                if !matches!(
+                    plan,
+                    LogicalPlan::Explain(_)
+                        | LogicalPlan::Analyze(_)
+                        | LogicalPlan::DescribeTable(_)
+                ) =>
+            {
+                LogicalPlanBuilder::from(plan).limit(0, Some(n))?.build()?
+            }
+            _ => plan,
         };
         let physical = state.create_physical_plan(&plan).await?;
         let stream = execute_stream(physical, state.task_ctx())?;
@@ -390,11 +400,10 @@ fn session_config(options: &EngineOptions) -> Result<SessionConfig> {
         .with_information_schema(true)
         .with_target_partitions(options.target_partitions.max(1))
         .with_collect_statistics(true);
-    let defaults: [(&str, &str); 4] = [
+    let defaults: [(&str, &str); 3] = [
         ("datafusion.execution.parquet.pushdown_filters", "true"),
         ("datafusion.execution.parquet.reorder_filters", "true"),
         ("datafusion.execution.parquet.enable_page_index", "true"),
-        ("datafusion.catalog.enable_url_table", "false"),
     ];
     let user = options
         .datafusion
@@ -458,8 +467,17 @@ fn check_reference(view: &SnapshotCatalogProvider, reference: &TableReference) -
     if schema == Some("information_schema") {
         return Ok(());
     }
-    view.resolve(schema, table)?;
-    Ok(())
+    match view.resolve(schema, table) {
+        Ok(_) => Ok(()),
+        // Table functions appear among the references; the policy already allowed only
+        // pure generators through.
+        Err(dataport_catalog::CatalogError::TableNotFound { .. })
+            if schema.is_none() && crate::policy::ALLOWED_TABLE_FUNCTIONS.contains(&table) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn bind_params(plan: LogicalPlan, params: Vec<ScalarValue>) -> Result<LogicalPlan> {

@@ -9,7 +9,7 @@ use dataport_engine::{
 };
 use futures::TryStreamExt;
 
-pub fn write_table(path: &Path, ids: &[i64]) {
+pub(crate) fn write_table(path: &Path, ids: &[i64]) {
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Int64, false),
         Field::new("name", DataType::Utf8, true),
@@ -28,11 +28,11 @@ pub fn write_table(path: &Path, ids: &[i64]) {
     w.finish().unwrap();
 }
 
-pub fn ctx() -> RequestContext {
+pub(crate) fn ctx() -> RequestContext {
     RequestContext::new(Principal::local_admin(), Surface::Internal, "test")
 }
 
-pub async fn engine_with(dir: &Path, tweak: impl FnOnce(&mut EngineOptions)) -> Engine {
+pub(crate) async fn engine_with(dir: &Path, tweak: impl FnOnce(&mut EngineOptions)) -> Engine {
     let mut options = EngineOptions::new(dir);
     options.target_partitions = 2;
     tweak(&mut options);
@@ -43,7 +43,7 @@ pub async fn engine_with(dir: &Path, tweak: impl FnOnce(&mut EngineOptions)) -> 
 }
 
 /// A data dir with TPC-H at a small scale, generated once per test binary.
-pub fn tpch_dir() -> &'static Path {
+pub(crate) fn tpch_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -53,22 +53,22 @@ pub fn tpch_dir() -> &'static Path {
     .path()
 }
 
-pub async fn run(engine: &Engine, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
+pub(crate) async fn run(engine: &Engine, sql: &str) -> Result<Vec<RecordBatch>, EngineError> {
     run_request(engine, QueryRequest::new(sql)).await
 }
 
-pub async fn run_request(
+pub(crate) async fn run_request(
     engine: &Engine,
     request: QueryRequest,
 ) -> Result<Vec<RecordBatch>, EngineError> {
     engine.execute(request, &ctx()).await?.try_collect().await
 }
 
-pub fn rows(batches: &[RecordBatch]) -> usize {
+pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
     batches.iter().map(RecordBatch::num_rows).sum()
 }
 
-pub fn pretty(batches: &[RecordBatch]) -> String {
+pub(crate) fn pretty(batches: &[RecordBatch]) -> String {
     arrow::util::pretty::pretty_format_batches(batches)
         .unwrap()
         .to_string()

@@ -1,4 +1,5 @@
 //! Integration tests of the engine: policy, resolution, parameters, limits, snapshots.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail loudly by design
 
 mod common;
 mod execution;

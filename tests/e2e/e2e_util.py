@@ -320,16 +320,23 @@ def arrow_rows(table: pa.Table) -> list[tuple]:
     return list(zip(*cols)) if cols else []
 
 
-def values_close(a, b, rel: float) -> bool:
+def values_close(a, b, rel: float, abs_tol: float = 1e-9) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         if math.isnan(a) or math.isnan(b):
             return math.isnan(a) and math.isnan(b)
-        return math.isclose(a, b, rel_tol=rel, abs_tol=1e-9)
+        return math.isclose(a, b, rel_tol=rel, abs_tol=abs_tol)
     return a == b
 
 
-def rows_close(a: tuple, b: tuple, rel: float) -> bool:
-    return len(a) == len(b) and all(values_close(x, y, rel) for x, y in zip(a, b))
+def rows_close(a: tuple, b: tuple, rel: float, abs_tols: list[float] | None = None) -> bool:
+    tols = abs_tols or [1e-9] * len(a)
+    return len(a) == len(b) and all(values_close(x, y, rel, t) for x, y, t in zip(a, b, tols))
+
+
+def abs_tolerances(schema) -> list[float]:
+    """A decimal column of scale s is exact only to 10^-s (DataFusion's AVG of a decimal is a
+    decimal of scale 6 where DuckDB answers a double): allow one unit in the last place."""
+    return [10.0 ** -f.type.scale if pa.types.is_decimal(f.type) else 1e-9 for f in schema]
 
 
 def diff_ordered(actual: list[tuple], expected: list[tuple], rel: float = 1e-9) -> list[str]:
@@ -351,7 +358,7 @@ def _num_sort_key(row: tuple):
 
 
 def diff_unordered(actual: list[tuple], expected: list[tuple], kinds: list[str],
-                   rel: float = 1e-6) -> list[str]:
+                   rel: float = 1e-6, abs_tols: list[float] | None = None) -> list[str]:
     """Multiset comparison with numeric tolerance. Rows are bucketed by their exact
     (non-numeric) values, then matched within each bucket."""
     def split(row):
@@ -370,13 +377,13 @@ def diff_unordered(actual: list[tuple], expected: list[tuple], kinds: list[str],
         a_list.sort(key=lambda x: _num_sort_key(x[0]))
         e_list.sort(key=lambda x: _num_sort_key(x[0]))
         if len(a_list) == len(e_list) and all(
-            rows_close(a[1], e[1], rel) for a, e in zip(a_list, e_list)
+            rows_close(a[1], e[1], rel, abs_tols) for a, e in zip(a_list, e_list)
         ):
             continue
         unmatched = list(e_list)
         for a in a_list:
             for j, e in enumerate(unmatched):
-                if rows_close(a[1], e[1], rel):
+                if rows_close(a[1], e[1], rel, abs_tols):
                     del unmatched[j]
                     break
             else:

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from e2e_util import (TPCH_QUERIES, arrow_rows, check_sorted, diff_unordered, kind_of, main_query,
+from e2e_util import (TPCH_QUERIES, abs_tolerances, arrow_rows, check_sorted, diff_unordered, kind_of, main_query,
                       norm_rows, top_level_order_by)
 
 
@@ -35,7 +35,8 @@ def test_tpch_query(server, duck, qid):
     assert len(names) == len(duck_names), header
     assert len(raw) == len(expected), f"{header}\nrow count {len(raw)} != DuckDB {len(expected)}"
 
-    problems = diff_unordered(norm_rows(raw, kinds), norm_rows(expected, kinds), kinds, rel=1e-6)
+    problems = diff_unordered(norm_rows(raw, kinds), norm_rows(expected, kinds), kinds, rel=1e-6,
+                              abs_tols=abs_tolerances(table.schema))
     order_by = top_level_order_by(sql)
     if order_by:
         problems += check_sorted(raw, names, order_by)

@@ -6,7 +6,7 @@ use dataport_engine::{Engine, EngineOptions};
 use dataport_web::{AppState, WebOptions};
 
 /// TPC-H at a small scale, generated once per test binary.
-pub fn tpch_dir() -> &'static Path {
+pub(crate) fn tpch_dir() -> &'static Path {
     static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
     DIR.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
@@ -16,14 +16,14 @@ pub fn tpch_dir() -> &'static Path {
     .path()
 }
 
-pub struct Server {
-    pub base: String,
-    pub client: reqwest::Client,
+pub(crate) struct Server {
+    pub(crate) base: String,
+    pub(crate) client: reqwest::Client,
     _shutdown: tokio::sync::oneshot::Sender<()>,
 }
 
 impl Server {
-    pub async fn start(web: WebOptions) -> Self {
+    pub(crate) async fn start(web: WebOptions) -> Self {
         let dir = tpch_dir();
         let mut options = EngineOptions::new(dir);
         options.target_partitions = 2;
@@ -52,7 +52,7 @@ impl Server {
         }
     }
 
-    pub async fn query(&self, body: serde_json::Value, format: &str) -> reqwest::Response {
+    pub(crate) async fn query(&self, body: serde_json::Value, format: &str) -> reqwest::Response {
         self.client
             .post(format!("{}/api/v1/query?format={format}", self.base))
             .json(&body)
@@ -61,7 +61,7 @@ impl Server {
             .unwrap()
     }
 
-    pub async fn get(&self, path: &str) -> reqwest::Response {
+    pub(crate) async fn get(&self, path: &str) -> reqwest::Response {
         self.client
             .get(format!("{}{path}", self.base))
             .send()
