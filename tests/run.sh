@@ -16,7 +16,7 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 step "dependency rules"
-dups=$(cargo tree --workspace -d -e normal --prefix none 2>/dev/null | grep -E '^(arrow|parquet|datafusion|sqlparser|tonic|object_store)(-[a-z-]+)? v' || true)
+dups=$(cargo tree --workspace -d -e normal --depth 0 --prefix none 2>/dev/null | grep -E '^(arrow|parquet|datafusion|sqlparser|tonic|object_store)(-[a-z-]+)? v' || true)
 if [ -n "$dups" ]; then
   echo "these crates are built twice (one version of each must serve):"; echo "$dups"; exit 1
 fi
