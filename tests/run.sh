@@ -46,4 +46,4 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
   echo "$want" > "$stamp"
 fi
-DATAPORT_BIN="$root/target/debug/dataport" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
+DATAPORT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/dataport" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
