@@ -72,24 +72,18 @@ fn statement_kind(statement: &Statement) -> String {
     }
 }
 
+/// `SELECT … INTO` and table functions are found by one walk over the whole statement.
 fn check_query(query: &Query) -> Result<(), EngineError> {
-    if let SetExpr::Select(select) = query.body.as_ref()
-        && select.into.is_some()
-    {
-        return Err(refused("SELECT … INTO"));
-    }
-    statement_tables_query(query)
+    check_tree(query)
 }
 
 fn statement_tables(statement: &Statement) -> Result<(), EngineError> {
-    let mut v = TableFunctionCheck::default();
-    let _ = statement.visit(&mut v);
-    v.result()
+    check_tree(statement)
 }
 
-fn statement_tables_query(query: &Query) -> Result<(), EngineError> {
+fn check_tree<T: Visit>(node: &T) -> Result<(), EngineError> {
     let mut v = TableFunctionCheck::default();
-    let _ = query.visit(&mut v);
+    let _ = node.visit(&mut v);
     v.result()
 }
 
