@@ -25,18 +25,23 @@ forbid() { # crate, regex of forbidden dependencies
   hits=$(cargo tree -p "$1" -e normal --prefix none 2>/dev/null | grep -E "^($2) v" | sort -u || true)
   if [ -n "$hits" ]; then echo "$1 must not depend on: $hits"; exit 1; fi
 }
-forbid dataport-catalog 'dataport-engine|dataport-web|axum|tonic|clap'
-forbid dataport-engine 'dataport-web|axum|tonic|arrow-flight|clap'
-forbid dataport-web 'clap|dataport-demo'
+forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|engine|web|flight|demo)'
+forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
+forbid dataport-engine 'dataport-web|dataport-flight|axum|tonic|arrow-flight|clap'
+forbid dataport-flight 'dataport-web|dataport-demo|clap'   # (axum comes with tonic's router)
+forbid dataport-web 'dataport-flight|clap|dataport-demo'
 echo "ok"
 
 step "cargo test"
+# One feature set for everything: `--all-targets` resolves features like `cargo test` does, so
+# the server binary the end-to-end tests use shares every dependency artifact with the tests
+# (a plain `cargo build -p dataport` would build DataFusion a second time).
+cargo build --workspace --all-targets --quiet
 cargo test --workspace --quiet
 
 [ "${1:-}" = "--rust" ] && exit 0
 
 step "end-to-end tests (real clients)"
-cargo build --quiet -p dataport
 venv="$root/.venv-test"
 stamp="$venv/.requirements.sha256"
 want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)

@@ -40,6 +40,7 @@ pub(crate) struct FileConfig {
     pub(crate) server: ServerSection,
     pub(crate) engine: EngineSection,
     pub(crate) catalog: CatalogSection,
+    pub(crate) auth: AuthSection,
     pub(crate) log: LogSection,
 }
 
@@ -55,6 +56,24 @@ pub(crate) struct ServerSection {
     pub(crate) shutdown_grace: Option<String>,
     /// Largest HTTP request body, default `1MiB`.
     pub(crate) max_body_size: Option<String>,
+    /// Largest gRPC message the Flight SQL server sends (`DATAPORT_FLIGHT_MAX_MESSAGE_BYTES`),
+    /// default `4MiB`; result batches are split to stay under it.
+    pub(crate) flight_max_message_bytes: Option<String>,
+    /// PEM certificate chain for Flight SQL over TLS (`DATAPORT_FLIGHT_TLS_CERT`).
+    pub(crate) flight_tls_cert: Option<PathBuf>,
+    /// PEM private key for Flight SQL over TLS (`DATAPORT_FLIGHT_TLS_KEY`).
+    pub(crate) flight_tls_key: Option<PathBuf>,
+}
+
+/// `auth:` — credentials.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct AuthSection {
+    /// Password of the bootstrap `admin` account (`DATAPORT_ADMIN_PASSWORD`; in YAML use
+    /// `${VAR}`). Unset: generated once into `<data-dir>/auth/admin-password`.
+    pub(crate) admin_password: Option<String>,
+    /// How long a bearer token from a login stays valid, default `12h`.
+    pub(crate) token_ttl: Option<String>,
 }
 
 /// `engine:` — query execution.
@@ -131,6 +150,18 @@ pub(crate) struct Overrides {
     /// Log format: human or json [default: human]
     #[arg(long, env = "DATAPORT_LOG_FORMAT")]
     pub(crate) log_format: Option<String>,
+    /// Largest gRPC message Flight SQL sends, e.g. 4MiB [default: 4MiB]
+    #[arg(long, env = "DATAPORT_FLIGHT_MAX_MESSAGE_BYTES")]
+    pub(crate) flight_max_message_bytes: Option<String>,
+    /// PEM certificate chain: serve Flight SQL over TLS (with --flight-tls-key)
+    #[arg(long, env = "DATAPORT_FLIGHT_TLS_CERT")]
+    pub(crate) flight_tls_cert: Option<PathBuf>,
+    /// PEM private key for --flight-tls-cert
+    #[arg(long, env = "DATAPORT_FLIGHT_TLS_KEY")]
+    pub(crate) flight_tls_key: Option<PathBuf>,
+    /// Password of the bootstrap admin account (environment only, never a flag)
+    #[arg(skip = std::env::var("DATAPORT_ADMIN_PASSWORD").ok())]
+    pub(crate) admin_password: Option<String>,
 }
 
 /// Log output format.
@@ -158,6 +189,21 @@ pub(crate) struct Config {
     pub(crate) watch: bool,
     pub(crate) log_format: LogFormat,
     pub(crate) log_level: String,
+    pub(crate) flight_max_message_bytes: usize,
+    /// Certificate and key, both or neither.
+    pub(crate) flight_tls: Option<(PathBuf, PathBuf)>,
+    pub(crate) admin_password: Option<Secret>,
+    pub(crate) token_ttl: Duration,
+}
+
+/// A secret value whose `Debug` output never shows it.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct Secret(pub(crate) String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
 }
 
 impl Config {
@@ -255,6 +301,54 @@ impl Config {
             "server.max_body_size",
             file.server.max_body_size.as_deref().unwrap_or("1MiB"),
         )?;
+        let flight_max_message_bytes = parse_size(
+            "server.flight_max_message_bytes",
+            o.flight_max_message_bytes
+                .as_deref()
+                .or(file.server.flight_max_message_bytes.as_deref())
+                .unwrap_or("4MiB"),
+        )?;
+        if !(64 * 1024..=256 << 20).contains(&flight_max_message_bytes) {
+            return Err(invalid(
+                "server.flight_max_message_bytes",
+                "must be between 64KiB and 256MiB (clients such as ADBC accept 16MiB by default)",
+            ));
+        }
+        let cert = o.flight_tls_cert.clone().or(file.server.flight_tls_cert);
+        let key = o.flight_tls_key.clone().or(file.server.flight_tls_key);
+        let flight_tls = match (cert, key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.flight_tls_key",
+                    "a TLS certificate was given without its private key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.flight_tls_cert",
+                    "a TLS private key was given without its certificate",
+                ));
+            }
+        };
+        let admin_password = o.admin_password.clone().or(file.auth.admin_password);
+        if admin_password
+            .as_deref()
+            .is_some_and(|p| p.chars().count() < 8)
+        {
+            return Err(invalid(
+                "auth.admin_password",
+                "must be at least 8 characters",
+            ));
+        }
+        let token_ttl = parse_duration(
+            "auth.token_ttl",
+            file.auth.token_ttl.as_deref().unwrap_or("12h"),
+        )?;
+        if token_ttl.is_zero() {
+            return Err(invalid("auth.token_ttl", "must be greater than zero"));
+        }
         let spill_dir = o
             .spill_dir
             .clone()
@@ -276,6 +370,10 @@ impl Config {
             watch: file.catalog.watch.unwrap_or(true),
             log_format,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
+            flight_max_message_bytes,
+            flight_tls,
+            admin_password: admin_password.map(Secret),
+            token_ttl,
         })
     }
 }

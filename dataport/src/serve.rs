@@ -1,14 +1,23 @@
-//! `dataport serve`: start the engine and the HTTP API; stop them on SIGINT/SIGTERM.
+//! `dataport serve`: start the engine, the HTTP API and Flight SQL; stop them on
+//! SIGINT/SIGTERM.
 
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
+use dataport_auth::{Authenticator, BootstrapAdmin};
 use dataport_catalog::CatalogOptions;
 use dataport_engine::{Engine, EngineOptions};
+use dataport_flight::{FlightOptions, FlightSqlServer, TlsFiles};
 use dataport_web::{AppState, WebOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, LogFormat, Overrides};
+use crate::config::{Config, LogFormat, Overrides, Secret};
+
+/// How long the process waits, after serving stopped, for query threads busy in a long
+/// computation; they are abandoned after it.
+const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
 /// Scale of the generated TPC-H demo dataset.
 const DEMO_SCALE: f64 = 0.1;
@@ -30,7 +39,10 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("dataport")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, args.demo))
+    let result = runtime.block_on(serve(config, args.demo));
+    // A cancelled query may still be inside one long CPU-bound step; don't wait for it.
+    runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
+    result
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
@@ -94,7 +106,6 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         "catalog loaded"
     );
 
-    tracing::debug!(flight_addr = %config.flight_addr, "Flight SQL address (reserved for the Flight SQL service)");
     let cancel = CancellationToken::new();
     let refresher = dataport_catalog::spawn_refresher(engine.catalog().clone(), cancel.clone());
 
@@ -102,12 +113,52 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (server.http_addr)", config.http_addr))?;
     let http_addr = listener.local_addr().context("listener has no address")?;
-    let body = serde_json::json!({ "http": http_addr.to_string() });
+
+    let password = admin_password(&config)?;
+    let auth = Authenticator::new(Arc::new(BootstrapAdmin::new(password)), config.token_ttl);
+    let flight_listener = tokio::net::TcpListener::bind(config.flight_addr)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.flight_addr)",
+                config.flight_addr
+            )
+        })?;
+    let flight_addr = flight_listener
+        .local_addr()
+        .context("listener has no address")?;
+    let flight_options = FlightOptions {
+        max_message_bytes: config.flight_max_message_bytes,
+        tls: config
+            .flight_tls
+            .clone()
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        ..FlightOptions::default()
+    };
+    let tls = flight_options.tls.is_some();
+    let flight_server = FlightSqlServer::try_new(engine.clone(), auth, flight_options)
+        .context("cannot set up the Flight SQL service")?;
+    let flight = dataport_flight::serve(flight_listener, flight_server, {
+        let cancel = cancel.clone();
+        async move { cancel.cancelled().await }
+    })
+    .context("cannot start Flight SQL")?;
+    let mut flight = tokio::spawn(flight);
+
+    let body = serde_json::json!({
+        "http": http_addr.to_string(),
+        "flight": flight_addr.to_string(),
+    });
     dataport_catalog::write::write_bytes_atomic(&addresses, format!("{body}\n").as_bytes())
         .with_context(|| format!("cannot write {}", addresses.display()))?;
     tracing::info!(
         url = %format!("http://{http_addr}"),
         "Dataport is serving HTTP: try  curl -s http://{http_addr}/api/v1/query -d '{{\"sql\": \"select 1\"}}'"
+    );
+    let scheme = if tls { "grpc+tls" } else { "grpc" };
+    tracing::info!(
+        uri = %format!("{scheme}://{flight_addr}"),
+        "Dataport is serving Flight SQL (ADBC, JDBC): user admin"
     );
 
     let app = dataport_web::router(AppState {
@@ -120,19 +171,88 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let shutdown = {
         let cancel = cancel.clone();
         async move {
-            wait_for_signal().await;
+            tokio::select! {
+                _ = wait_for_signal() => {}
+                _ = cancel.cancelled() => {}
+            }
             tracing::info!("shutting down: no new requests; running ones get the grace period");
             cancel.cancel();
         }
     };
-    let served = dataport_web::serve(listener, app, shutdown, config.shutdown_grace).await;
+    let http = dataport_web::serve(listener, app, shutdown, config.shutdown_grace);
+    tokio::pin!(http);
+    let served = tokio::select! {
+        r = &mut http => r.context("HTTP server failed"),
+        r = &mut flight => {
+            // Flight stopped on its own: that is a failure; stop HTTP too.
+            cancel.cancel();
+            let _ = tokio::time::timeout(config.shutdown_grace, &mut http).await;
+            match r {
+                Ok(Ok(())) => Err(anyhow::anyhow!("Flight SQL server stopped unexpectedly")),
+                Ok(Err(e)) => Err(e).context("Flight SQL server failed"),
+                Err(e) => Err(e).context("Flight SQL server task failed"),
+            }
+        }
+    };
     cancel.cancel();
+    if !flight.is_finished() {
+        match tokio::time::timeout(config.shutdown_grace, &mut flight).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Flight SQL server failed while stopping"),
+            Ok(_) => {}
+            Err(_) => {
+                tracing::warn!(
+                    "Flight SQL streams still running after the grace period; closing them"
+                );
+                flight.abort();
+            }
+        }
+    }
     let _ = refresher.await;
     remove_if_exists(&addresses)?;
-    served.context("HTTP server failed")?;
+    served?;
     drop(engine);
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The bootstrap admin's password: configured, or generated once into
+/// `<data-dir>/auth/admin-password` (readable by the server's user only).
+fn admin_password(config: &Config) -> anyhow::Result<String> {
+    if let Some(Secret(p)) = &config.admin_password {
+        return Ok(p.clone());
+    }
+    let dir = config.data_dir.join("auth");
+    let path = dir.join("admin-password");
+    match std::fs::read_to_string(&path) {
+        Ok(text) if !text.trim().is_empty() => {
+            tracing::info!(path = %path.display(), "admin password read from file");
+            return Ok(text.trim().to_owned());
+        }
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    }
+    let password = uuid::Uuid::new_v4().simple().to_string();
+    dataport_catalog::write::write_bytes_atomic(&path, format!("{password}\n").as_bytes())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    tracing::warn!(
+        path = %path.display(),
+        "no admin password configured (DATAPORT_ADMIN_PASSWORD); generated one into this file"
+    );
+    Ok(password)
 }
 
 fn remove_if_exists(path: &Path) -> anyhow::Result<()> {

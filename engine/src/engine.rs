@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::execution::SessionState;
@@ -20,6 +20,7 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
+use dataport_auth::Principal;
 use dataport_catalog::{
     CATALOG_NAME, Catalog, CatalogOptions, CatalogSnapshot, CatalogTable, SEARCH_PATH_SCHEMA,
     SnapshotCatalogProvider, TableFilter,
@@ -62,23 +63,6 @@ impl EngineOptions {
     }
 }
 
-/// Who is asking. Until accounts exist, every caller is the local admin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub name: String,
-    pub admin: bool,
-}
-
-impl Principal {
-    /// The bootstrap administrator.
-    pub fn local_admin() -> Self {
-        Self {
-            name: "admin".into(),
-            admin: true,
-        }
-    }
-}
-
 /// One request's identity and origin.
 #[derive(Debug, Clone)]
 pub struct RequestContext {
@@ -96,6 +80,25 @@ impl RequestContext {
             request_id: request_id.into(),
         }
     }
+}
+
+/// A statement's result schema and parameters, from [`Engine::describe`].
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// Schema of the result, in client-facing types.
+    pub schema: SchemaRef,
+    /// One field per parameter, named `$1`, `$2`, …; type `Null` where the statement does
+    /// not determine it.
+    pub parameters: SchemaRef,
+}
+
+/// Scalar function names by category, from [`Engine::sql_functions`].
+#[derive(Debug, Clone, Default)]
+pub struct SqlFunctions {
+    pub numeric: Vec<String>,
+    pub string: Vec<String>,
+    pub datetime: Vec<String>,
+    pub system: Vec<String>,
 }
 
 /// A SQL request.
@@ -237,7 +240,7 @@ impl Engine {
             }
             Ok(Ok(s)) => s,
         };
-        let schema = wire::client_schema(&stream.schema());
+        let schema = wire::result_schema(&stream.schema());
         Ok(QueryStream {
             schema,
             inner: stream,
@@ -250,13 +253,15 @@ impl Engine {
         })
     }
 
-    async fn plan(
+    /// Parse, check and plan `sql` on the current snapshot, as `ctx`'s principal sees it.
+    async fn logical_plan(
         &self,
-        request: QueryRequest,
+        sql: &str,
         ctx: &RequestContext,
-    ) -> Result<(SendableRecordBatchStream, Arc<CatalogSnapshot>)> {
-        let statement = parse_one(&request.sql, &self.0.base_state)?;
+    ) -> Result<(LogicalPlan, SessionState, Arc<CatalogSnapshot>)> {
+        let mut statement = parse_one(sql, &self.0.base_state)?;
         crate::policy::check(&statement)?;
+        crate::placeholders::number_placeholders(&mut statement)?;
 
         let snapshot = self.0.catalog.snapshot();
         let view = self.view_of(Arc::clone(&snapshot), ctx);
@@ -278,6 +283,47 @@ impl Engine {
                     EngineError::from(e)
                 ))
             })?;
+        Ok((plan, state, snapshot))
+    }
+
+    /// What `sql` would return and which parameters it takes, without running it: for
+    /// prepared statements and result schemas announced before execution.
+    pub async fn describe(&self, sql: &str, ctx: &RequestContext) -> Result<Described> {
+        let timeout = self.0.options.query_timeout;
+        let (plan, _, _) = tokio::time::timeout(timeout, self.logical_plan(sql, ctx))
+            .await
+            .map_err(|_| EngineError::Timeout { after: timeout })??;
+        let schema = wire::result_schema(&Arc::new(plan.schema().as_arrow().clone()));
+        let mut params = Vec::new();
+        for (name, data_type) in plan.get_parameter_types()? {
+            let position = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| EngineError::InvalidParameters {
+                    message: format!("named parameter {name} is not supported; use $1, $2, … or ?"),
+                })?;
+            params.push((position, data_type));
+        }
+        params.sort_by_key(|(position, _)| *position);
+        let fields: Vec<Field> = params
+            .into_iter()
+            .map(|(position, data_type)| {
+                let data_type = data_type.map_or(DataType::Null, |t| wire::client_type(&t));
+                Field::new(format!("${position}"), data_type, true)
+            })
+            .collect();
+        Ok(Described {
+            schema,
+            parameters: Arc::new(Schema::new(fields)),
+        })
+    }
+
+    async fn plan(
+        &self,
+        request: QueryRequest,
+        ctx: &RequestContext,
+    ) -> Result<(SendableRecordBatchStream, Arc<CatalogSnapshot>)> {
+        let (plan, state, snapshot) = self.logical_plan(&request.sql, ctx).await?;
         let plan = bind_params(plan, request.params)?;
         let plan = match request.max_rows {
             // EXPLAIN and DESCRIBE answer a few rows and cannot sit under a LIMIT.
@@ -305,6 +351,34 @@ impl Engine {
         SessionStateBuilder::new_from_existing(self.0.base_state.clone())
             .with_catalog_list(list as Arc<dyn CatalogProviderList>)
             .build()
+    }
+
+    /// The scalar SQL functions this engine offers, grouped the way JDBC/ODBC metadata asks
+    /// for them; each list sorted, upper case.
+    pub fn sql_functions(&self) -> SqlFunctions {
+        let mut out = SqlFunctions::default();
+        for (name, udf) in self.0.base_state.scalar_functions() {
+            let section = udf.documentation().map(|d| d.doc_section.label);
+            let list = match section {
+                Some("Math Functions") => &mut out.numeric,
+                Some(
+                    "String Functions" | "Binary String Functions" | "Regular Expression Functions",
+                ) => &mut out.string,
+                Some("Time and Date Functions") => &mut out.datetime,
+                _ => &mut out.system,
+            };
+            list.push(name.to_ascii_uppercase());
+        }
+        for list in [
+            &mut out.numeric,
+            &mut out.string,
+            &mut out.datetime,
+            &mut out.system,
+        ] {
+            list.sort();
+            list.dedup();
+        }
+        out
     }
 
     /// Prometheus text for the whole server: queries, memory, catalog.

@@ -12,10 +12,14 @@
 mod engine;
 mod error;
 mod metrics;
+mod placeholders;
 pub mod policy;
 pub mod wire;
 
+pub use dataport_auth::Principal;
 pub use dataport_catalog::ErrorKind;
-pub use engine::{Engine, EngineOptions, Principal, QueryRequest, QueryStream, RequestContext};
+pub use engine::{
+    Described, Engine, EngineOptions, QueryRequest, QueryStream, RequestContext, SqlFunctions,
+};
 pub use error::{EngineError, Result};
 pub use metrics::{Metrics, Outcome, Surface};

@@ -52,6 +52,26 @@ pub fn client_schema(schema: &SchemaRef) -> SchemaRef {
     ))
 }
 
+/// The schema a query result is announced and streamed with: [`client_schema`] with every
+/// column nullable. Whether a column can be null depends on bound parameter values and on
+/// plan rewrites, so a schema announced before execution (Flight SQL `GetFlightInfo`, prepared
+/// statements) could otherwise differ from the streamed one, which strict clients (ADBC)
+/// reject. Table schemas in the catalog keep their declared nullability.
+pub fn result_schema(schema: &SchemaRef) -> SchemaRef {
+    let client = client_schema(schema);
+    if client.fields().iter().all(|f| f.is_nullable()) {
+        return client;
+    }
+    Arc::new(Schema::new_with_metadata(
+        client
+            .fields()
+            .iter()
+            .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+            .collect::<Vec<FieldRef>>(),
+        client.metadata().clone(),
+    ))
+}
+
 /// Convert a batch to `target` (a [`client_schema`]); a no-op when nothing differs.
 pub fn to_client_batch(batch: RecordBatch, target: &SchemaRef) -> Result<RecordBatch, ArrowError> {
     if batch.schema_ref().fields() == target.fields() {

@@ -31,6 +31,59 @@ async fn parameters_bind_positionally() {
 }
 
 #[tokio::test]
+async fn question_mark_parameters_and_describe() {
+    let engine = engine_with(tpch_dir(), |_| {}).await;
+    let sql = "select n_name, n_regionkey from nation where n_regionkey = ? and n_name <> ?";
+    let described = engine.describe(sql, &ctx()).await.unwrap();
+    let names: Vec<&str> = described
+        .schema
+        .fields()
+        .iter()
+        .map(|f| f.name().as_str())
+        .collect();
+    assert_eq!(names, ["n_name", "n_regionkey"]);
+    assert_eq!(described.schema.field(0).data_type(), &DataType::Utf8);
+    let params: Vec<(&str, &DataType)> = described
+        .parameters
+        .fields()
+        .iter()
+        .map(|f| (f.name().as_str(), f.data_type()))
+        .collect();
+    let regionkey = described.schema.field(1).data_type();
+    assert_eq!(
+        params,
+        [("$1", regionkey), ("$2", &DataType::Utf8)],
+        "types come from the columns they are compared with"
+    );
+    let request = QueryRequest {
+        sql: sql.into(),
+        params: vec![
+            ScalarValue::Int64(Some(0)),
+            ScalarValue::Utf8(Some("KENYA".into())),
+        ],
+        max_rows: None,
+    };
+    assert_eq!(rows(&run_request(&engine, request).await.unwrap()), 4);
+    // describe applies the same policy and resolution as execute
+    let refused = engine
+        .describe("drop table nation", &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
+    let missing = engine
+        .describe("select * from nope", &ctx())
+        .await
+        .unwrap_err();
+    assert_eq!(missing.kind(), ErrorKind::NotFound);
+    let mixed = engine.describe("select ?, $1", &ctx()).await.unwrap_err();
+    assert_eq!(mixed.kind(), ErrorKind::InvalidArgument);
+    // describing runs nothing: only the one executed query is counted
+    assert_eq!(engine.metrics().queries(Surface::Internal, Outcome::Ok), 1);
+    assert!(!engine.sql_functions().numeric.is_empty());
+    assert!(engine.sql_functions().string.iter().any(|f| f == "UPPER"));
+}
+
+#[tokio::test]
 async fn results_never_carry_view_types() {
     let engine = engine_with(tpch_dir(), |_| {}).await;
     let stream = engine

@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from e2e_util import TPCH_TABLES, Server, sql_str
+from e2e_util import TPCH_TABLES, FlightSession, Server, adbc_connect, sql_str
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +84,20 @@ def duck(tpch_file):
         con.execute(f"create view {t} as select * from read_parquet({sql_str(tpch_file(t))})")
     yield con
     con.close()
+
+
+@pytest.fixture
+def flight_client(server):
+    """A pyarrow.flight session on the demo server, logged in as the bootstrap admin."""
+    with FlightSession(server.flight) as session:
+        yield session
+
+
+@pytest.fixture
+def adbc_conn(server):
+    """An ADBC Flight SQL DB-API connection to the demo server (username/password login)."""
+    conn = adbc_connect(server.flight)
+    try:
+        yield conn
+    finally:
+        conn.close()

@@ -10,13 +10,17 @@ import math
 import os
 import re
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import requests
+
+import flight_proto as fp
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("DATAPORT_BIN", REPO / "target" / "debug" / "dataport"))
@@ -24,7 +28,33 @@ TPCH_QUERIES = Path(
     os.environ.get("DATAPORT_TPCH_QUERIES", REPO.parent / "shared" / "tpch" / "queries")
 )
 TPCH_TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
+# Keys the demo declares in docs/data_description.md (demo/src/lib.rs, TABLE_DOCS).
+TPCH_PRIMARY_KEYS = {
+    "region": ["r_regionkey"], "nation": ["n_nationkey"], "supplier": ["s_suppkey"],
+    "customer": ["c_custkey"], "part": ["p_partkey"], "partsupp": ["ps_partkey", "ps_suppkey"],
+    "orders": ["o_orderkey"], "lineitem": ["l_orderkey", "l_linenumber"],
+}
+# (fk table, fk column, pk table, pk column); every demo foreign key has one column.
+TPCH_FOREIGN_KEYS = [
+    ("nation", "n_regionkey", "region", "r_regionkey"),
+    ("supplier", "s_nationkey", "nation", "n_nationkey"),
+    ("customer", "c_nationkey", "nation", "n_nationkey"),
+    ("partsupp", "ps_partkey", "part", "p_partkey"),
+    ("partsupp", "ps_suppkey", "supplier", "s_suppkey"),
+    ("orders", "o_custkey", "customer", "c_custkey"),
+    ("lineitem", "l_orderkey", "orders", "o_orderkey"),
+    ("lineitem", "l_partkey", "part", "p_partkey"),
+    ("lineitem", "l_suppkey", "supplier", "s_suppkey"),
+]
+# A query that runs for minutes (a 600k x 600k nested-loop join whose predicate no optimizer can
+# prove false from statistics) and sends nothing until it ends.
+SLOW_QUERY = "select count(*) from lineitem a, lineitem b where a.l_orderkey <> b.l_orderkey"
 STARTUP_TIMEOUT = float(os.environ.get("DATAPORT_STARTUP_TIMEOUT", "120"))
+
+# Bootstrap admin credentials: the password comes from DATAPORT_ADMIN_PASSWORD, which
+# `Server.start` sets to ADMIN_PASSWORD unless the caller's env says otherwise.
+ADMIN_USER = "admin"
+ADMIN_PASSWORD = "password"
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -56,6 +86,9 @@ class Server:
         self.stderr_path = log_dir / "stderr.log"
         self.proc: subprocess.Popen | None = None
         self.http = ""
+        # grpc://host:port, or grpc+tls://host:port when Flight serves TLS
+        self.flight = ""
+        self.flight_tls = "--flight-tls-cert" in self.args
         self.addresses: dict = {}
         self.session = requests.Session()
 
@@ -70,6 +103,7 @@ class Server:
         addr_file.unlink(missing_ok=True)
         # Hermetic: no server setting leaks in from the caller's environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
+        env["DATAPORT_ADMIN_PASSWORD"] = ADMIN_PASSWORD
         if self.env:
             env.update(self.env)
         self.proc = subprocess.Popen(
@@ -89,7 +123,7 @@ class Server:
                 )
             try:
                 self.addresses = json.loads(addr_file.read_text())
-                if self.addresses.get("http"):
+                if self.addresses.get("http") and self.addresses.get("flight"):
                     break
             except (FileNotFoundError, json.JSONDecodeError):
                 pass
@@ -101,16 +135,23 @@ class Server:
                 )
             time.sleep(0.2)
         self.http = "http://" + self.addresses["http"]
+        self.flight = ("grpc+tls://" if self.flight_tls else "grpc://") + self.addresses["flight"]
         # The address file is written once listening; make sure HTTP answers before handing out.
         deadline = time.monotonic() + 30
         while True:
             try:
                 self.session.get(self.url("/health"), timeout=5)
+                socket.create_connection(self.flight_hostport, timeout=5).close()
                 return self
-            except requests.ConnectionError:
+            except (requests.ConnectionError, OSError):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"dataport not answering on {self.http}:\n{self.stderr_tail()}")
                 time.sleep(0.2)
+
+    @property
+    def flight_hostport(self) -> tuple[str, int]:
+        host, port = self.addresses["flight"].rsplit(":", 1)
+        return host, int(port)
 
     def stop(self, timeout: float = 45) -> int | None:
         """SIGTERM and wait; SIGKILL if it does not exit in time. Returns the exit code, or None
@@ -183,6 +224,175 @@ class Server:
         r = self.query("select 1 as one")
         assert r.status_code == 200, f"server stopped serving: {r.status_code} {r.text[:500]}"
         assert r.json() == [{"one": 1}], r.text[:500]
+
+    def assert_flight_alive(self, **client_kw) -> None:
+        """A fresh Flight client can still log in and run a query."""
+        assert self.proc is not None and self.proc.poll() is None, \
+            f"dataport exited with {self.proc.returncode}:\n{self.stderr_tail()}"
+        with FlightSession(self.flight, timeout=60, **client_kw) as s:
+            t = s.sql("select 1 as one")
+        assert t.to_pylist() == [{"one": 1}], t
+
+
+# --------------------------------------------------------------------------------------------
+# Flight SQL clients
+# --------------------------------------------------------------------------------------------
+
+GRPC_CODES = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+              "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+              "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+              "UNAUTHENTICATED"]
+# How grpc-go (inside the ADBC Flight SQL driver) spells the codes in its messages.
+GO_CODE_NAMES = {c: "".join(w.capitalize() for w in c.split("_")) for c in GRPC_CODES}
+GO_CODE_NAMES["CANCELLED"] = "Canceled"
+
+
+class FlightSession:
+    """A pyarrow.flight client logged in with HTTP Basic (Handshake -> bearer token), plus helpers
+    that speak Flight SQL with hand-built protobuf commands (see flight_proto.py)."""
+
+    def __init__(self, location: str, user: str | None = ADMIN_USER,
+                 password: str | None = ADMIN_PASSWORD, timeout: float | None = 120, **client_kw):
+        self.location = location
+        self.client = flight.FlightClient(location, **client_kw)
+        self.timeout = timeout
+        self.header: tuple[bytes, bytes] | None = None
+        if user is not None:
+            self.header = self.client.authenticate_basic_token(
+                user.encode(), password.encode(), flight.FlightCallOptions(timeout=timeout))
+        self.options = self.call_options()
+
+    @property
+    def token(self) -> str:
+        assert self.header is not None
+        value = self.header[1].decode()
+        assert value.startswith("Bearer "), value
+        return value[len("Bearer "):]
+
+    def call_options(self, headers: list | None = None, timeout: float | None = -1.0):
+        """Call options carrying `headers` (default: the session's bearer header)."""
+        if headers is None:
+            headers = [self.header] if self.header else []
+        return flight.FlightCallOptions(headers=headers,
+                                        timeout=self.timeout if timeout == -1.0 else timeout)
+
+    def info(self, cmd: bytes, options=None) -> flight.FlightInfo:
+        return self.client.get_flight_info(flight.FlightDescriptor.for_command(cmd),
+                                           options or self.options)
+
+    def schema(self, cmd: bytes, options=None) -> pa.Schema:
+        return self.client.get_schema(flight.FlightDescriptor.for_command(cmd),
+                                      options or self.options).schema
+
+    def read(self, info: flight.FlightInfo, options=None) -> pa.Table:
+        """Reads every endpoint of `info` (on this connection) and concatenates them."""
+        tables = []
+        for ep in info.endpoints:
+            for loc in ep.locations:
+                uri = loc.uri.decode() if isinstance(loc.uri, bytes) else str(loc.uri)
+                assert uri.startswith("arrow-flight-reuse-connection:") or \
+                    uri.split("://")[-1] == self.location.split("://")[-1], \
+                    f"endpoint points elsewhere: {uri}"
+            tables.append(self.client.do_get(ep.ticket, options or self.options).read_all())
+        if not tables:
+            return info.schema.empty_table()
+        return pa.concat_tables(tables) if len(tables) > 1 else tables[0]
+
+    def command(self, cmd: bytes, options=None) -> pa.Table:
+        return self.read(self.info(cmd, options), options)
+
+    def sql(self, query: str, options=None) -> pa.Table:
+        return self.command(fp.command_statement_query(query), options)
+
+    def action(self, action_type: str, body: bytes = b"", options=None) -> list[bytes]:
+        return [r.body.to_pybytes() for r in
+                self.client.do_action(flight.Action(action_type, body), options or self.options)]
+
+    def close(self) -> None:
+        self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def flight_status(exc: BaseException) -> str:
+    """The gRPC status name behind a pyarrow.flight client exception.
+
+    pyarrow maps gRPC codes to exception classes (and, for the codes that share ArrowInvalid or
+    FlightInternalError, to message prefixes such as 'gRPC returned resource exhausted error')."""
+    msg = str(exc).lower()
+    if isinstance(exc, flight.FlightUnauthenticatedError):
+        return "UNAUTHENTICATED"
+    if isinstance(exc, flight.FlightUnauthorizedError):
+        return "PERMISSION_DENIED"
+    if isinstance(exc, flight.FlightCancelledError):
+        return "CANCELLED"
+    if isinstance(exc, flight.FlightTimedOutError):
+        return "DEADLINE_EXCEEDED"
+    if isinstance(exc, flight.FlightUnavailableError):
+        return "UNAVAILABLE"
+    if isinstance(exc, flight.FlightInternalError):
+        if "aborted" in msg:
+            return "ABORTED"
+        if "data loss" in msg:
+            return "DATA_LOSS"
+        return "INTERNAL"
+    if isinstance(exc, pa.ArrowKeyError):
+        return "NOT_FOUND"
+    if isinstance(exc, pa.ArrowNotImplementedError):
+        return "UNIMPLEMENTED"
+    if isinstance(exc, pa.ArrowInvalid):
+        if "resource exhausted" in msg:
+            return "RESOURCE_EXHAUSTED"
+        if "precondition" in msg:
+            return "FAILED_PRECONDITION"
+        if "out-of-range" in msg or "out of range" in msg:
+            return "OUT_OF_RANGE"
+        return "INVALID_ARGUMENT"
+    if "already exists" in msg:
+        return "ALREADY_EXISTS"
+    return "UNKNOWN"
+
+
+def adbc_connect(location: str, user: str | None = ADMIN_USER, password: str | None = ADMIN_PASSWORD,
+                 **db_kwargs):
+    """An ADBC Flight SQL DB-API connection (autocommit: Dataport has no transactions)."""
+    from adbc_driver_flightsql import dbapi
+
+    kw = {}
+    if user is not None:
+        kw = {"username": user, "password": password}
+    kw.update({k: str(v) for k, v in db_kwargs.items()})
+    return dbapi.connect(location, db_kwargs=kw, autocommit=True)
+
+
+def adbc_grpc_status(exc: BaseException) -> str | None:
+    """The gRPC status the ADBC Flight SQL driver reported: it writes '<message> (<GoCodeName>;
+    <context>)' and sets vendor_code to the numeric gRPC code."""
+    msg = str(exc)
+    for name, go in GO_CODE_NAMES.items():
+        if f"({go};" in msg:
+            return name
+    code = getattr(exc, "vendor_code", None)
+    if isinstance(code, int) and 0 < code < len(GRPC_CODES):
+        return GRPC_CODES[code]
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Process memory
+# --------------------------------------------------------------------------------------------
+
+
+def proc_status_kib(pid: int, field_name: str) -> int:
+    """A `kB` field of /proc/<pid>/status (VmRSS, VmHWM, ...), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field_name + ":"):
+            return int(line.split()[1])
+    raise KeyError(field_name)
 
 
 # --------------------------------------------------------------------------------------------
@@ -551,3 +761,76 @@ def raw_http(hostport: str, method: str, path: str, body: bytes = b"",
             pos = eol + 2 + size + 2
         payload = b"".join(out)
     return status, hdrs, payload
+
+
+# --------------------------------------------------------------------------------------------
+# TPC-H
+# --------------------------------------------------------------------------------------------
+
+
+def tpch_query_ids() -> list[str]:
+    files = sorted(TPCH_QUERIES.glob("q*.sql"), key=lambda p: int(re.sub(r"\D", "", p.stem) or 0))
+    return [p.stem for p in files] or [f"q{i}" for i in range(1, 23)]
+
+
+def tpch_sql(qid: str) -> str:
+    path = TPCH_QUERIES / f"{qid}.sql"
+    assert path.exists(), f"TPC-H query file missing: {path} (set DATAPORT_TPCH_QUERIES)"
+    return main_query(path.read_text())
+
+
+def diff_against_duckdb(qid: str, sql: str, table: pa.Table, duck) -> list[str]:
+    """Compares a server result (Arrow) with DuckDB's answer to the same SQL: same column count,
+    same rows as a multiset with numeric tolerance, and sorted by the top-level ORDER BY.
+    Returns problems, the first line describing both sides' columns (empty list when equal)."""
+    names = table.column_names
+    kinds = [kind_of(f.type) for f in table.schema]
+    raw = arrow_rows(table)
+    cur = duck.execute(sql)
+    duck_names = [d[0] for d in cur.description]
+    expected = cur.fetchall()
+    header = (f"{qid}: server columns {names} ({[str(f.type) for f in table.schema]}), "
+              f"DuckDB columns {duck_names}")
+    if len(names) != len(duck_names):
+        return [header, "column count differs"]
+    if len(raw) != len(expected):
+        return [header, f"row count {len(raw)} != DuckDB {len(expected)}"]
+    problems = diff_unordered(norm_rows(raw, kinds), norm_rows(expected, kinds), kinds, rel=1e-6,
+                              abs_tols=abs_tolerances(table.schema))
+    order_by = top_level_order_by(sql)
+    if order_by:
+        problems += check_sorted(raw, names, order_by)
+    return [header] + problems if problems else []
+
+
+# --------------------------------------------------------------------------------------------
+# Documentation snippets
+# --------------------------------------------------------------------------------------------
+
+DOCS = REPO / "docs"
+# What the docs write where the tests have their own values.
+DOC_USER = "alice"
+DOC_LOCATION = "grpc://localhost:50051"
+DOC_TLS_LOCATION = "grpc+tls://dataport.example.com:50051"
+DOC_CA_FILE = "dataport-ca.pem"
+
+
+def doc_snippets(page: str) -> dict[str, str]:
+    """The code blocks of docs/<page> that follow a `<!-- snippet: NAME -->` line, by name."""
+    text = (DOCS / page).read_text()
+    found = re.findall(r"<!-- snippet: ([\w-]+) -->\s*\n```\w*\n(.*?)\n```", text, re.S)
+    snippets = dict(found)
+    assert len(snippets) == len(found), f"duplicate snippet names in {page}"
+    return snippets
+
+
+def adapt_snippet(code: str, location: str, user: str = ADMIN_USER, tls_location: str | None = None,
+                  ca_file: str | None = None) -> str:
+    """A docs snippet with the test server's address, user name (and TLS CA file) swapped in."""
+    code = code.replace(DOC_LOCATION, location).replace(f'"{DOC_USER}"', f'"{user}"')
+    code = code.replace(f'b"{DOC_USER}"', f'b"{user}"')
+    if tls_location:
+        code = code.replace(DOC_TLS_LOCATION, tls_location)
+    if ca_file:
+        code = code.replace(f'"{DOC_CA_FILE}"', repr(str(ca_file)))
+    return code

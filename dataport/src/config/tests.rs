@@ -76,3 +76,43 @@ fn bad_files_name_the_key() {
         "{e}"
     );
 }
+
+#[test]
+fn flight_settings() {
+    let c = load_yaml(
+        "server:\n  flight_max_message_bytes: 2MiB\n  flight_tls_cert: /c.pem\n  flight_tls_key: /k.pem\nauth:\n  admin_password: long-enough\n  token_ttl: 1h\n",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.flight_max_message_bytes, 2 << 20);
+    assert_eq!(
+        c.flight_tls,
+        Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
+    );
+    assert_eq!(c.admin_password, Some(Secret("long-enough".into())));
+    assert!(!format!("{c:?}").contains("long-enough"));
+    assert_eq!(c.token_ttl, Duration::from_secs(3600));
+
+    let e = load_yaml("server:\n  flight_tls_cert: /c.pem\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().starts_with("server.flight_tls_key:"), "{e}");
+    let e = load_yaml("auth:\n  admin_password: short\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().starts_with("auth.admin_password:"), "{e}");
+    let e = load_yaml(
+        "server:\n  flight_max_message_bytes: 1KiB\n",
+        Overrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("server.flight_max_message_bytes:"),
+        "{e}"
+    );
+    let o = Overrides {
+        admin_password: Some("from-the-env".into()),
+        ..Overrides::default()
+    };
+    assert_eq!(
+        load_yaml("", o).unwrap().admin_password,
+        Some(Secret("from-the-env".into()))
+    );
+}

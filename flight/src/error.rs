@@ -1,0 +1,51 @@
+//! gRPC status codes: the one place they are derived from error kinds.
+
+use std::path::PathBuf;
+
+use dataport_auth::AuthError;
+use dataport_engine::{EngineError, ErrorKind};
+use tonic::{Code, Status};
+
+/// gRPC code for an error kind. The only place codes are chosen.
+pub fn code_for(kind: ErrorKind) -> Code {
+    match kind {
+        ErrorKind::InvalidArgument => Code::InvalidArgument,
+        ErrorKind::NotFound => Code::NotFound,
+        ErrorKind::AlreadyExists => Code::AlreadyExists,
+        ErrorKind::Unauthenticated => Code::Unauthenticated,
+        ErrorKind::PermissionDenied => Code::PermissionDenied,
+        ErrorKind::ResourceExhausted => Code::ResourceExhausted,
+        ErrorKind::Unimplemented => Code::Unimplemented,
+        ErrorKind::Unavailable => Code::Unavailable,
+        ErrorKind::DeadlineExceeded => Code::DeadlineExceeded,
+        ErrorKind::Cancelled => Code::Cancelled,
+        ErrorKind::Internal => Code::Internal,
+    }
+}
+
+/// A status for an engine error, carrying its message and the request id.
+pub(crate) fn engine_status(e: &EngineError, request_id: &str) -> Status {
+    Status::new(code_for(e.kind()), format!("{e} (request id {request_id})"))
+}
+
+pub(crate) fn auth_status(e: &AuthError) -> Status {
+    Status::unauthenticated(e.to_string())
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> Status {
+    Status::invalid_argument(message.into())
+}
+
+/// Errors that stop the Flight server from starting or serving.
+#[derive(Debug, thiserror::Error)]
+pub enum FlightServeError {
+    #[error("cannot read TLS file {}: {source}; check flight_tls_cert / flight_tls_key", path.display())]
+    TlsFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid TLS configuration: {0}; the certificate and key must be PEM")]
+    Tls(tonic::transport::Error),
+    #[error("Flight SQL server failed: {0}")]
+    Transport(tonic::transport::Error),
+}

@@ -1,0 +1,178 @@
+//! The gRPC server: authentication in front, TLS optional, and the two Flight RPCs the
+//! Flight SQL dispatcher leaves out (`GetSchema`, `PollFlightInfo`), answered from
+//! `GetFlightInfo` so every command supports them.
+
+use std::future::Future;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::sql::{Any, Command};
+use arrow_flight::{
+    Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
+    SchemaResult, Ticket,
+};
+use prost::Message;
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::auth::AuthInterceptor;
+use crate::error::FlightServeError;
+use crate::service::FlightSqlServer;
+
+/// Largest message a client may send (bound parameters, commands).
+const MAX_DECODING_BYTES: usize = 16 << 20;
+
+/// Set up Flight SQL on `listener` (TLS files are read and checked now) and return the
+/// future that serves it until `shutdown` resolves; running streams may then finish.
+pub fn serve(
+    listener: TcpListener,
+    server: FlightSqlServer,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<impl Future<Output = Result<(), FlightServeError>> + Send, FlightServeError> {
+    let options = server.options().clone();
+    let interceptor = AuthInterceptor::new(server.authenticator().clone());
+    let flight = FlightServiceServer::new(Dataport(server))
+        .max_decoding_message_size(MAX_DECODING_BYTES)
+        // Batches are already split below max_message_bytes; this is the hard stop.
+        .max_encoding_message_size(options.max_message_bytes.max(MAX_DECODING_BYTES));
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
+    if let Some(tls) = &options.tls {
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).map_err(|source| FlightServeError::TlsFile {
+                path: path.to_path_buf(),
+                source,
+            })
+        };
+        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(FlightServeError::Tls)?;
+    }
+    let router = builder.add_service(InterceptedService::new(flight, interceptor));
+    Ok(async move {
+        router
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+            .await
+            .map_err(FlightServeError::Transport)
+    })
+}
+
+/// The Flight SQL service plus `GetSchema` and `PollFlightInfo`.
+struct Dataport(FlightSqlServer);
+
+type Inner = FlightSqlServer;
+
+#[tonic::async_trait]
+impl FlightService for Dataport {
+    type HandshakeStream = <Inner as FlightService>::HandshakeStream;
+    type ListFlightsStream = <Inner as FlightService>::ListFlightsStream;
+    type DoGetStream = <Inner as FlightService>::DoGetStream;
+    type DoPutStream = <Inner as FlightService>::DoPutStream;
+    type DoActionStream = <Inner as FlightService>::DoActionStream;
+    type ListActionsStream = <Inner as FlightService>::ListActionsStream;
+    type DoExchangeStream = <Inner as FlightService>::DoExchangeStream;
+
+    async fn handshake(
+        &self,
+        request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        self.0.handshake(request).await
+    }
+
+    async fn list_flights(
+        &self,
+        _request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        Err(Status::unimplemented(
+            "ListFlights is not supported: list tables with the Flight SQL GetTables command",
+        ))
+    }
+
+    async fn get_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        check_command(&request.get_ref().cmd, "the descriptor's command")?;
+        self.0.get_flight_info(request).await
+    }
+
+    async fn poll_flight_info(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        // Queries are planned synchronously, so the first poll is also the last.
+        let info = self.get_flight_info(request).await?.into_inner();
+        Ok(Response::new(PollInfo {
+            info: Some(info),
+            flight_descriptor: None,
+            progress: Some(1.0),
+            expiration_time: None,
+        }))
+    }
+
+    async fn get_schema(
+        &self,
+        request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let info = self.get_flight_info(request).await?.into_inner();
+        Ok(Response::new(SchemaResult {
+            schema: info.schema,
+        }))
+    }
+
+    async fn do_get(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        check_command(&request.get_ref().ticket, "the ticket")?;
+        self.0.do_get(request).await
+    }
+
+    async fn do_put(
+        &self,
+        request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        self.0.do_put(request).await
+    }
+
+    async fn do_exchange(
+        &self,
+        _request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        Err(Status::unimplemented("DoExchange is not supported"))
+    }
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        self.0.do_action(request).await
+    }
+
+    async fn list_actions(
+        &self,
+        request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        self.0.list_actions(request).await
+    }
+}
+
+/// Malformed commands are the client's error: refuse them with `INVALID_ARGUMENT` before the
+/// Flight SQL dispatcher (which would answer `INTERNAL`) sees them.
+fn check_command(bytes: &[u8], what: &str) -> Result<(), Status> {
+    let any = Any::decode(bytes).map_err(|e| {
+        Status::invalid_argument(format!(
+            "{what} is not a Flight SQL message (protobuf Any): {e}"
+        ))
+    })?;
+    Command::try_from(any).map_err(|e| {
+        Status::invalid_argument(format!("{what} is not a valid Flight SQL message: {e}"))
+    })?;
+    Ok(())
+}
