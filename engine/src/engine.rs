@@ -340,6 +340,7 @@ impl Engine {
             _ => plan,
         };
         let physical = state.create_physical_plan(&plan).await?;
+        let physical = crate::cooperative::everywhere(physical)?;
         let stream = execute_stream(physical, state.task_ctx())?;
         Ok((stream, snapshot))
     }

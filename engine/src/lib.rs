@@ -9,6 +9,7 @@
 //! Tables, metadata and refresh live in `dataport-catalog`; HTTP and Flight encoding live in
 //! their own crates. This crate knows nothing of axum, tonic or command lines.
 
+mod cooperative;
 mod engine;
 mod error;
 mod metrics;

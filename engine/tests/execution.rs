@@ -135,6 +135,49 @@ async fn a_slow_query_times_out() {
     assert_eq!(engine.metrics().running(), 0);
 }
 
+/// A nested-loop join emits many batches per input batch without waiting on anything; the
+/// engine makes it yield, so dropping the stream stops it and frees its memory right away
+/// instead of after the whole cross product was computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_cpu_bound_query_stops_working() {
+    let engine = engine_with(tpch_dir(), |_| {}).await;
+    // about ten seconds of work at this scale if nothing stops it, none of it waiting
+    let sql = "select count(*) from lineitem a, lineitem b where a.l_orderkey <> b.l_orderkey";
+    let mut stream = engine
+        .execute(QueryRequest::new(sql), &ctx())
+        .await
+        .unwrap();
+    // run it until the join holds its build side
+    let waited = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            tokio::select! {
+                next = stream.next() => panic!("the cross join finished early: {next:?}"),
+                _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            }
+            if engine.memory_reserved() > 0 {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(waited.is_ok(), "the join never reserved memory");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(stream);
+    // the aborted tasks end at their next yield (within 128 batches) and release the join's
+    // memory; without yielding they would hold it until the join was done
+    let released = tokio::time::timeout(Duration::from_secs(5), async {
+        while engine.memory_reserved() > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        released.is_ok(),
+        "the cancelled join still holds {} bytes",
+        engine.memory_reserved()
+    );
+}
+
 #[tokio::test]
 async fn dropping_the_stream_cancels_the_query() {
     let engine = engine_with(tpch_dir(), |_| {}).await;
