@@ -25,6 +25,7 @@ forbid() { # crate, regex of forbidden dependencies
   hits=$(cargo tree -p "$1" -e normal --prefix none 2>/dev/null | grep -E "^($2) v" | sort -u || true)
   if [ -n "$hits" ]; then echo "$1 must not depend on: $hits"; exit 1; fi
 }
+forbid dataport-state 'datafusion|arrow|parquet|tonic|axum|clap|argon2|jsonwebtoken|dataport-(auth|catalog|engine|web|flight|demo)'
 forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|engine|web|flight|demo)'
 forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
 forbid dataport-engine 'dataport-web|dataport-flight|axum|tonic|arrow-flight|clap'

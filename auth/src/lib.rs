@@ -1,98 +1,147 @@
-//! Who is calling: principals, credential checks and bearer tokens, shared by every surface.
+//! Who is calling, and what they are: users, groups, passwords, session and API tokens,
+//! shared by every surface.
 //!
-//! An [`Authenticator`] turns the value of an `Authorization` header ([`Credentials`]) into a
-//! [`Principal`]. Passwords are checked by a pluggable [`PasswordVerifier`]; until accounts
-//! exist that is the [`BootstrapAdmin`]. Successful logins get a short-lived bearer token from
-//! the [`TokenStore`], so clients do not resend passwords on every call.
+//! An [`Authenticator`] turns what a caller presents ([`Credentials`]: a user name and
+//! password, a signed session token, or an API token) into a [`Principal`] with its groups.
+//! Passwords are Argon2id hashes ([`password`]), logins are rate limited per account and per
+//! client address, session tokens are HS256 JWTs that can be refreshed and revoked, API
+//! tokens are random secrets stored hashed. [`Accounts`] manages users, groups, grants and API
+//! tokens (the `dataport user|grant|token` commands and the admin API use it). Everything is
+//! kept in the state store (`dataport-state`), so changes made by another process apply at
+//! once.
 //!
-//! This crate knows nothing of DataFusion, gRPC or HTTP frameworks: transports parse their
-//! headers into [`Credentials`] here and map [`AuthError`] to their own status codes.
+//! This crate decides who someone is, never what a table contains: the engine turns a
+//! principal's groups and the [`Grant`]s into table access. It knows nothing of DataFusion,
+//! gRPC or HTTP frameworks: transports parse their headers into [`Credentials`] here and map
+//! [`AuthError`] to their own status codes.
 
+mod accounts;
+mod authenticator;
 mod credentials;
-mod tokens;
+mod jwt;
+pub mod password;
 
 use std::sync::Arc;
-use std::time::Duration;
 
+pub use accounts::{Accounts, NewApiToken, TargetTable, generate_password};
+pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
-pub use tokens::TokenStore;
+pub use dataport_state::{
+    ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, GrantRecord as Grant, StateError, StateStore,
+};
+pub use jwt::Claims;
+
+/// Group whose members may read public tables.
+pub const DATAREAD: &str = "dataread";
+/// Group whose members may read public and private tables.
+pub const DATA_PRIVATE: &str = "data-private";
+/// Administrators: users, grants, jobs, and all data.
+pub const DATA_OPS: &str = "data-ops";
+
+/// User name of the administrator created on first start.
+pub const BOOTSTRAP_ADMIN: &str = "admin";
 
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub name: String,
+    /// Sorted group names.
+    pub groups: Vec<String>,
+    /// Member of [`DATA_OPS`].
     pub admin: bool,
 }
 
 impl Principal {
-    /// The bootstrap administrator.
-    pub fn local_admin() -> Self {
+    pub fn new(name: impl Into<String>, mut groups: Vec<String>) -> Self {
+        groups.sort();
+        groups.dedup();
+        let admin = groups.iter().any(|g| g == DATA_OPS);
         Self {
-            name: BOOTSTRAP_ADMIN.into(),
-            admin: true,
+            name: name.into(),
+            groups,
+            admin,
         }
+    }
+
+    /// An administrator (member of `data-ops`) named `admin`; for tests and internal jobs.
+    pub fn local_admin() -> Self {
+        Self::new(BOOTSTRAP_ADMIN, vec![DATA_OPS.to_string()])
+    }
+
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
     }
 }
 
-/// User name of the bootstrap administrator.
-pub const BOOTSTRAP_ADMIN: &str = "admin";
-
-/// Why a caller could not be authenticated. Every variant means "unauthenticated" to a client;
-/// the messages say what to send instead and never echo secrets.
+/// Why a caller could not be authenticated, or an account change was refused. The messages
+/// say what to do and never echo secrets.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error(
-        "authentication required: send 'authorization: Basic <base64 user:password>' or 'authorization: Bearer <token>'"
+        "authentication required: send 'authorization: Bearer <token>' (log in at POST /api/v1/auth/login) or, for Flight SQL, user name and password"
     )]
     Missing,
     #[error("malformed authorization header: {reason}")]
     Malformed { reason: String },
     #[error("wrong user name or password")]
     InvalidCredentials,
-    #[error("the bearer token is unknown or has expired; log in again with user name and password")]
+    #[error("the bearer token is invalid, expired or revoked; log in again")]
     InvalidToken,
+    #[error("too many failed logins; try again in {retry_after_secs} s")]
+    TooManyAttempts { retry_after_secs: u64 },
+    #[error("the password is too weak: {reason}")]
+    WeakPassword { reason: String },
+    #[error("{message}")]
+    InvalidInput { message: String },
+    #[error("{message}")]
+    NotFound { message: String },
+    #[error("{message}")]
+    AlreadyExists { message: String },
+    #[error("internal authentication error: {message}")]
+    Internal { message: String },
 }
 
-/// Checks a user name and password. Implementations must take the same time for an unknown
-/// user as for a wrong password.
-pub trait PasswordVerifier: Send + Sync + std::fmt::Debug {
-    fn verify(&self, user: &str, password: &str) -> Result<Principal, AuthError>;
-}
-
-/// The one account that exists before user management: `admin` with a configured password.
-pub struct BootstrapAdmin {
-    password: String,
-}
-
-impl std::fmt::Debug for BootstrapAdmin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BootstrapAdmin").finish_non_exhaustive()
-    }
-}
-
-impl BootstrapAdmin {
-    pub fn new(password: impl Into<String>) -> Self {
-        Self {
-            password: password.into(),
+impl From<StateError> for AuthError {
+    fn from(e: StateError) -> Self {
+        match e {
+            StateError::NoSuchUser(_) => Self::NotFound {
+                message: e.to_string(),
+            },
+            StateError::UserExists(_) => Self::AlreadyExists {
+                message: e.to_string(),
+            },
+            other => Self::Internal {
+                message: other.to_string(),
+            },
         }
     }
 }
 
-impl PasswordVerifier for BootstrapAdmin {
-    fn verify(&self, user: &str, password: &str) -> Result<Principal, AuthError> {
-        // Evaluate both comparisons so timing does not tell which one failed.
-        let user_ok = constant_time_eq(user.as_bytes(), BOOTSTRAP_ADMIN.as_bytes());
-        let password_ok = constant_time_eq(password.as_bytes(), self.password.as_bytes());
-        if user_ok & password_ok {
-            Ok(Principal::local_admin())
-        } else {
-            Err(AuthError::InvalidCredentials)
-        }
+/// Where grants come from: the engine asks on every query, so implementations cache.
+pub trait GrantSource: Send + Sync + std::fmt::Debug {
+    fn grants(&self) -> Arc<[Grant]>;
+}
+
+/// `bytes` random bytes from the OS, hex encoded.
+pub(crate) fn random_token(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    // The OS random source does not fail on supported platforms; if it did, a zero buffer
+    // must not become a secret.
+    if getrandom::fill(&mut buf).is_err() {
+        buf = uuid::Uuid::new_v4()
+            .as_bytes()
+            .iter()
+            .chain(uuid::Uuid::new_v4().as_bytes())
+            .copied()
+            .cycle()
+            .take(bytes)
+            .collect();
     }
+    hex::encode(buf)
 }
 
 /// Compares in time that depends only on the lengths.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
     for (i, x) in a.iter().enumerate() {
         diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);
@@ -100,45 +149,17 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     diff == 0
 }
 
-/// Authenticates callers of every surface: passwords through the verifier, tokens through
-/// the store. Cheap to clone.
-#[derive(Debug, Clone)]
-pub struct Authenticator {
-    verifier: Arc<dyn PasswordVerifier>,
-    tokens: Arc<TokenStore>,
-}
-
-impl Authenticator {
-    pub fn new(verifier: Arc<dyn PasswordVerifier>, token_ttl: Duration) -> Self {
-        Self {
-            verifier,
-            tokens: Arc::new(TokenStore::new(token_ttl)),
-        }
-    }
-
-    /// The principal behind `credentials`.
-    pub fn authenticate(&self, credentials: &Credentials) -> Result<Principal, AuthError> {
-        match credentials {
-            Credentials::Basic { user, password } => self.verifier.verify(user, password),
-            Credentials::Bearer(token) => self.tokens.lookup(token),
-        }
-    }
-
-    /// The principal behind an `Authorization` header value (absent: [`AuthError::Missing`]).
-    pub fn authenticate_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
-        let credentials = parse_authorization(header.ok_or(AuthError::Missing)?)?;
-        self.authenticate(&credentials)
-    }
-
-    /// A new bearer token for `principal`.
-    pub fn issue_token(&self, principal: &Principal) -> String {
-        self.tokens.issue(principal.clone())
-    }
-
-    /// Forget a token (logout). Unknown tokens are ignored.
-    pub fn revoke_token(&self, token: &str) {
-        self.tokens.revoke(token);
-    }
+/// Whether `name` is a valid user or group name: 1–64 of `a-z 0-9 . _ -`, starting with a
+/// letter or digit (the spec's user names: an e-mail's local part, or the e-mail with `@` and
+/// `.` replaced by `_`).
+pub fn valid_name(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 64
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(b))
 }
 
 #[cfg(test)]

@@ -1,10 +1,66 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
 use super::*;
 
-fn auth(ttl: Duration) -> Authenticator {
-    Authenticator::new(Arc::new(BootstrapAdmin::new("password")), ttl)
+const PW: &str = "Correct-Horse-9";
+const ADDR: &str = "10.0.0.1";
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store: Arc<StateStore>,
+    accounts: Accounts,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(StateStore::open(dir.path()).unwrap());
+    let accounts = Accounts::new(Arc::clone(&store));
+    accounts
+        .add_user("admin", PW, &[DATA_OPS.to_string()])
+        .unwrap();
+    accounts
+        .add_user("ana", PW, &[DATAREAD.to_string()])
+        .unwrap();
+    Fixture {
+        _dir: dir,
+        store,
+        accounts,
+    }
+}
+
+fn auth(f: &Fixture, options: AuthOptions) -> Authenticator {
+    Authenticator::new(Arc::clone(&f.store), options).unwrap()
+}
+
+fn options() -> AuthOptions {
+    AuthOptions {
+        signing_key: Some("k".repeat(32)),
+        ..AuthOptions::default()
+    }
+}
+
+fn sign_raw(
+    header: &str,
+    claims: &serde_json::Value,
+    key: &[u8],
+    alg: jsonwebtoken::Algorithm,
+) -> String {
+    let _ = header;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(key),
+    )
+    .unwrap()
+}
+
+fn claims_of(token: &str) -> serde_json::Value {
+    let payload = token.split('.').nth(1).unwrap();
+    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
 }
 
 #[test]
@@ -15,106 +71,320 @@ fn basic_with_and_without_padding() {
         "Basic YWRtaW46cGFzc3dvcmQ",
         "basic   YWRtaW46cGFzc3dvcmQ",
     ] {
-        let creds = parse_authorization(header).unwrap();
         assert_eq!(
-            creds,
+            parse_authorization(header).unwrap(),
             Credentials::Basic {
                 user: "admin".into(),
                 password: "password".into()
             }
         );
+    }
+    assert!(matches!(
+        parse_authorization("Digest abc"),
+        Err(AuthError::Malformed { .. })
+    ));
+    assert!(matches!(
+        parse_authorization("Basic !!!"),
+        Err(AuthError::Malformed { .. })
+    ));
+    assert!(matches!(
+        parse_authorization("Bearer "),
+        Err(AuthError::Malformed { .. })
+    ));
+    // Debug output never shows secrets.
+    let creds = parse_authorization("Basic YWRtaW46cGFzc3dvcmQ=").unwrap();
+    assert!(!format!("{creds:?}").contains("password\""));
+    assert!(!format!("{:?}", Credentials::Bearer("sekrit".into())).contains("sekrit"));
+}
+
+#[test]
+fn password_rules_and_hashes() {
+    for weak in ["Short1", "alllowercase1", "ALLUPPER1", "NoDigitsHere"] {
+        assert!(
+            matches!(check_rules(weak), Err(AuthError::WeakPassword { .. })),
+            "{weak} accepted"
+        );
+    }
+    check_rules("Fine-Pass1").unwrap();
+    check_rules(&generate_password()).unwrap();
+    let hash = password::hash_password("Fine-Pass1").unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(password::verify_password(&hash, "Fine-Pass1"));
+    assert!(!password::verify_password(&hash, "Fine-Pass2"));
+    assert!(!password::verify_password("not a hash", "Fine-Pass1"));
+    assert_ne!(
+        hash,
+        password::hash_password("Fine-Pass1").unwrap(),
+        "salted"
+    );
+}
+
+fn check_rules(p: &str) -> Result<(), AuthError> {
+    password::check_password_rules(p)
+}
+
+#[test]
+fn login_issues_a_jwt_with_the_standard_claims() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let session = a.login("ana", PW, ADDR).unwrap();
+    assert_eq!(session.principal.name, "ana");
+    assert_eq!(session.principal.groups, vec![DATAREAD.to_string()]);
+    assert!(!session.principal.admin);
+    let claims = claims_of(&session.token);
+    for key in ["sub", "exp", "iat", "iss", "jti"] {
+        assert!(claims.get(key).is_some(), "{key} missing in {claims}");
+    }
+    assert_eq!(claims["iss"], "dataport");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        30 * 24 * 3600
+    );
+    assert_eq!(a.check_bearer(&session.token).unwrap().name, "ana");
+    let admin = a.login("admin", PW, ADDR).unwrap().principal;
+    assert!(admin.admin);
+    assert!(matches!(
+        a.login("ana", "Wrong-Pass1", ADDR),
+        Err(AuthError::InvalidCredentials)
+    ));
+    assert!(matches!(
+        a.login("nobody", PW, ADDR),
+        Err(AuthError::InvalidCredentials)
+    ));
+}
+
+#[test]
+fn forged_tokens_are_refused() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let good = a.login("ana", PW, ADDR).unwrap().token;
+    let claims = claims_of(&good);
+    let key = "k".repeat(32);
+    // Same key, other algorithm.
+    let hs384 = sign_raw("", &claims, key.as_bytes(), jsonwebtoken::Algorithm::HS384);
+    // Re-signed with another key.
+    let other_key = sign_raw(
+        "",
+        &claims,
+        b"another key of enough length....",
+        jsonwebtoken::Algorithm::HS256,
+    );
+    // alg: none, no signature.
+    let none = format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        good.split('.').nth(1).unwrap()
+    );
+    // Claims changed (sub: admin) with the original signature.
+    let mut admin_claims = claims.clone();
+    admin_claims["sub"] = "admin".into();
+    let parts: Vec<&str> = good.split('.').collect();
+    let tampered = format!(
+        "{}.{}.{}",
+        parts[0],
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(&admin_claims).unwrap()),
+        parts[2]
+    );
+    // Right key, wrong issuer.
+    let mut foreign = claims.clone();
+    foreign["iss"] = "someone-else".into();
+    let foreign = sign_raw("", &foreign, key.as_bytes(), jsonwebtoken::Algorithm::HS256);
+    // Right key, expired.
+    let mut expired = claims.clone();
+    expired["exp"] = (dataport_state::now_secs() - 10).into();
+    let expired = sign_raw("", &expired, key.as_bytes(), jsonwebtoken::Algorithm::HS256);
+    // Right key, unknown user.
+    let mut ghost = claims.clone();
+    ghost["sub"] = "ghost".into();
+    let ghost = sign_raw("", &ghost, key.as_bytes(), jsonwebtoken::Algorithm::HS256);
+    for (what, token) in [
+        ("hs384", hs384),
+        ("other key", other_key),
+        ("alg none", none),
+        ("tampered", tampered),
+        ("wrong issuer", foreign),
+        ("expired", expired),
+        ("unknown user", ghost),
+        ("garbage", "abc.def.ghi".to_string()),
+        ("api-looking garbage", "dpk_nothing".to_string()),
+    ] {
         assert_eq!(
-            auth(Duration::from_secs(60)).authenticate(&creds).unwrap(),
-            Principal::local_admin()
+            a.check_bearer(&token),
+            Err(AuthError::InvalidToken),
+            "{what} was accepted"
         );
     }
 }
 
 #[test]
-fn passwords_may_contain_colons() {
-    // user "u", password "a:b"
-    let creds = parse_authorization("Basic dTphOmI=").unwrap();
+fn refresh_within_grace_and_revoke() {
+    let f = fixture();
+    let key = "k".repeat(32);
+    let a = auth(&f, options());
+    let session = a.login("ana", PW, ADDR).unwrap();
+    let mut claims = claims_of(&session.token);
+    // Expired an hour ago: not usable, but refreshable.
+    claims["exp"] = (dataport_state::now_secs() - 3600).into();
+    claims["jti"] = "expired-one".into();
+    let expired = sign_raw("", &claims, key.as_bytes(), jsonwebtoken::Algorithm::HS256);
+    assert_eq!(a.check_bearer(&expired), Err(AuthError::InvalidToken));
+    let renewed = a.refresh(&expired).unwrap();
+    assert_eq!(a.check_bearer(&renewed.token).unwrap().name, "ana");
+    // The refreshed-from token cannot be refreshed twice.
+    assert_eq!(a.refresh(&expired), Err(AuthError::InvalidToken));
+    // Expired eight days ago: past the seven-day grace.
+    claims["exp"] = (dataport_state::now_secs() - 8 * 24 * 3600).into();
+    claims["jti"] = "too-old".into();
+    let too_old = sign_raw("", &claims, key.as_bytes(), jsonwebtoken::Algorithm::HS256);
+    assert_eq!(a.refresh(&too_old), Err(AuthError::InvalidToken));
+    // Revocation (logout) takes effect at once, also for another authenticator on the
+    // same store (another server process).
+    let other = auth(&f, options());
+    assert!(other.check_bearer(&renewed.token).is_ok());
+    a.revoke(&renewed.token).unwrap();
+    assert_eq!(a.check_bearer(&renewed.token), Err(AuthError::InvalidToken));
     assert_eq!(
-        creds,
-        Credentials::Basic {
-            user: "u".into(),
-            password: "a:b".into()
-        }
+        other.check_bearer(&renewed.token),
+        Err(AuthError::InvalidToken)
     );
 }
 
 #[test]
-fn malformed_headers_are_refused_without_echoing_them() {
-    for header in [
-        "Basic",
-        "Basic !!!",
-        "Basic YWRtaW4",
-        "Bearer",
-        "Digest abc",
-        "",
-    ] {
-        let e = parse_authorization(header).unwrap_err();
-        assert!(matches!(e, AuthError::Malformed { .. }), "{header}: {e}");
+fn account_changes_apply_to_live_tokens() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let token = a.login("ana", PW, ADDR).unwrap().token;
+    // Group changes show on the next call.
+    f.accounts
+        .set_groups("ana", &[DATAREAD.to_string(), DATA_PRIVATE.to_string()])
+        .unwrap();
+    assert!(a.check_bearer(&token).unwrap().in_group(DATA_PRIVATE));
+    // A password change ends older sessions (tokens are issued with second precision).
+    std::thread::sleep(Duration::from_millis(1100));
+    f.accounts.set_password("ana", "Another-Pass2").unwrap();
+    assert_eq!(a.check_bearer(&token), Err(AuthError::InvalidToken));
+    let token = a.login("ana", "Another-Pass2", ADDR).unwrap().token;
+    f.accounts.remove_user("ana").unwrap();
+    assert_eq!(a.check_bearer(&token), Err(AuthError::InvalidToken));
+}
+
+#[test]
+fn failed_logins_are_rate_limited_per_account_and_address() {
+    let f = fixture();
+    let a = auth(&f, options());
+    for i in 0..5 {
+        // From different addresses: the account limit still counts them.
+        let addr = format!("10.0.1.{i}");
+        assert_eq!(
+            a.login("ana", "Wrong-Pass1", &addr),
+            Err(AuthError::InvalidCredentials)
+        );
     }
-    let e = parse_authorization("Basic c2VjcmV0LXZhbHVl!").unwrap_err();
-    assert!(!e.to_string().contains("c2VjcmV0"), "{e}");
-}
-
-#[test]
-fn wrong_user_or_password() {
-    let a = auth(Duration::from_secs(60));
-    for (user, password) in [("admin", "nope"), ("bob", "password"), ("admin", "")] {
-        let e = a
-            .authenticate(&Credentials::Basic {
-                user: user.into(),
-                password: password.into(),
-            })
-            .unwrap_err();
-        assert_eq!(e, AuthError::InvalidCredentials);
+    // Even the right password is refused now, from anywhere.
+    assert!(matches!(
+        a.login("ana", PW, "10.9.9.9"),
+        Err(AuthError::TooManyAttempts { .. })
+    ));
+    // Other accounts are not locked by it...
+    a.login("admin", PW, "10.9.9.9").unwrap();
+    // ...but one address guessing many accounts is.
+    for user in ["u1", "u2", "u3", "u4", "u5"] {
+        let _ = a.login(user, "Wrong-Pass1", "10.7.7.7");
     }
-    assert_eq!(a.authenticate_header(None).unwrap_err(), AuthError::Missing);
+    assert!(matches!(
+        a.login("admin", PW, "10.7.7.7"),
+        Err(AuthError::TooManyAttempts { .. })
+    ));
+    // Every attempt is on record.
+    assert!(f.store.login_attempts(100).unwrap().len() >= 11);
 }
 
 #[test]
-fn tokens_issue_lookup_expire_revoke() {
-    let a = auth(Duration::from_secs(60));
-    let token = a.issue_token(&Principal::local_admin());
-    let bearer = parse_authorization(&format!("Bearer {token}")).unwrap();
-    assert_eq!(a.authenticate(&bearer).unwrap(), Principal::local_admin());
-    assert_ne!(token, a.issue_token(&Principal::local_admin()));
-    a.revoke_token(&token);
-    assert_eq!(
-        a.authenticate(&bearer).unwrap_err(),
-        AuthError::InvalidToken
-    );
-    assert_eq!(
-        a.authenticate(&Credentials::Bearer("dpt_bogus".into()))
-            .unwrap_err(),
-        AuthError::InvalidToken
-    );
-
-    let short = auth(Duration::from_millis(1));
-    let token = short.issue_token(&Principal::local_admin());
-    std::thread::sleep(Duration::from_millis(5));
-    assert_eq!(
-        short.authenticate(&Credentials::Bearer(token)).unwrap_err(),
-        AuthError::InvalidToken
-    );
+fn api_tokens_authenticate_until_revoked_or_expired() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let t = f.accounts.create_api_token("ana", "laptop", None).unwrap();
+    assert!(t.token.starts_with("dpk_"));
+    assert_eq!(a.check_bearer(&t.token).unwrap().name, "ana");
+    // Only the hash is stored.
+    let stored = &f.accounts.api_tokens(Some("ana")).unwrap()[0];
+    assert!(!t.token.contains(&stored.secret_hash));
+    let wrong = format!("{}0", &t.token[..t.token.len() - 1]);
+    assert_eq!(a.check_bearer(&wrong), Err(AuthError::InvalidToken));
+    f.accounts.revoke_api_token(&t.id).unwrap();
+    assert_eq!(a.check_bearer(&t.token), Err(AuthError::InvalidToken));
+    let short = f
+        .accounts
+        .create_api_token("ana", "ci", Some(Duration::from_secs(0)))
+        .unwrap();
+    assert_eq!(a.check_bearer(&short.token), Err(AuthError::InvalidToken));
+    assert!(f.accounts.create_api_token("ghost", "x", None).is_err());
 }
 
 #[test]
-fn debug_output_hides_secrets() {
-    let creds = parse_authorization("Basic YWRtaW46cGFzc3dvcmQ").unwrap();
-    assert!(!format!("{creds:?}").contains("password"));
-    assert!(!format!("{:?}", BootstrapAdmin::new("hunter2")).contains("hunter2"));
-    assert!(!format!("{:?}", Credentials::Bearer("dpt_x".into())).contains("dpt_x"));
+fn accounts_keep_an_administrator_and_check_names() {
+    let f = fixture();
+    assert!(matches!(
+        f.accounts.remove_user("admin"),
+        Err(AuthError::InvalidInput { .. })
+    ));
+    assert!(matches!(
+        f.accounts.set_groups("admin", &[DATAREAD.to_string()]),
+        Err(AuthError::InvalidInput { .. })
+    ));
+    for bad in ["", "Ana", "a b", "-x", "x/y"] {
+        assert!(
+            f.accounts.add_user(bad, PW, &[]).is_err(),
+            "{bad:?} accepted"
+        );
+    }
+    assert!(matches!(
+        f.accounts.add_user("ana", PW, &[]),
+        Err(AuthError::AlreadyExists { .. })
+    ));
+    assert!(matches!(
+        f.accounts.add_user("bo", "weak", &[]),
+        Err(AuthError::WeakPassword { .. })
+    ));
+    let target: TargetTable = "sales.orders".parse().unwrap();
+    f.accounts
+        .grant(
+            "eu-team",
+            &target,
+            Some(" region = 'EU' "),
+            &["email".into()],
+            "admin",
+        )
+        .unwrap();
+    let a = auth(&f, options());
+    let grants = a.grants();
+    assert_eq!(grants.len(), 1);
+    assert_eq!(grants[0].row_filter.as_deref(), Some("region = 'EU'"));
+    assert!("sales".parse::<TargetTable>().is_err());
+    assert!("Sales.x".parse::<TargetTable>().is_err());
+    assert_eq!("s.*".parse::<TargetTable>().unwrap().table, None);
+    f.accounts.revoke_grant("eu-team", &target).unwrap();
+    assert!(a.grants().is_empty());
+    assert!(f.accounts.revoke_grant("eu-team", &target).is_err());
 }
 
 #[test]
-fn constant_time_eq_is_eq() {
-    assert!(constant_time_eq(b"abc", b"abc"));
-    assert!(!constant_time_eq(b"abc", b"abd"));
-    assert!(!constant_time_eq(b"abc", b"ab"));
-    assert!(!constant_time_eq(b"", b"a"));
-    assert!(constant_time_eq(b"", b""));
+fn generated_signing_key_is_kept() {
+    let f = fixture();
+    let a = auth(&f, AuthOptions::default());
+    let token = a.login("ana", PW, ADDR).unwrap().token;
+    // A restart (new authenticator, same store) accepts the token.
+    let b = auth(&f, AuthOptions::default());
+    assert_eq!(b.check_bearer(&token).unwrap().name, "ana");
+    // A configured key that is too short is refused.
+    assert!(
+        Authenticator::new(
+            Arc::clone(&f.store),
+            AuthOptions {
+                signing_key: Some("short".into()),
+                ..AuthOptions::default()
+            }
+        )
+        .is_err()
+    );
 }

@@ -3,8 +3,9 @@
 //! The format is `shared/spec/data-description.md`: fenced ```` ```yaml ```` blocks with
 //! `folder_mapping` and `tables`, prose in between. Dataport reads
 //! `<data-dir>/docs/data_description.md` and every `<data-dir>/docs/datasets/*.md`.
-//! Two extension keys are accepted on a table: `column_descriptions` (column → text) and
-//! `private` (readable only by `data-private`; enforced by the access layer).
+//! Extension keys accepted on a table: `column_descriptions` (column → text) and
+//! `access: public|private` (or `private: true`): private tables are readable only by
+//! `data-private` and `data-ops`, enforced by the engine's access rules.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -213,6 +214,8 @@ struct RawTable {
     #[serde(default)]
     private: bool,
     #[serde(default)]
+    access: Option<String>,
+    #[serde(default)]
     column_descriptions: BTreeMap<String, String>,
 }
 
@@ -416,6 +419,19 @@ fn validate(
             description: fk.description,
         });
     }
+    let private = match raw.access.as_deref().map(str::trim) {
+        None => raw.private,
+        Some("public") if raw.private => {
+            return Err(err("access: public contradicts private: true".into()));
+        }
+        Some("public") => false,
+        Some("private") => true,
+        Some(other) => {
+            return Err(err(format!(
+                "unknown access '{other}' (expected public or private)"
+            )));
+        }
+    };
     let folder = raw.folder.or_else(|| {
         raw.id
             .rsplit_once('.')
@@ -441,7 +457,7 @@ fn validate(
         dataset: raw.dataset,
         columns: raw.columns,
         row_filter: raw.row_filter,
-        private: raw.private,
+        private,
         column_descriptions: raw.column_descriptions,
         source_file: file.to_path_buf(),
     })

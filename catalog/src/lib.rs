@@ -25,7 +25,9 @@ pub mod write;
 
 pub use catalog::{Catalog, CatalogOptions, RefreshReport, RefreshStatus};
 pub use error::{CatalogError, ErrorKind, Result};
-pub use provider::{CATALOG_NAME, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider, TableFilter};
+pub use provider::{
+    CATALOG_NAME, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider, TableAccess, TableFilter,
+};
 pub use snapshot::{CatalogIssue, CatalogSnapshot, CatalogTable, ResolvedForeignKey, TableRef};
 pub use table::ParquetTable;
 pub use watch::spawn_refresher;

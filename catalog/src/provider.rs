@@ -3,11 +3,16 @@
 use std::fmt;
 use std::sync::Arc;
 
+use arrow::datatypes::{Schema, SchemaRef};
+use datafusion::catalog::view::ViewTable;
 use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::common::{Column, TableReference};
+use datafusion::datasource::provider_as_source;
 use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{Expr, LogicalPlanBuilder};
 
 use crate::error::CatalogError;
-use crate::snapshot::{CatalogSnapshot, CatalogTable};
+use crate::snapshot::{CatalogSnapshot, CatalogTable, ResolvedForeignKey};
 
 /// The catalog name SQL sees.
 pub const CATALOG_NAME: &str = "dataport";
@@ -16,8 +21,24 @@ pub const CATALOG_NAME: &str = "dataport";
 /// search path. It starts with `_`, so no data folder can ever take it.
 pub const SEARCH_PATH_SCHEMA: &str = "_search_path";
 
-/// Decides which tables a caller may see. Tables it rejects do not exist for that caller.
-pub type TableFilter = Arc<dyn Fn(&CatalogTable) -> bool + Send + Sync>;
+/// What one caller may see of one table.
+#[derive(Debug, Clone)]
+pub enum TableAccess {
+    /// The table does not exist for the caller.
+    Denied,
+    /// Every row and column.
+    Full,
+    /// Only rows matching `row_filter` (an expression over the table's columns), and none of
+    /// `hidden_columns`.
+    Restricted {
+        row_filter: Option<Expr>,
+        hidden_columns: Vec<String>,
+    },
+}
+
+/// Decides, per caller, what each table looks like. Tables it denies do not exist for
+/// that caller.
+pub type TableFilter = Arc<dyn Fn(&CatalogTable) -> TableAccess + Send + Sync>;
 
 /// One snapshot as a DataFusion catalog, filtered for one caller.
 #[derive(Clone)]
@@ -47,7 +68,7 @@ impl SnapshotCatalogProvider {
     ) -> Result<Arc<CatalogTable>, CatalogError> {
         if schema.is_some() {
             let t = self.snapshot.resolve(schema, name)?;
-            return if (self.visible)(t) {
+            return if self.can_see(t) {
                 Ok(Arc::clone(t))
             } else {
                 Err(CatalogError::TableNotFound {
@@ -59,7 +80,7 @@ impl SnapshotCatalogProvider {
             .snapshot
             .schema_names()
             .filter_map(|s| self.snapshot.table(s, name))
-            .filter(|t| (self.visible)(t))
+            .filter(|t| self.can_see(t))
             .collect();
         match visible.as_slice() {
             [] => Err(CatalogError::TableNotFound {
@@ -79,7 +100,110 @@ impl SnapshotCatalogProvider {
 
     /// Visible tables, sorted by schema then name.
     pub fn tables(&self) -> impl Iterator<Item = &Arc<CatalogTable>> {
-        self.snapshot.tables().filter(|t| (self.visible)(t))
+        self.snapshot.tables().filter(|t| self.can_see(t))
+    }
+
+    /// What the caller may see of `table`.
+    pub fn access(&self, table: &CatalogTable) -> TableAccess {
+        (self.visible)(table)
+    }
+
+    fn can_see(&self, table: &CatalogTable) -> bool {
+        !matches!(self.access(table), TableAccess::Denied)
+    }
+
+    /// Whether the caller sees `table` with rows or columns withheld.
+    pub fn is_restricted(&self, table: &CatalogTable) -> bool {
+        matches!(self.access(table), TableAccess::Restricted { .. })
+    }
+
+    /// The columns of `table` the caller may see.
+    pub fn visible_schema(&self, table: &CatalogTable) -> SchemaRef {
+        let schema = table.arrow_schema();
+        match self.access(table) {
+            TableAccess::Restricted { hidden_columns, .. } if !hidden_columns.is_empty() => {
+                Arc::new(Schema::new_with_metadata(
+                    schema
+                        .fields()
+                        .iter()
+                        .filter(|f| !hidden_columns.iter().any(|h| h == f.name()))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                    schema.metadata().clone(),
+                ))
+            }
+            _ => schema,
+        }
+    }
+
+    /// The primary key of `table`, unless one of its columns is hidden from the caller.
+    pub fn primary_key(&self, table: &CatalogTable) -> Vec<String> {
+        let schema = self.visible_schema(table);
+        let key = table.primary_key();
+        if key.iter().all(|c| schema.field_with_name(c).is_ok()) {
+            key.to_vec()
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Foreign keys of `table` the caller may see (see [`Self::foreign_key_visible`]).
+    pub fn foreign_keys(&self, table: &CatalogTable) -> Vec<ResolvedForeignKey> {
+        table
+            .foreign_keys()
+            .iter()
+            .filter(|fk| self.foreign_key_visible(table, fk))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether the caller sees the referenced table and every column on both sides of `fk`:
+    /// a key never reveals a table or column the caller can't read.
+    pub fn foreign_key_visible(&self, table: &CatalogTable, fk: &ResolvedForeignKey) -> bool {
+        let own = self.visible_schema(table);
+        fk.columns.iter().all(|c| own.field_with_name(c).is_ok())
+            && self
+                .resolve(Some(&fk.references.schema), &fk.references.table)
+                .is_ok_and(|target| {
+                    let theirs = self.visible_schema(&target);
+                    fk.references
+                        .columns
+                        .iter()
+                        .all(|c| theirs.field_with_name(c).is_ok())
+                })
+    }
+
+    /// The table provider queries of this caller read `table` through.
+    fn provider_for(&self, table: &Arc<CatalogTable>) -> DfResult<Arc<dyn TableProvider>> {
+        match self.access(table) {
+            TableAccess::Full => Ok(table.provider() as Arc<dyn TableProvider>),
+            TableAccess::Denied => Err(DataFusionError::External(Box::new(
+                CatalogError::TableNotFound {
+                    table: table.qualified_name(),
+                },
+            ))),
+            TableAccess::Restricted {
+                row_filter,
+                hidden_columns,
+            } => {
+                let reference =
+                    TableReference::full(CATALOG_NAME, table.schema_name(), table.name());
+                let source = provider_as_source(table.provider() as Arc<dyn TableProvider>);
+                let mut plan = LogicalPlanBuilder::scan(reference.clone(), source, None)?;
+                if let Some(filter) = row_filter {
+                    plan = plan.filter(filter)?;
+                }
+                let columns: Vec<Expr> = table
+                    .arrow_schema()
+                    .fields()
+                    .iter()
+                    .filter(|f| !hidden_columns.iter().any(|h| h == f.name()))
+                    .map(|f| Expr::Column(Column::new(Some(reference.clone()), f.name())))
+                    .collect();
+                let plan = plan.project(columns)?.build()?;
+                Ok(Arc::new(ViewTable::new(plan, None)))
+            }
+        }
     }
 
     pub fn snapshot(&self) -> &Arc<CatalogSnapshot> {
@@ -91,7 +215,7 @@ impl CatalogProvider for SnapshotCatalogProvider {
     fn schema_names(&self) -> Vec<String> {
         self.snapshot
             .schema_names()
-            .filter(|s| self.snapshot.tables_in(s).any(|t| (self.visible)(t)))
+            .filter(|s| self.snapshot.tables_in(s).any(|t| self.can_see(t)))
             .map(str::to_string)
             .collect()
     }
@@ -138,7 +262,7 @@ impl SchemaProvider for SnapshotSchema {
                 .catalog
                 .snapshot
                 .tables_in(s)
-                .filter(|t| (self.catalog.visible)(t))
+                .filter(|t| self.catalog.can_see(t))
                 .map(|t| t.name().to_string())
                 .collect(),
             None => Vec::new(),
@@ -147,7 +271,7 @@ impl SchemaProvider for SnapshotSchema {
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
         match self.catalog.resolve(self.schema.as_deref(), name) {
-            Ok(t) => Ok(Some(t.provider() as Arc<dyn TableProvider>)),
+            Ok(t) => self.catalog.provider_for(&t).map(Some),
             Err(CatalogError::TableNotFound { .. }) => Ok(None),
             Err(e) => Err(DataFusionError::External(Box::new(e))),
         }

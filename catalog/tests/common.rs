@@ -55,7 +55,7 @@ pub(crate) async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Re
         dataport_catalog::CATALOG_NAME,
         Arc::new(SnapshotCatalogProvider::new(
             catalog.snapshot(),
-            Arc::new(|_| true),
+            Arc::new(|_| dataport_catalog::TableAccess::Full),
         )),
     );
     let batches = ctx.sql(query).await?.collect().await?;

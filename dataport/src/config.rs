@@ -63,17 +63,32 @@ pub(crate) struct ServerSection {
     pub(crate) flight_tls_cert: Option<PathBuf>,
     /// PEM private key for Flight SQL over TLS (`DATAPORT_FLIGHT_TLS_KEY`).
     pub(crate) flight_tls_key: Option<PathBuf>,
+    /// Addresses or CIDR ranges that may read `/metrics` without a token (Prometheus).
+    pub(crate) metrics_allow: Vec<String>,
+    /// Reverse proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Vec<String>,
 }
 
 /// `auth:` — credentials.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct AuthSection {
-    /// Password of the bootstrap `admin` account (`DATAPORT_ADMIN_PASSWORD`; in YAML use
-    /// `${VAR}`). Unset: generated once into `<data-dir>/auth/admin-password`.
+    /// Password of the `admin` account created on first start (`DATAPORT_ADMIN_PASSWORD`; in
+    /// YAML use `${VAR}`). Unset: generated, printed once and kept in
+    /// `<data-dir>/auth/admin-password`.
     pub(crate) admin_password: Option<String>,
-    /// How long a bearer token from a login stays valid, default `12h`.
+    /// How long a session token from a login stays valid, default `30d`.
     pub(crate) token_ttl: Option<String>,
+    /// How long after expiry a session token may still be refreshed, default `7d`.
+    pub(crate) refresh_grace: Option<String>,
+    /// `iss` of session tokens, default `dataport`.
+    pub(crate) issuer: Option<String>,
+    /// HS256 key of session tokens, at least 32 characters (`DATAPORT_SIGNING_KEY`; in YAML
+    /// use `${VAR}`). Unset: generated once and kept in the state store.
+    pub(crate) signing_key: Option<String>,
+    /// Failed password attempts per account and per client address within a minute before
+    /// logins are refused for the rest of it (`DATAPORT_MAX_FAILED_LOGINS`), default 5.
+    pub(crate) max_failed_logins: Option<u32>,
 }
 
 /// `engine:` — query execution.
@@ -162,6 +177,12 @@ pub(crate) struct Overrides {
     /// Password of the bootstrap admin account (environment only, never a flag)
     #[arg(skip = std::env::var("DATAPORT_ADMIN_PASSWORD").ok())]
     pub(crate) admin_password: Option<String>,
+    /// Failed logins per account and per address within a minute before logins are refused
+    #[arg(long, env = "DATAPORT_MAX_FAILED_LOGINS")]
+    pub(crate) max_failed_logins: Option<u32>,
+    /// Key that signs session tokens (environment only, never a flag)
+    #[arg(skip = std::env::var("DATAPORT_SIGNING_KEY").ok())]
+    pub(crate) signing_key: Option<String>,
 }
 
 /// Log output format.
@@ -194,6 +215,12 @@ pub(crate) struct Config {
     pub(crate) flight_tls: Option<(PathBuf, PathBuf)>,
     pub(crate) admin_password: Option<Secret>,
     pub(crate) token_ttl: Duration,
+    pub(crate) refresh_grace: Duration,
+    pub(crate) issuer: String,
+    pub(crate) signing_key: Option<Secret>,
+    pub(crate) max_failed_logins: u32,
+    pub(crate) metrics_allow: Vec<ipnet::IpNet>,
+    pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// A secret value whose `Debug` output never shows it.
@@ -333,22 +360,43 @@ impl Config {
             }
         };
         let admin_password = o.admin_password.clone().or(file.auth.admin_password);
-        if admin_password
+        if let Some(Err(e)) = admin_password
             .as_deref()
-            .is_some_and(|p| p.chars().count() < 8)
+            .map(dataport_auth::password::check_password_rules)
         {
-            return Err(invalid(
-                "auth.admin_password",
-                "must be at least 8 characters",
-            ));
+            return Err(invalid("auth.admin_password", e.to_string()));
         }
         let token_ttl = parse_duration(
             "auth.token_ttl",
-            file.auth.token_ttl.as_deref().unwrap_or("12h"),
+            file.auth.token_ttl.as_deref().unwrap_or("30d"),
         )?;
         if token_ttl.is_zero() {
             return Err(invalid("auth.token_ttl", "must be greater than zero"));
         }
+        let refresh_grace = parse_duration(
+            "auth.refresh_grace",
+            file.auth.refresh_grace.as_deref().unwrap_or("7d"),
+        )?;
+        let issuer = file.auth.issuer.unwrap_or_else(|| "dataport".into());
+        if issuer.trim().is_empty() {
+            return Err(invalid("auth.issuer", "must not be empty"));
+        }
+        let signing_key = o.signing_key.clone().or(file.auth.signing_key);
+        if signing_key.as_deref().is_some_and(|k| k.len() < 32) {
+            return Err(invalid(
+                "auth.signing_key",
+                "must have at least 32 characters (for example: openssl rand -hex 32)",
+            ));
+        }
+        let max_failed_logins = o
+            .max_failed_logins
+            .or(file.auth.max_failed_logins)
+            .unwrap_or(5);
+        if max_failed_logins == 0 {
+            return Err(invalid("auth.max_failed_logins", "must be at least 1"));
+        }
+        let metrics_allow = parse_nets("server.metrics_allow", &file.server.metrics_allow)?;
+        let trusted_proxies = parse_nets("server.trusted_proxies", &file.server.trusted_proxies)?;
         let spill_dir = o
             .spill_dir
             .clone()
@@ -374,6 +422,12 @@ impl Config {
             flight_tls,
             admin_password: admin_password.map(Secret),
             token_ttl,
+            refresh_grace,
+            issuer,
+            signing_key: signing_key.map(Secret),
+            max_failed_logins,
+            metrics_allow,
+            trusted_proxies,
         })
     }
 }
@@ -423,6 +477,18 @@ pub(crate) fn substitute_env(
     Ok(out)
 }
 
+/// Addresses (`10.0.0.5`) or CIDR ranges (`10.0.0.0/8`).
+fn parse_nets(key: &str, values: &[String]) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    values
+        .iter()
+        .map(|v| {
+            v.parse::<ipnet::IpNet>()
+                .or_else(|_| v.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| invalid(key, format!("'{v}' is not an address or CIDR range")))
+        })
+        .collect()
+}
+
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     let value = value.trim();
     let candidate = value
@@ -451,10 +517,11 @@ pub(crate) fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigE
         "" | "s" => n,
         "m" | "min" => n * 60.0,
         "h" => n * 3600.0,
+        "d" => n * 86400.0,
         _ => {
             return Err(invalid(
                 key,
-                format!("'{value}' has an unknown unit (use ms, s, m or h)"),
+                format!("'{value}' has an unknown unit (use ms, s, m, h or d)"),
             ));
         }
     };

@@ -1,6 +1,7 @@
 //! The `dataport` command: wires the catalog, engine and HTTP API together. No logic lives
 //! here beyond reading configuration and starting and stopping the parts.
 
+mod admin;
 mod config;
 mod serve;
 
@@ -16,13 +17,61 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Serve the data dir over HTTP.
-    Serve(serve::ServeArgs),
+    /// Serve the data dir over HTTP and Flight SQL.
+    Serve(Box<serve::ServeArgs>),
+    /// Manage users: add, list, remove, passwd, set-groups.
+    User {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(subcommand)]
+        command: admin::UserCommand,
+    },
+    /// Give a group read access to a table or schema, optionally filtered.
+    Grant {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(flatten)]
+        args: admin::GrantArgs,
+    },
+    /// Take a grant away.
+    Revoke {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(flatten)]
+        args: admin::RevokeArgs,
+    },
+    /// List the grants.
+    Grants {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Manage API tokens: create, list, revoke.
+    Token {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(subcommand)]
+        command: admin::TokenCommand,
+    },
+    /// Show the newest entries of the query audit log.
+    Audit {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(flatten)]
+        args: admin::AuditArgs,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
+        Command::User { store, command } => admin::user(&store, command),
+        Command::Grant { store, args } => admin::grant(&store, args),
+        Command::Revoke { store, args } => admin::revoke(&store, args),
+        Command::Grants { store, json } => admin::grants(&store, json),
+        Command::Token { store, command } => admin::token(&store, command),
+        Command::Audit { store, args } => admin::audit(&store, args),
     }
 }

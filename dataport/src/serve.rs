@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use dataport_auth::{Authenticator, BootstrapAdmin};
+use dataport_auth::{Accounts, AuthOptions, Authenticator, StateStore};
 use dataport_catalog::CatalogOptions;
 use dataport_engine::{Engine, EngineOptions};
 use dataport_flight::{FlightOptions, FlightSqlServer, TlsFiles};
@@ -14,6 +14,9 @@ use dataport_web::{AppState, WebOptions};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, LogFormat, Overrides, Secret};
+
+/// Keep login attempts this long (the rate limit looks back one minute).
+const LOGIN_ATTEMPTS_KEPT: i64 = 7 * 24 * 3600;
 
 /// How long the process waits, after serving stopped, for query threads busy in a long
 /// computation; they are abandoned after it.
@@ -86,7 +89,30 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         }
     }
 
+    let store = Arc::new(StateStore::open(&data_dir).context("cannot open the state store")?);
+    let now = chrono::Utc::now().timestamp();
+    if let Err(e) = store.prune(now - LOGIN_ATTEMPTS_KEPT, now) {
+        tracing::warn!(error = %e, "cannot prune old login attempts");
+    }
+    crate::admin::bootstrap(&config, &Accounts::new(Arc::clone(&store)), demo)
+        .context("cannot create the first accounts")?;
+    let audit = store.audit_log().context("cannot start the audit log")?;
+    let auth = Authenticator::new(
+        Arc::clone(&store),
+        AuthOptions {
+            issuer: config.issuer.clone(),
+            token_ttl: config.token_ttl,
+            refresh_grace: config.refresh_grace,
+            signing_key: config.signing_key.clone().map(|Secret(k)| k),
+            max_failed_logins: config.max_failed_logins,
+            audit: Some(audit.clone()),
+        },
+    )
+    .context("cannot set up authentication")?;
+
     let mut engine_options = EngineOptions::new(&data_dir);
+    engine_options.grants = Some(Arc::new(auth.clone()));
+    engine_options.audit = Some(audit);
     engine_options.memory_limit = config.memory_limit;
     engine_options.spill_dir = config.spill_dir.clone();
     engine_options.query_timeout = config.query_timeout;
@@ -114,8 +140,6 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {} (server.http_addr)", config.http_addr))?;
     let http_addr = listener.local_addr().context("listener has no address")?;
 
-    let password = admin_password(&config)?;
-    let auth = Authenticator::new(Arc::new(BootstrapAdmin::new(password)), config.token_ttl);
     let flight_listener = tokio::net::TcpListener::bind(config.flight_addr)
         .await
         .with_context(|| {
@@ -136,7 +160,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         ..FlightOptions::default()
     };
     let tls = flight_options.tls.is_some();
-    let flight_server = FlightSqlServer::try_new(engine.clone(), auth, flight_options)
+    let flight_server = FlightSqlServer::try_new(engine.clone(), auth.clone(), flight_options)
         .context("cannot set up the Flight SQL service")?;
     let flight = dataport_flight::serve(flight_listener, flight_server, {
         let cancel = cancel.clone();
@@ -153,19 +177,22 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", addresses.display()))?;
     tracing::info!(
         url = %format!("http://{http_addr}"),
-        "Dataport is serving HTTP: try  curl -s http://{http_addr}/api/v1/query -d '{{\"sql\": \"select 1\"}}'"
+        "Dataport is serving HTTP: log in with POST http://{http_addr}/api/v1/auth/login"
     );
     let scheme = if tls { "grpc+tls" } else { "grpc" };
     tracing::info!(
         uri = %format!("{scheme}://{flight_addr}"),
-        "Dataport is serving Flight SQL (ADBC, JDBC): user admin"
+        "Dataport is serving Flight SQL (ADBC, JDBC)"
     );
 
     let app = dataport_web::router(AppState {
         engine: engine.clone(),
+        auth,
         options: WebOptions {
             max_body_bytes: config.max_body_bytes,
             max_json_rows: config.max_json_rows,
+            metrics_allow: config.metrics_allow.clone(),
+            trusted_proxies: config.trusted_proxies.clone(),
         },
     });
     let shutdown = {
@@ -213,46 +240,6 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     drop(engine);
     tracing::info!("stopped");
     Ok(())
-}
-
-/// The bootstrap admin's password: configured, or generated once into
-/// `<data-dir>/auth/admin-password` (readable by the server's user only).
-fn admin_password(config: &Config) -> anyhow::Result<String> {
-    if let Some(Secret(p)) = &config.admin_password {
-        return Ok(p.clone());
-    }
-    let dir = config.data_dir.join("auth");
-    let path = dir.join("admin-password");
-    match std::fs::read_to_string(&path) {
-        Ok(text) if !text.trim().is_empty() => {
-            tracing::info!(path = %path.display(), "admin password read from file");
-            return Ok(text.trim().to_owned());
-        }
-        Ok(_) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
-    }
-    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", dir.display()))?;
-    }
-    let password = uuid::Uuid::new_v4().simple().to_string();
-    dataport_catalog::write::write_bytes_atomic(&path, format!("{password}\n").as_bytes())
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
-            .with_context(|| format!("cannot restrict {}", path.display()))?;
-    }
-    tracing::warn!(
-        path = %path.display(),
-        "no admin password configured (DATAPORT_ADMIN_PASSWORD); generated one into this file"
-    );
-    Ok(password)
 }
 
 fn remove_if_exists(path: &Path) -> anyhow::Result<()> {

@@ -642,7 +642,7 @@ pub fn data_description_markdown() -> String {
         let _ = writeln!(md, "    primary_key: {}", yaml_quote(t.primary_key));
         md.push_str("    sync_strategy: full_refresh\n");
         if t.private {
-            md.push_str("    private: true\n");
+            md.push_str("    access: private\n");
         }
         if !t.foreign_keys.is_empty() {
             md.push_str("    foreign_keys:\n");
@@ -722,7 +722,10 @@ mod tests {
             assert_eq!(t["folder"].as_str(), Some("tpch"));
             assert_eq!(t["sync_strategy"].as_str(), Some("full_refresh"));
             assert!(!t["description"].as_str().unwrap().is_empty());
-            assert_eq!(t["private"].as_bool(), (name == "customer").then_some(true));
+            assert_eq!(
+                t["access"].as_str(),
+                (name == "customer").then_some("private")
+            );
             assert!(t["column_descriptions"].as_mapping().unwrap().len() >= 3);
         }
         let lineitem = &tables[7];
@@ -818,7 +821,7 @@ mod tests {
                 "{name} described"
             );
         }
-        assert_eq!(md.matches("private: true").count(), 1);
+        assert_eq!(md.matches("access: private").count(), 1);
 
         // Second call reuses; removing a file forces regeneration.
         assert_eq!(ensure_tpch(tmp.path(), scale).unwrap(), DemoOutcome::Reused);

@@ -20,10 +20,10 @@ use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
 use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
-use dataport_auth::Principal;
+use dataport_auth::{AuditEntry, AuditLog, GrantSource, Principal};
 use dataport_catalog::{
     CATALOG_NAME, Catalog, CatalogOptions, CatalogSnapshot, CatalogTable, SEARCH_PATH_SCHEMA,
-    SnapshotCatalogProvider, TableFilter,
+    SnapshotCatalogProvider,
 };
 use futures::Stream;
 use tracing::Instrument;
@@ -46,6 +46,10 @@ pub struct EngineOptions {
     pub target_partitions: usize,
     /// Extra DataFusion settings (`datafusion.*` keys), applied after Dataport's.
     pub datafusion: Vec<(String, String)>,
+    /// Where table grants come from; without it only the group rules apply.
+    pub grants: Option<Arc<dyn GrantSource>>,
+    /// Where every query is recorded; without it nothing is.
+    pub audit: Option<AuditLog>,
 }
 
 impl EngineOptions {
@@ -59,6 +63,8 @@ impl EngineOptions {
                 .map(|n| n.get())
                 .unwrap_or(2),
             datafusion: Vec::new(),
+            grants: None,
+            audit: None,
         }
     }
 }
@@ -130,6 +136,8 @@ struct Inner {
     catalog: Catalog,
     runtime: Arc<RuntimeEnv>,
     base_state: SessionState,
+    /// The base state shared with access rules, which parse row filters with it.
+    parse_state: Arc<SessionState>,
     metrics: Metrics,
     started: Instant,
 }
@@ -165,6 +173,7 @@ impl Engine {
             options,
             catalog,
             runtime,
+            parse_state: Arc::new(base_state.clone()),
             base_state,
             metrics: Metrics::default(),
             started: Instant::now(),
@@ -202,7 +211,16 @@ impl Engine {
         snapshot: Arc<CatalogSnapshot>,
         ctx: &RequestContext,
     ) -> SnapshotCatalogProvider {
-        SnapshotCatalogProvider::new(snapshot, visible_tables(&ctx.principal))
+        let grants = self
+            .0
+            .options
+            .grants
+            .as_ref()
+            .map_or_else(|| Arc::from(Vec::new()), |g| g.grants());
+        SnapshotCatalogProvider::new(
+            snapshot,
+            crate::access::table_filter(&ctx.principal, grants, Arc::clone(&self.0.parse_state)),
+        )
     }
 
     /// Plan and start `request` on behalf of `ctx`. The returned stream holds the catalog
@@ -221,8 +239,8 @@ impl Engine {
             principal = %ctx.principal.name,
         );
         tracing::debug!(parent: &span, sql = %truncate(&request.sql, 500), "query received");
-        let mut guard = QueryGuard::new(self.clone(), ctx.surface, started);
-        let planned = tokio::time::timeout_at(deadline, self.plan(request, ctx))
+        let mut guard = QueryGuard::new(self.clone(), ctx, &request.sql, started);
+        let planned = tokio::time::timeout_at(deadline, self.plan(request, ctx, &mut guard.tables))
             .instrument(span.clone())
             .await;
         let (stream, snapshot) = match planned {
@@ -230,11 +248,11 @@ impl Engine {
                 let e = EngineError::Timeout {
                     after: self.0.options.query_timeout,
                 };
-                guard.finish(Outcome::Timeout);
+                guard.finish(Outcome::Timeout, Some(&e));
                 return Err(e);
             }
             Ok(Err(e)) => {
-                guard.finish(outcome_of(&e));
+                guard.finish(outcome_of(&e), Some(&e));
                 tracing::info!(parent: &span, error = %e, kind = e.kind().code(), "query refused or failed to plan");
                 return Err(e);
             }
@@ -258,6 +276,7 @@ impl Engine {
         &self,
         sql: &str,
         ctx: &RequestContext,
+        tables: &mut Vec<String>,
     ) -> Result<(LogicalPlan, SessionState, Arc<CatalogSnapshot>)> {
         let mut statement = parse_one(sql, &self.0.base_state)?;
         crate::policy::check(&statement)?;
@@ -268,7 +287,9 @@ impl Engine {
         let state = self.session_for(view.clone());
         // Every table must come from the catalog: this is also where a table the caller
         // may not read becomes "not found".
-        for reference in state.resolve_table_references(&statement)? {
+        let references = state.resolve_table_references(&statement)?;
+        tables.extend(references.iter().map(|r| r.to_string()));
+        for reference in references {
             check_reference(&view, &reference)?;
         }
         let plan = state.statement_to_plan(statement).await?;
@@ -288,11 +309,26 @@ impl Engine {
 
     /// What `sql` would return and which parameters it takes, without running it: for
     /// prepared statements and result schemas announced before execution.
+    ///
+    /// A statement that cannot be planned (refused, a table the caller can't read, a syntax
+    /// error) is recorded in the audit log and metrics like a failed query; one that plans is
+    /// recorded when it is executed.
     pub async fn describe(&self, sql: &str, ctx: &RequestContext) -> Result<Described> {
         let timeout = self.0.options.query_timeout;
-        let (plan, _, _) = tokio::time::timeout(timeout, self.logical_plan(sql, ctx))
+        let mut tables = Vec::new();
+        let planned = tokio::time::timeout(timeout, self.logical_plan(sql, ctx, &mut tables))
             .await
-            .map_err(|_| EngineError::Timeout { after: timeout })??;
+            .map_err(|_| EngineError::Timeout { after: timeout })
+            .and_then(|r| r);
+        let plan = match planned {
+            Ok((plan, _, _)) => plan,
+            Err(e) => {
+                let mut guard = QueryGuard::new(self.clone(), ctx, sql, Instant::now());
+                guard.tables = tables;
+                guard.finish(outcome_of(&e), Some(&e));
+                return Err(e);
+            }
+        };
         let schema = wire::result_schema(&Arc::new(plan.schema().as_arrow().clone()));
         let mut params = Vec::new();
         for (name, data_type) in plan.get_parameter_types()? {
@@ -322,8 +358,9 @@ impl Engine {
         &self,
         request: QueryRequest,
         ctx: &RequestContext,
+        tables: &mut Vec<String>,
     ) -> Result<(SendableRecordBatchStream, Arc<CatalogSnapshot>)> {
-        let (plan, state, snapshot) = self.logical_plan(&request.sql, ctx).await?;
+        let (plan, state, snapshot) = self.logical_plan(&request.sql, ctx, tables).await?;
         let plan = bind_params(plan, request.params)?;
         let plan = match request.max_rows {
             // EXPLAIN and DESCRIBE answer a few rows and cannot sit under a LIMIT.
@@ -468,6 +505,21 @@ impl Engine {
     }
 }
 
+/// Check that `sql` is a valid row filter for `table` (for grants): a boolean expression
+/// over its columns, without subqueries, aggregates or parameters.
+pub fn check_row_filter(table: &CatalogTable, sql: &str) -> Result<()> {
+    let schema = datafusion::common::DFSchema::try_from(table.arrow_schema().as_ref().clone())?;
+    let state = SessionStateBuilder::new().with_default_features().build();
+    crate::access::parse_row_filter(sql, &schema, &state)
+        .map(|_| ())
+        .map_err(|reason| EngineError::InvalidQuery {
+            message: format!(
+                "invalid row filter for {}: {reason}",
+                table.qualified_name()
+            ),
+        })
+}
+
 fn session_config(options: &EngineOptions) -> Result<SessionConfig> {
     let mut config = SessionConfig::new()
         .with_default_catalog_and_schema(CATALOG_NAME, SEARCH_PATH_SCHEMA)
@@ -493,11 +545,6 @@ fn session_config(options: &EngineOptions) -> Result<SessionConfig> {
             })?;
     }
     Ok(config)
-}
-
-/// Until access control exists, every principal sees every table.
-fn visible_tables(_principal: &Principal) -> TableFilter {
-    Arc::new(|_t: &CatalogTable| true)
 }
 
 fn parse_one(sql: &str, state: &SessionState) -> Result<DfStatement> {
@@ -608,36 +655,70 @@ fn clear_stale_spill_files(dir: &std::path::Path) {
     }
 }
 
-/// Records one query's outcome exactly once; a query dropped unfinished was cancelled.
+/// Longest SQL text kept in the audit log.
+const AUDIT_SQL_CHARS: usize = 10_000;
+
+/// Records one query's outcome exactly once, in the metrics and the audit log; a query
+/// dropped unfinished was cancelled.
 #[derive(Debug)]
 struct QueryGuard {
     engine: Engine,
     surface: Surface,
+    user: String,
+    request_id: String,
+    sql: String,
+    tables: Vec<String>,
     started: Instant,
+    at_ms: i64,
     rows: u64,
+    bytes: u64,
     finished: bool,
 }
 
 impl QueryGuard {
-    fn new(engine: Engine, surface: Surface, started: Instant) -> Self {
+    fn new(engine: Engine, ctx: &RequestContext, sql: &str, started: Instant) -> Self {
         engine.0.metrics.query_started();
         Self {
             engine,
-            surface,
+            surface: ctx.surface,
+            user: ctx.principal.name.clone(),
+            request_id: ctx.request_id.clone(),
+            sql: truncate(sql, AUDIT_SQL_CHARS).to_string(),
+            tables: Vec::new(),
             started,
+            at_ms: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
             rows: 0,
+            bytes: 0,
             finished: false,
         }
     }
 
-    fn finish(&mut self, outcome: Outcome) {
+    fn finish(&mut self, outcome: Outcome, error: Option<&EngineError>) {
         if self.finished {
             return;
         }
         self.finished = true;
+        let elapsed = self.started.elapsed();
         let m = &self.engine.0.metrics;
         m.rows_served(self.surface, self.rows);
-        m.query_finished(self.surface, outcome, self.started.elapsed());
+        m.query_finished(self.surface, outcome, elapsed);
+        if let Some(audit) = &self.engine.0.options.audit {
+            audit.record(AuditEntry {
+                at_ms: self.at_ms,
+                user: std::mem::take(&mut self.user),
+                surface: self.surface.as_str().to_string(),
+                request_id: std::mem::take(&mut self.request_id),
+                sql: std::mem::take(&mut self.sql),
+                tables: std::mem::take(&mut self.tables),
+                rows: self.rows,
+                bytes: self.bytes,
+                duration_ms: elapsed.as_millis() as u64,
+                outcome: outcome.as_str().to_string(),
+                error: error.map(|e| truncate(&e.to_string(), 2_000).to_string()),
+            });
+        }
     }
 }
 
@@ -645,7 +726,7 @@ impl Drop for QueryGuard {
     fn drop(&mut self) {
         if !self.finished {
             tracing::info!(rows = self.rows, "query cancelled before it finished");
-            self.finish(Outcome::Cancelled);
+            self.finish(Outcome::Cancelled, None);
         }
     }
 }
@@ -683,7 +764,7 @@ impl QueryStream {
         let _enter = self.span.enter();
         tracing::info!(error = %e, kind = e.kind().code(), "query failed");
         drop(_enter);
-        self.guard.finish(outcome_of(&e));
+        self.guard.finish(outcome_of(&e), Some(&e));
         Poll::Ready(Some(Err(e)))
     }
 }
@@ -706,6 +787,7 @@ impl Stream for QueryStream {
                 match wire::to_client_batch(batch, &schema) {
                     Ok(batch) => {
                         self.guard.rows += batch.num_rows() as u64;
+                        self.guard.bytes += batch.get_array_memory_size() as u64;
                         Poll::Ready(Some(Ok(batch)))
                     }
                     Err(e) => self.fail(EngineError::Internal {
@@ -725,7 +807,7 @@ impl Stream for QueryStream {
                     "query finished"
                 );
                 drop(_enter);
-                self.guard.finish(Outcome::Ok);
+                self.guard.finish(Outcome::Ok, None);
                 Poll::Ready(None)
             }
         }

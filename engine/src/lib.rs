@@ -9,6 +9,7 @@
 //! Tables, metadata and refresh live in `dataport-catalog`; HTTP and Flight encoding live in
 //! their own crates. This crate knows nothing of axum, tonic or command lines.
 
+mod access;
 mod cooperative;
 mod engine;
 mod error;
@@ -21,6 +22,7 @@ pub use dataport_auth::Principal;
 pub use dataport_catalog::ErrorKind;
 pub use engine::{
     Described, Engine, EngineOptions, QueryRequest, QueryStream, RequestContext, SqlFunctions,
+    check_row_filter,
 };
 pub use error::{EngineError, Result};
 pub use metrics::{Metrics, Outcome, Surface};

@@ -1,9 +1,9 @@
 //! Authentication of every call: a tonic interceptor in front of the whole Flight service.
 //!
-//! Each call must carry `authorization: Basic …` (checked by the password verifier) or
-//! `authorization: Bearer …` (a token from the handshake). The caller's principal and a
-//! request id go into the request's extensions for the service to read. Swapping the
-//! verifier (accounts, groups, API tokens) changes nothing here.
+//! Each call must carry `authorization: Basic …` (user name and password, rate limited per
+//! account and client address) or `authorization: Bearer …` (the session token from the
+//! handshake or login, or an API token). The caller's principal and a request id go into the
+//! request's extensions for the service to read.
 
 use dataport_auth::{Authenticator, Principal};
 use tonic::service::Interceptor;
@@ -42,8 +42,19 @@ impl Interceptor for AuthInterceptor {
                 Status::unauthenticated("the authorization header is not valid ASCII")
             })?),
         };
-        let principal = self.auth.authenticate_header(header).map_err(|e| {
+        let address = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
+        let principal = self.auth.authenticate_header(header, &address).map_err(|e| {
             tracing::info!(request_id = %request_id, error = %e, "flight call refused: not authenticated");
+            let claimed = header
+                .and_then(|h| dataport_auth::parse_authorization(h).ok())
+                .and_then(|c| match c {
+                    dataport_auth::Credentials::Basic { user, .. } => Some(user),
+                    dataport_auth::Credentials::Bearer(_) => None,
+                });
+            self.auth
+                .record_refusal("flight", &request_id, claimed.as_deref(), &address, &e);
             crate::error::auth_status(&e)
         })?;
         request.extensions_mut().insert(Caller {

@@ -29,7 +29,14 @@ pub(crate) fn engine_status(e: &EngineError, request_id: &str) -> Status {
 }
 
 pub(crate) fn auth_status(e: &AuthError) -> Status {
-    Status::unauthenticated(e.to_string())
+    match e {
+        AuthError::TooManyAttempts { .. } => Status::resource_exhausted(e.to_string()),
+        AuthError::Internal { .. } => {
+            tracing::error!(error = %e, "authentication failed internally");
+            Status::internal("internal error; the server log has the details")
+        }
+        _ => Status::unauthenticated(e.to_string()),
+    }
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> Status {

@@ -45,7 +45,7 @@ pub(crate) fn tables(
 ) -> Result<RecordBatch, FlightError> {
     let mut b = cmd.into_builder();
     for t in view.tables() {
-        let schema = wire::client_schema(&t.arrow_schema());
+        let schema = wire::client_schema(&view.visible_schema(t));
         b.append(CATALOG_NAME, t.schema_name(), t.name(), TABLE_TYPE, &schema)?;
     }
     b.build()
@@ -100,7 +100,7 @@ pub(crate) fn primary_keys(
         cmd.db_schema.as_deref(),
         &cmd.table,
     ) {
-        for (i, c) in t.primary_key().iter().enumerate() {
+        for (i, c) in view.primary_key(t).iter().enumerate() {
             catalog.append_value(CATALOG_NAME);
             schema.append_value(t.schema_name());
             table.append_value(t.name());
@@ -150,7 +150,7 @@ struct KeyRow<'a> {
 }
 
 /// Foreign keys of the visible tables, filtered by `keep(fk_table, fk)`. Only keys whose
-/// referenced table is visible too.
+/// referenced table and columns are visible too.
 fn foreign_keys<'a>(
     view: &'a SnapshotCatalogProvider,
     keep: impl Fn(&CatalogTable, &ResolvedForeignKey) -> bool,
@@ -158,10 +158,7 @@ fn foreign_keys<'a>(
     let mut rows = Vec::new();
     for t in view.tables() {
         for fk in t.foreign_keys() {
-            let target_visible = view
-                .resolve(Some(&fk.references.schema), &fk.references.table)
-                .is_ok();
-            if !target_visible || !keep(t, fk) {
+            if !view.foreign_key_visible(t, fk) || !keep(t, fk) {
                 continue;
             }
             for index in 0..fk.columns.len().min(fk.references.columns.len()) {

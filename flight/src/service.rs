@@ -291,7 +291,12 @@ impl FlightSqlService for FlightSqlServer {
         Status,
     > {
         let ctx = context(&request)?;
-        let token = self.inner.auth.issue_token(&ctx.principal);
+        let token = self
+            .inner
+            .auth
+            .issue(ctx.principal.clone())
+            .map_err(|e| crate::error::auth_status(&e))?
+            .token;
         tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.name, "flight login");
         let header = format!("Bearer {token}")
             .parse()

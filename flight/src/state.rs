@@ -239,10 +239,7 @@ mod tests {
     use super::*;
 
     fn user(name: &str) -> Principal {
-        Principal {
-            name: name.into(),
-            admin: false,
-        }
+        Principal::new(name, vec!["dataread".into()])
     }
 
     #[test]

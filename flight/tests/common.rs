@@ -6,7 +6,7 @@ use std::time::Duration;
 use arrow::array::RecordBatch;
 use arrow_flight::FlightInfo;
 use arrow_flight::sql::client::FlightSqlServiceClient;
-use dataport_auth::{Authenticator, BootstrapAdmin};
+use dataport_auth::{Accounts, AuthOptions, Authenticator, StateStore};
 use dataport_catalog::CatalogOptions;
 use dataport_engine::{Engine, EngineOptions};
 use dataport_flight::{FlightOptions, FlightSqlServer};
@@ -14,7 +14,7 @@ use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-pub(crate) const PASSWORD: &str = "password";
+pub(crate) const PASSWORD: &str = "Test-Password-12";
 
 /// A data dir with TPC-H at a small scale (and its data_description.md), made once.
 pub(crate) fn tpch_dir() -> &'static Path {
@@ -58,10 +58,12 @@ pub(crate) async fn start_with(
     catalog.watch = false;
     catalog.refresh_interval = Duration::ZERO;
     let engine = Engine::try_new(engine_options, catalog).await.unwrap();
-    let auth = Authenticator::new(
-        Arc::new(BootstrapAdmin::new(PASSWORD)),
-        Duration::from_secs(3600),
-    );
+    let state_dir = tempfile::tempdir().unwrap().keep();
+    let store = Arc::new(StateStore::open(&state_dir).unwrap());
+    Accounts::new(Arc::clone(&store))
+        .add_user("admin", PASSWORD, &[dataport_auth::DATA_OPS.to_string()])
+        .unwrap();
+    let auth = Authenticator::new(store, AuthOptions::default()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = FlightSqlServer::try_new(engine, auth, options).unwrap();

@@ -13,7 +13,7 @@ use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Request};
 
-use crate::common::{SLOW, channel, client, query, rows, start};
+use crate::common::{PASSWORD, SLOW, channel, client, query, rows, start};
 
 fn with_auth<T>(message: T, header: &str) -> Request<T> {
     let mut r = Request::new(message);
@@ -41,10 +41,18 @@ async fn raw(addr: std::net::SocketAddr) -> FlightServiceClient<Channel> {
 async fn basic_credentials_padded_or_not_and_bearer_tokens() {
     let server = start(FlightOptions::default()).await;
     let mut f = raw(server.addr).await;
-    // admin:password, unpadded as the ADBC Go driver sends it, and padded
-    for header in ["Basic YWRtaW46cGFzc3dvcmQ", "Basic YWRtaW46cGFzc3dvcmQ="] {
+    // admin:PASSWORD, unpadded as the ADBC Go driver sends it, and padded
+    use base64::Engine as _;
+    let padded = base64::engine::general_purpose::STANDARD.encode(format!("admin:{PASSWORD}"));
+    let unpadded = padded.trim_end_matches('=').to_string();
+    assert_ne!(
+        padded, unpadded,
+        "the test needs credentials whose base64 is padded"
+    );
+    for encoded in [unpadded, padded] {
+        let header = format!("Basic {encoded}");
         let info = f
-            .get_flight_info(with_auth(statement("select 1"), header))
+            .get_flight_info(with_auth(statement("select 1"), &header))
             .await
             .unwrap();
         assert_eq!(info.into_inner().endpoint.len(), 1);

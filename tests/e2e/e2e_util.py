@@ -51,10 +51,11 @@ TPCH_FOREIGN_KEYS = [
 SLOW_QUERY = "select count(*) from lineitem a, lineitem b where a.l_orderkey <> b.l_orderkey"
 STARTUP_TIMEOUT = float(os.environ.get("DATAPORT_STARTUP_TIMEOUT", "120"))
 
-# Bootstrap admin credentials: the password comes from DATAPORT_ADMIN_PASSWORD, which
-# `Server.start` sets to ADMIN_PASSWORD unless the caller's env says otherwise.
+# First administrator: created on first start with the password from DATAPORT_ADMIN_PASSWORD,
+# which `Server.start` sets to ADMIN_PASSWORD unless the caller's env says otherwise. (The
+# password rules want 8+ characters with upper, lower and a digit.)
 ADMIN_USER = "admin"
-ADMIN_PASSWORD = "password"
+ADMIN_PASSWORD = "Admin-Passw0rd"
 
 CONTENT_TYPES = {
     "json": "application/json",
@@ -81,6 +82,7 @@ class Server:
             self.args = ["--data-dir", str(self.data_dir), "--http-addr", "127.0.0.1:0",
                          "--flight-addr", "127.0.0.1:0", *self.args]
         self.env = env
+        self.auto_login = True
         log_dir.mkdir(parents=True, exist_ok=True)
         self.stdout_path = log_dir / "stdout.log"
         self.stderr_path = log_dir / "stderr.log"
@@ -90,7 +92,9 @@ class Server:
         self.flight = ""
         self.flight_tls = "--flight-tls-cert" in self.args
         self.addresses: dict = {}
+        # Logged in as ADMIN_USER once the server is up (see `start`); `login` makes others.
         self.session = requests.Session()
+        self.admin_token = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -104,6 +108,9 @@ class Server:
         # Hermetic: no server setting leaks in from the caller's environment.
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
         env["DATAPORT_ADMIN_PASSWORD"] = ADMIN_PASSWORD
+        # Tests send wrong passwords on purpose, all from 127.0.0.1: a shared server must not
+        # lock the suite out. The rate-limit tests set the real default (5) on their own dirs.
+        env["DATAPORT_MAX_FAILED_LOGINS"] = "1000"
         if self.env:
             env.update(self.env)
         self.proc = subprocess.Popen(
@@ -142,11 +149,33 @@ class Server:
             try:
                 self.session.get(self.url("/health"), timeout=5)
                 socket.create_connection(self.flight_hostport, timeout=5).close()
-                return self
+                break
             except (requests.ConnectionError, OSError):
                 if time.monotonic() > deadline or self.proc.poll() is not None:
                     raise RuntimeError(f"dataport not answering on {self.http}:\n{self.stderr_tail()}")
                 time.sleep(0.2)
+        password = (self.env or {}).get("DATAPORT_ADMIN_PASSWORD", ADMIN_PASSWORD)
+        if self.auto_login:
+            self.admin_token = self.login(ADMIN_USER, password)
+            self.session.headers["Authorization"] = f"Bearer {self.admin_token}"
+        return self
+
+    def login(self, user: str, password: str) -> str:
+        """A session token for `user` (POST /api/v1/auth/login)."""
+        r = requests.post(self.url("/api/v1/auth/login"),
+                          json={"username": user, "password": password}, timeout=60)
+        assert r.status_code == 200, f"login as {user} -> {r.status_code}: {r.text[:500]}"
+        return r.json()["token"]
+
+    def session_as(self, user: str, password: str) -> requests.Session:
+        """A requests session carrying `user`'s bearer token."""
+        s = requests.Session()
+        s.headers["Authorization"] = f"Bearer {self.login(user, password)}"
+        return s
+
+    def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
+        """Run `dataport ARGS` against this server's data dir (as an operator would)."""
+        return run_cli(self.data_dir, *args, input=input, check=check)
 
     @property
     def flight_hostport(self) -> tuple[str, int]:
@@ -232,6 +261,18 @@ class Server:
         with FlightSession(self.flight, timeout=60, **client_kw) as s:
             t = s.sql("select 1 as one")
         assert t.to_pylist() == [{"one": 1}], t
+
+
+def run_cli(data_dir: Path, *args: str, input: str | None = None,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """`dataport ARGS` with DATAPORT_DATA_DIR set; output captured as text."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
+    env["DATAPORT_DATA_DIR"] = str(data_dir)
+    p = subprocess.run([str(BIN), *args], input=input, capture_output=True, text=True,
+                       env=env, timeout=120)
+    if check:
+        assert p.returncode == 0, f"dataport {' '.join(args)} -> {p.returncode}:\n{p.stderr}"
+    return p
 
 
 # --------------------------------------------------------------------------------------------

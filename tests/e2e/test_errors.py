@@ -140,7 +140,8 @@ def test_bad_json_body(srv, body):
 def test_body_over_1mib_is_413(srv):
     body = json.dumps({"sql": "select 1 as one -- " + "x" * (1024 * 1024 + 100)}).encode()
     status, headers, payload = raw_http(srv.addresses["http"], "POST", "/api/v1/query", body,
-                                        {"Content-Type": "application/json"})
+                                        {"Content-Type": "application/json",
+                                         "Authorization": srv.session.headers["Authorization"]})
     assert status == 413, payload[:500]
     err = json.loads(payload)["error"]
     assert err["code"] == "payload_too_large" and err["message"] and err["request_id"], err

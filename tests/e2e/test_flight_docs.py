@@ -38,11 +38,16 @@ def test_doc_snippet(server, namespace, monkeypatch, capsys, name):
     if name != "adbc-connect" and "conn" not in namespace:
         pytest.skip("adbc-connect failed")
     monkeypatch.setenv("DATAPORT_PASSWORD", ADMIN_PASSWORD)
+    if name == "adbc-token":
+        created = server.cli("token", "create", "admin", "--label", "docs-snippet")
+        monkeypatch.setenv("DATAPORT_TOKEN", created.stdout.strip().splitlines()[-1])
     code = adapt_snippet(doc_snippets(PAGE)[name], server.flight)
     exec(compile(code, f"docs/{PAGE}:{name}", "exec"), namespace)
     out = capsys.readouterr().out
     if name == "adbc-connect":
         assert "[('ARGENTINA',), ('BRAZIL',), ('CANADA',), ('PERU',), ('UNITED STATES',)]" in out, out
+    if name == "adbc-token":
+        assert out.strip() == "(5,)", out
     if name == "adbc-arrow":
         assert "o_orderdate: date32[day]" in out and "o_totalprice: decimal128(15, 2)" in out, out
     if name == "adbc-stream":

@@ -46,6 +46,7 @@ def test_client_disconnect_cancels_query(start_server):
     host, port = srv.addresses["http"].rsplit(":", 1)
     body = json.dumps({"sql": EXPENSIVE}).encode()
     request = (f"POST /api/v1/query HTTP/1.1\r\nHost: {srv.addresses['http']}\r\n"
+               f"Authorization: {srv.session.headers['Authorization']}\r\n"
                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
     sock = socket.create_connection((host, int(port)), timeout=10)
     try:

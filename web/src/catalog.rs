@@ -2,11 +2,12 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use dataport_catalog::{CatalogTable, ResolvedForeignKey};
-use dataport_engine::{ErrorKind, Surface};
+use dataport_catalog::{CatalogTable, ResolvedForeignKey, SnapshotCatalogProvider};
+use dataport_engine::ErrorKind;
 use serde::Serialize;
 
-use crate::{ApiError, AppState, RequestId};
+use crate::auth::{Admin, Caller};
+use crate::{ApiError, AppState, RequestId, request_context};
 
 #[derive(Serialize)]
 pub(crate) struct CatalogBody {
@@ -47,15 +48,18 @@ struct ColumnBody {
     description: Option<String>,
 }
 
-fn table_body(t: &CatalogTable) -> TableBody {
-    let schema = t.arrow_schema();
+/// A table as the caller sees it: hidden columns, keys into tables they can't read, and
+/// (for a row-filtered share) the whole table's size and row count are left out.
+fn table_body(view: &SnapshotCatalogProvider, t: &CatalogTable) -> TableBody {
+    let schema = view.visible_schema(t);
+    let restricted = view.is_restricted(t);
     TableBody {
         schema: t.schema_name().to_string(),
         name: t.name().to_string(),
         description: t.description().map(str::to_string),
-        row_count: t.row_count(),
-        size_bytes: t.size_bytes(),
-        file_count: t.file_count(),
+        row_count: if restricted { None } else { t.row_count() },
+        size_bytes: if restricted { 0 } else { t.size_bytes() },
+        file_count: if restricted { 0 } else { t.file_count() },
         columns: schema
             .fields()
             .iter()
@@ -66,9 +70,14 @@ fn table_body(t: &CatalogTable) -> TableBody {
                 description: t.column_description(f.name()).map(str::to_string),
             })
             .collect(),
-        primary_key: t.primary_key().to_vec(),
-        foreign_keys: t.foreign_keys().to_vec(),
-        partition_columns: t.partition_columns().to_vec(),
+        primary_key: view.primary_key(t),
+        foreign_keys: view.foreign_keys(t),
+        partition_columns: t
+            .partition_columns()
+            .iter()
+            .filter(|c| schema.field_with_name(c).is_ok())
+            .cloned()
+            .collect(),
         private: t.is_private(),
         sync_strategy: t.meta().and_then(|m| m.sync_strategy),
         dataset: t.meta().and_then(|m| m.dataset.clone()),
@@ -78,17 +87,18 @@ fn table_body(t: &CatalogTable) -> TableBody {
 pub(crate) async fn get_catalog(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    Caller(principal): Caller,
 ) -> Json<CatalogBody> {
     let view = state
         .engine
-        .catalog_view(&state.request_context(&request_id, Surface::Http));
+        .catalog_view(&request_context(&principal, &request_id));
     let mut schemas: Vec<SchemaBody> = Vec::new();
     for t in view.tables() {
         match schemas.last_mut() {
-            Some(s) if s.name == t.schema_name() => s.tables.push(table_body(t)),
+            Some(s) if s.name == t.schema_name() => s.tables.push(table_body(&view, t)),
             _ => schemas.push(SchemaBody {
                 name: t.schema_name().to_string(),
-                tables: vec![table_body(t)],
+                tables: vec![table_body(&view, t)],
             }),
         }
     }
@@ -102,19 +112,21 @@ pub(crate) async fn get_catalog(
 pub(crate) async fn get_table(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    Caller(principal): Caller,
     Path((schema, table)): Path<(String, String)>,
 ) -> Result<Json<TableBody>, ApiError> {
     let view = state
         .engine
-        .catalog_view(&state.request_context(&request_id, Surface::Http));
+        .catalog_view(&request_context(&principal, &request_id));
     view.resolve(Some(&schema), &table)
-        .map(|t| Json(table_body(&t)))
+        .map(|t| Json(table_body(&view, &t)))
         .map_err(|e| ApiError::of_kind(e.kind(), e.to_string()).with_request_id(&request_id))
 }
 
 pub(crate) async fn post_refresh(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    Admin(_): Admin,
 ) -> Result<Json<dataport_catalog::RefreshReport>, ApiError> {
     state
         .engine

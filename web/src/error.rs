@@ -1,8 +1,9 @@
 //! The HTTP error body and the one place HTTP statuses are chosen.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dataport_auth::AuthError;
 use dataport_engine::{EngineError, ErrorKind};
 use serde::Serialize;
 
@@ -14,6 +15,9 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     request_id: Option<String>,
+    /// `WWW-Authenticate` for 401s, `Retry-After` for rate limits.
+    challenge: bool,
+    retry_after: Option<u64>,
 }
 
 /// HTTP status for an error kind. The only place statuses are derived from kinds.
@@ -41,6 +45,8 @@ impl ApiError {
             code,
             message: message.into(),
             request_id: None,
+            challenge: status == StatusCode::UNAUTHORIZED,
+            retry_after: None,
         }
     }
 
@@ -51,6 +57,19 @@ impl ApiError {
 
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::of_kind(ErrorKind::InvalidArgument, message)
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::of_kind(ErrorKind::PermissionDenied, message)
+    }
+
+    /// A bug or an unavailable dependency; the details go to the log only.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %detail, "internal error");
+        Self::of_kind(
+            ErrorKind::Internal,
+            "internal error; the server log has the details",
+        )
     }
 
     pub fn payload_too_large(limit: usize) -> Self {
@@ -104,6 +123,34 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Missing
+            | AuthError::Malformed { .. }
+            | AuthError::InvalidCredentials
+            | AuthError::InvalidToken => Self::of_kind(ErrorKind::Unauthenticated, e.to_string()),
+            AuthError::TooManyAttempts { retry_after_secs } => {
+                let mut err = Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_attempts",
+                    e.to_string(),
+                );
+                err.retry_after = Some(retry_after_secs);
+                err
+            }
+            AuthError::WeakPassword { .. } | AuthError::InvalidInput { .. } => {
+                Self::of_kind(ErrorKind::InvalidArgument, e.to_string())
+            }
+            AuthError::NotFound { .. } => Self::of_kind(ErrorKind::NotFound, e.to_string()),
+            AuthError::AlreadyExists { .. } => {
+                Self::of_kind(ErrorKind::AlreadyExists, e.to_string())
+            }
+            AuthError::Internal { .. } => Self::internal(e),
+        }
+    }
+}
+
 #[derive(Serialize)]
 struct Body<'a> {
     error: Inner<'a>,
@@ -126,6 +173,17 @@ impl IntoResponse for ApiError {
                 request_id: self.request_id.as_deref(),
             },
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        let headers = response.headers_mut();
+        if self.challenge {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"dataport\""),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }

@@ -4,7 +4,7 @@ use std::time::UNIX_EPOCH;
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, header};
 use axum::response::IntoResponse;
 use dataport_catalog::CatalogIssue;
 use serde::Serialize;
@@ -20,6 +20,8 @@ pub(crate) struct Health {
     snapshot_version: u64,
     last_refresh: LastRefresh,
     queries_running: i64,
+    error_count: usize,
+    /// The catalog problems, for administrators only: they name files and tables.
     errors: Vec<CatalogIssue>,
 }
 
@@ -32,13 +34,25 @@ struct LastRefresh {
     failed: u64,
 }
 
-pub(crate) async fn get_health(State(state): State<AppState>) -> Json<Health> {
+/// Open to everyone (load balancers, monitors); the catalog problems are listed only when
+/// the request carries an administrator's bearer token.
+pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap) -> Json<Health> {
     let catalog = state.engine.catalog();
     let snapshot = catalog.snapshot();
     let status = catalog.status();
-    let errors = snapshot.issues().to_vec();
+    let issues = snapshot.issues();
+    let admin = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| dataport_auth::parse_authorization(v).ok())
+        .and_then(|c| match c {
+            dataport_auth::Credentials::Bearer(t) => state.auth.check_bearer(&t).ok(),
+            dataport_auth::Credentials::Basic { .. } => None,
+        })
+        .is_some_and(|p| p.admin);
+    let errors = if admin { issues.to_vec() } else { Vec::new() };
     Json(Health {
-        status: if errors.is_empty() { "ok" } else { "degraded" },
+        status: if issues.is_empty() { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.engine.uptime().as_secs(),
         tables: snapshot.table_count(),
@@ -53,6 +67,7 @@ pub(crate) async fn get_health(State(state): State<AppState>) -> Json<Health> {
             failed: status.failed_refreshes,
         },
         queries_running: state.engine.metrics().running(),
+        error_count: issues.len(),
         errors,
     })
 }

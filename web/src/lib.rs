@@ -5,6 +5,7 @@
 //! place ([`error::status_for`]). This crate never plans SQL itself and knows nothing of
 //! connectors or the command line.
 
+pub mod auth;
 mod catalog;
 pub mod error;
 pub mod format;
@@ -13,14 +14,18 @@ mod params;
 mod query;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderName, Request, Uri};
+use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
+use dataport_auth::Authenticator;
 use dataport_engine::{Engine, Principal, RequestContext, Surface};
+use ipnet::IpNet;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 
@@ -33,6 +38,10 @@ pub struct WebOptions {
     pub max_body_bytes: usize,
     /// Largest JSON (array) result; streaming formats are not capped.
     pub max_json_rows: usize,
+    /// Client addresses that may read `/metrics` without a token.
+    pub metrics_allow: Vec<IpNet>,
+    /// Reverse proxies whose `X-Forwarded-For` names the real client (for login rate limits).
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl Default for WebOptions {
@@ -40,6 +49,8 @@ impl Default for WebOptions {
         Self {
             max_body_bytes: 1 << 20,
             max_json_rows: 100_000,
+            metrics_allow: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -48,14 +59,13 @@ impl Default for WebOptions {
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub engine: Engine,
+    pub auth: Authenticator,
     pub options: WebOptions,
 }
 
-impl AppState {
-    /// The context of a request: until accounts exist, every caller is the local admin.
-    fn request_context(&self, request_id: &str, surface: Surface) -> RequestContext {
-        RequestContext::new(Principal::local_admin(), surface, request_id)
-    }
+/// The engine context of an HTTP request by `principal`.
+fn request_context(principal: &Principal, request_id: &str) -> RequestContext {
+    RequestContext::new(principal.clone(), Surface::Http, request_id)
 }
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -82,13 +92,26 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// All HTTP routes.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.max_body_bytes;
-    let api = Router::new()
+    // Everything here needs a bearer token: new routes are protected by default.
+    let protected = Router::new()
         .route("/api/v1/query", post(query::post_query))
         .route("/api/v1/catalog", get(catalog::get_catalog))
         .route("/api/v1/catalog/refresh", post(catalog::post_refresh))
         .route("/api/v1/catalog/{schema}/{table}", get(catalog::get_table))
-        .route("/health", get(health::get_health))
+        .route("/api/v1/auth/me", get(auth::get_me))
+        .route("/api/v1/admin/audit", get(auth::get_audit))
+        .route_layer(from_fn_with_state(state.clone(), auth::require_bearer));
+    let metrics = Router::new()
         .route("/metrics", get(health::get_metrics))
+        .route_layer(from_fn_with_state(state.clone(), auth::metrics_gate));
+    let api = Router::new()
+        .merge(protected)
+        .merge(metrics)
+        // These check credentials themselves.
+        .route("/api/v1/auth/login", post(auth::post_login))
+        .route("/api/v1/auth/refresh", post(auth::post_refresh))
+        .route("/api/v1/auth/logout", post(auth::post_logout))
+        .route("/health", get(health::get_health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
@@ -126,7 +149,11 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(());
     });

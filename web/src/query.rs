@@ -29,6 +29,7 @@ pub(crate) struct QueryParams {
 pub(crate) async fn post_query(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
+    crate::auth::Caller(principal): crate::auth::Caller,
     Query(query): Query<QueryParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -66,7 +67,7 @@ pub(crate) async fn post_query(
         // One row more than allowed tells us the cap was exceeded without computing the rest.
         max_rows: (format == Format::Json).then_some(cap.saturating_add(1)),
     };
-    let ctx = state.request_context(&request_id, Surface::Http);
+    let ctx = crate::request_context(&principal, &request_id);
     let mut stream = state
         .engine
         .execute(request, &ctx)

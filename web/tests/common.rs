@@ -16,6 +16,8 @@ pub(crate) fn tpch_dir() -> &'static Path {
     .path()
 }
 
+pub(crate) const PASSWORD: &str = "Test-Password-1";
+
 pub(crate) struct Server {
     pub(crate) base: String,
     pub(crate) client: reqwest::Client,
@@ -30,8 +32,17 @@ impl Server {
         let mut catalog = CatalogOptions::new(dir);
         catalog.watch = false;
         let engine = Engine::try_new(options, catalog).await.unwrap();
+        let state_dir = tempfile::tempdir().unwrap().keep();
+        let store = std::sync::Arc::new(dataport_auth::StateStore::open(&state_dir).unwrap());
+        dataport_auth::Accounts::new(std::sync::Arc::clone(&store))
+            .add_user("admin", PASSWORD, &[dataport_auth::DATA_OPS.to_string()])
+            .unwrap();
+        let auth = dataport_auth::Authenticator::new(store, dataport_auth::AuthOptions::default())
+            .unwrap();
+        let token = auth.login("admin", PASSWORD, "127.0.0.1").unwrap().token;
         let app = dataport_web::router(AppState {
             engine,
+            auth,
             options: web,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -47,7 +58,17 @@ impl Server {
         ));
         Self {
             base: format!("http://{addr}"),
-            client: reqwest::Client::new(),
+            client: reqwest::Client::builder()
+                .default_headers(
+                    [(
+                        reqwest::header::AUTHORIZATION,
+                        format!("Bearer {token}").parse().unwrap(),
+                    )]
+                    .into_iter()
+                    .collect(),
+                )
+                .build()
+                .unwrap(),
             _shutdown: tx,
         }
     }

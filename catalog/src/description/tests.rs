@@ -98,3 +98,15 @@ fn optional_keys_are_optional() {
     assert_eq!(t.folder, None);
     assert!(d.for_table("anything", "t").is_some());
 }
+
+#[test]
+fn access_marks_tables_private() {
+    let private = p(&table_yaml("    access: private\n")).unwrap();
+    assert!(private.tables[0].private);
+    let public = p(&table_yaml("    access: public\n")).unwrap();
+    assert!(!public.tables[0].private);
+    assert!(!p(&table_yaml("")).unwrap().tables[0].private);
+    let bad = p(&table_yaml("    access: secret\n")).unwrap_err();
+    assert!(bad.to_string().contains("unknown access 'secret'"), "{bad}");
+    assert!(p(&table_yaml("    access: public\n    private: true\n")).is_err());
+}

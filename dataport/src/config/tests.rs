@@ -80,7 +80,7 @@ fn bad_files_name_the_key() {
 #[test]
 fn flight_settings() {
     let c = load_yaml(
-        "server:\n  flight_max_message_bytes: 2MiB\n  flight_tls_cert: /c.pem\n  flight_tls_key: /k.pem\nauth:\n  admin_password: long-enough\n  token_ttl: 1h\n",
+        "server:\n  flight_max_message_bytes: 2MiB\n  flight_tls_cert: /c.pem\n  flight_tls_key: /k.pem\nauth:\n  admin_password: Long-enough1\n  token_ttl: 1h\n",
         Overrides::default(),
     )
     .unwrap();
@@ -89,8 +89,8 @@ fn flight_settings() {
         c.flight_tls,
         Some((PathBuf::from("/c.pem"), PathBuf::from("/k.pem")))
     );
-    assert_eq!(c.admin_password, Some(Secret("long-enough".into())));
-    assert!(!format!("{c:?}").contains("long-enough"));
+    assert_eq!(c.admin_password, Some(Secret("Long-enough1".into())));
+    assert!(!format!("{c:?}").contains("Long-enough1"));
     assert_eq!(c.token_ttl, Duration::from_secs(3600));
 
     let e = load_yaml("server:\n  flight_tls_cert: /c.pem\n", Overrides::default()).unwrap_err();
@@ -108,11 +108,50 @@ fn flight_settings() {
         "{e}"
     );
     let o = Overrides {
-        admin_password: Some("from-the-env".into()),
+        admin_password: Some("From-the-env1".into()),
         ..Overrides::default()
     };
     assert_eq!(
         load_yaml("", o).unwrap().admin_password,
-        Some(Secret("from-the-env".into()))
+        Some(Secret("From-the-env1".into()))
     );
+}
+
+#[test]
+fn auth_settings() {
+    let c = load_yaml(
+        "auth:
+  refresh_grace: 2d
+  issuer: corp
+  signing_key: 0123456789abcdef0123456789abcdef
+  max_failed_logins: 9
+server:
+  metrics_allow: [10.0.0.0/8, 127.0.0.1]
+  trusted_proxies: ['::1']
+",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.token_ttl, Duration::from_secs(30 * 86400));
+    assert_eq!(c.refresh_grace, Duration::from_secs(2 * 86400));
+    assert_eq!(c.issuer, "corp");
+    assert_eq!(c.max_failed_logins, 9);
+    assert_eq!(c.metrics_allow.len(), 2);
+    assert!(c.metrics_allow[1].contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()));
+    assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    for (yaml, key) in [
+        (
+            "auth:\n  admin_password: alllowercase1\n",
+            "auth.admin_password:",
+        ),
+        ("auth:\n  signing_key: short\n", "auth.signing_key:"),
+        ("auth:\n  max_failed_logins: 0\n", "auth.max_failed_logins:"),
+        (
+            "server:\n  metrics_allow: [nonsense]\n",
+            "server.metrics_allow:",
+        ),
+    ] {
+        let e = load_yaml(yaml, Overrides::default()).unwrap_err();
+        assert!(e.to_string().starts_with(key), "{yaml}: {e}");
+    }
 }

@@ -1,0 +1,447 @@
+//! [`Authenticator`]: passwords, session tokens and API tokens to principals.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use dataport_state::{ApiTokenRecord, AuditEntry, AuditLog, LoginAttempt, StateStore, now_secs};
+use sha2::{Digest, Sha256};
+
+use crate::jwt::{Claims, TokenKeys};
+use crate::password::{decoy_hash, verify_password};
+use crate::{AuthError, Credentials, Grant, GrantSource, Principal, constant_time_eq};
+
+/// The window of the login rate limit, in seconds.
+const RATE_WINDOW: i64 = 60;
+/// Prefix of API tokens: `dpk_<id>_<secret>`.
+pub(crate) const API_TOKEN_PREFIX: &str = "dpk_";
+/// Settings key of the generated signing key.
+const SIGNING_KEY_SETTING: &str = "jwt_secret";
+
+/// How tokens are issued.
+#[derive(Clone)]
+pub struct AuthOptions {
+    /// `iss` of issued tokens; tokens from another issuer are refused.
+    pub issuer: String,
+    /// Lifetime of a session token.
+    pub token_ttl: Duration,
+    /// How long after expiry a token may still be refreshed.
+    pub refresh_grace: Duration,
+    /// HS256 key; when absent one is generated once and kept in the state store.
+    pub signing_key: Option<String>,
+    /// Failed password attempts allowed per account and per client address within a minute;
+    /// beyond it every attempt is refused until the minute has passed.
+    pub max_failed_logins: u32,
+    /// Where refused authentications are recorded (see [`Authenticator::record_refusal`]).
+    pub audit: Option<AuditLog>,
+}
+
+impl std::fmt::Debug for AuthOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthOptions")
+            .field("issuer", &self.issuer)
+            .field("token_ttl", &self.token_ttl)
+            .field("refresh_grace", &self.refresh_grace)
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("max_failed_logins", &self.max_failed_logins)
+            .field("audit", &self.audit.is_some())
+            .finish()
+    }
+}
+
+impl Default for AuthOptions {
+    fn default() -> Self {
+        Self {
+            issuer: "dataport".into(),
+            token_ttl: Duration::from_secs(30 * 24 * 3600),
+            refresh_grace: Duration::from_secs(7 * 24 * 3600),
+            signing_key: None,
+            max_failed_logins: 5,
+            audit: None,
+        }
+    }
+}
+
+/// A logged-in session: the bearer token to send and who it is for.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    pub token: String,
+    pub principal: Principal,
+    /// Unix seconds.
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("principal", &self.principal)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Authenticates callers of every surface. Cheap to clone; clones share a cache of the
+/// identities that reloads whenever the state store's identities change.
+#[derive(Debug, Clone)]
+pub struct Authenticator(Arc<Inner>);
+
+#[derive(Debug)]
+struct Inner {
+    store: Arc<StateStore>,
+    keys: TokenKeys,
+    options: AuthOptions,
+    cache: RwLock<Arc<Identities>>,
+    token_touches: Mutex<HashMap<String, i64>>,
+}
+
+/// Everything needed to answer "who is this" without touching the database.
+#[derive(Debug, Default)]
+struct Identities {
+    version: i64,
+    users: HashMap<String, User>,
+    grants: Arc<[Grant]>,
+    revoked: HashSet<String>,
+    api_tokens: HashMap<String, ApiTokenRecord>,
+}
+
+#[derive(Debug)]
+struct User {
+    groups: Vec<String>,
+    password_hash: String,
+    password_changed_at: i64,
+}
+
+impl Authenticator {
+    pub fn new(store: Arc<StateStore>, options: AuthOptions) -> Result<Self, AuthError> {
+        let key = match &options.signing_key {
+            Some(k) if k.len() >= 32 => k.clone(),
+            Some(_) => {
+                return Err(AuthError::InvalidInput {
+                    message: "auth.signing_key must have at least 32 characters".into(),
+                });
+            }
+            None => store.setting_or_insert(SIGNING_KEY_SETTING, &crate::random_token(32))?,
+        };
+        let keys = TokenKeys::new(key.as_bytes(), &options.issuer);
+        let auth = Self(Arc::new(Inner {
+            store,
+            keys,
+            options,
+            cache: RwLock::new(Arc::new(Identities {
+                version: -1,
+                ..Default::default()
+            })),
+            token_touches: Mutex::new(HashMap::new()),
+        }));
+        auth.identities()?;
+        Ok(auth)
+    }
+
+    pub fn store(&self) -> &Arc<StateStore> {
+        &self.0.store
+    }
+
+    /// The cached identities, reloaded if anything changed since they were read.
+    fn identities(&self) -> Result<Arc<Identities>, AuthError> {
+        let version = self.0.store.identity_version()?;
+        {
+            let cache = self.0.cache.read().unwrap_or_else(|p| p.into_inner());
+            if cache.version == version {
+                return Ok(Arc::clone(&cache));
+            }
+        }
+        let store = &self.0.store;
+        let now = now_secs();
+        let grace = self.0.options.refresh_grace.as_secs() as i64;
+        let loaded = Arc::new(Identities {
+            version,
+            users: store
+                .users()?
+                .into_iter()
+                .map(|u| {
+                    (
+                        u.name,
+                        User {
+                            groups: u.groups,
+                            password_hash: u.password_hash,
+                            password_changed_at: u.password_changed_at,
+                        },
+                    )
+                })
+                .collect(),
+            grants: store.grants()?.into(),
+            revoked: store.revoked_jtis(now - grace)?.into_iter().collect(),
+            api_tokens: store
+                .api_tokens(None)?
+                .into_iter()
+                .map(|t| (t.id.clone(), t))
+                .collect(),
+        });
+        let mut cache = self.0.cache.write().unwrap_or_else(|p| p.into_inner());
+        // Another thread may have loaded a newer version meanwhile.
+        if cache.version <= version {
+            *cache = Arc::clone(&loaded);
+        }
+        Ok(loaded)
+    }
+
+    /// The principal behind `credentials`. Passwords count towards the rate limit of the
+    /// account and of `address` (the client's IP address).
+    pub fn authenticate(
+        &self,
+        credentials: &Credentials,
+        address: &str,
+    ) -> Result<Principal, AuthError> {
+        match credentials {
+            Credentials::Basic { user, password } => self.check_password(user, password, address),
+            Credentials::Bearer(token) => self.check_bearer(token),
+        }
+    }
+
+    /// The principal behind an `Authorization` header value (absent: [`AuthError::Missing`]).
+    pub fn authenticate_header(
+        &self,
+        header: Option<&str>,
+        address: &str,
+    ) -> Result<Principal, AuthError> {
+        let credentials = crate::parse_authorization(header.ok_or(AuthError::Missing)?)?;
+        self.authenticate(&credentials, address)
+    }
+
+    /// The principal behind a bearer token (a session token or an API token).
+    pub fn check_bearer(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.starts_with(API_TOKEN_PREFIX) {
+            return self.check_api_token(token);
+        }
+        let claims = self.0.keys.verify(token, true)?;
+        self.principal_for_claims(&claims)
+    }
+
+    /// Log in with a password: a new session token.
+    pub fn login(&self, user: &str, password: &str, address: &str) -> Result<Session, AuthError> {
+        let principal = self.check_password(user, password, address)?;
+        self.issue(principal)
+    }
+
+    /// A session token for a principal who was authenticated otherwise (Flight handshake).
+    pub fn issue(&self, principal: Principal) -> Result<Session, AuthError> {
+        let now = now_secs();
+        let expires_at = now + self.0.options.token_ttl.as_secs() as i64;
+        let claims = Claims {
+            sub: principal.name.clone(),
+            exp: expires_at,
+            iat: now,
+            iss: self.0.keys.issuer().to_string(),
+            jti: crate::random_token(16),
+        };
+        Ok(Session {
+            token: self.0.keys.sign(&claims)?,
+            principal,
+            expires_at,
+        })
+    }
+
+    /// Exchange a session token — valid, or expired for less than the refresh grace — for a
+    /// new one; the old one is revoked.
+    pub fn refresh(&self, token: &str) -> Result<Session, AuthError> {
+        let claims = self.claims_within_grace(token)?;
+        let principal = self.principal_for_claims(&claims)?;
+        self.revoke_claims(&claims)?;
+        self.issue(principal)
+    }
+
+    /// Revoke a session token (logout) or an API token. The token must be one the caller
+    /// could still use or refresh.
+    pub fn revoke(&self, token: &str) -> Result<(), AuthError> {
+        if token.starts_with(API_TOKEN_PREFIX) {
+            let (id, _) = self.api_token_record(token)?;
+            self.0.store.revoke_api_token(&id)?;
+            return Ok(());
+        }
+        let claims = self.claims_within_grace(token)?;
+        // Only a token that still stands can be revoked: a second logout is refused.
+        self.principal_for_claims(&claims)?;
+        self.revoke_claims(&claims)
+    }
+
+    /// Record a refused authentication in the audit log: `user` is the name the caller
+    /// claimed (password logins), `address` where the call came from. Calls that presented
+    /// no credentials at all are not recorded (they are not attempts).
+    pub fn record_refusal(
+        &self,
+        surface: &str,
+        request_id: &str,
+        user: Option<&str>,
+        address: &str,
+        error: &AuthError,
+    ) {
+        let Some(audit) = &self.0.options.audit else {
+            return;
+        };
+        if matches!(error, AuthError::Missing) {
+            return;
+        }
+        let outcome = match error {
+            AuthError::TooManyAttempts { .. } => "rate_limited",
+            _ => "unauthenticated",
+        };
+        audit.record(AuditEntry {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            user: user.unwrap_or("-").to_string(),
+            surface: surface.to_string(),
+            request_id: request_id.to_string(),
+            sql: String::new(),
+            tables: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            duration_ms: 0,
+            outcome: outcome.to_string(),
+            error: Some(format!("{error} (client {address})")),
+        });
+    }
+
+    /// The current principal of user `name`, if the account exists.
+    pub fn principal(&self, name: &str) -> Result<Option<Principal>, AuthError> {
+        let ids = self.identities()?;
+        Ok(ids
+            .users
+            .get(name)
+            .map(|u| Principal::new(name, u.groups.clone())))
+    }
+
+    fn claims_within_grace(&self, token: &str) -> Result<Claims, AuthError> {
+        let claims = self.0.keys.verify(token, false)?;
+        let grace = self.0.options.refresh_grace.as_secs() as i64;
+        if claims.exp.saturating_add(grace) < now_secs() {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(claims)
+    }
+
+    fn revoke_claims(&self, claims: &Claims) -> Result<(), AuthError> {
+        let grace = self.0.options.refresh_grace.as_secs() as i64;
+        self.0
+            .store
+            .revoke_jti(&claims.jti, claims.exp.saturating_add(grace))?;
+        Ok(())
+    }
+
+    fn principal_for_claims(&self, claims: &Claims) -> Result<Principal, AuthError> {
+        let ids = self.identities()?;
+        if ids.revoked.contains(&claims.jti) {
+            return Err(AuthError::InvalidToken);
+        }
+        match ids.users.get(&claims.sub) {
+            // A password change ends the sessions opened before it.
+            Some(u) if claims.iat >= u.password_changed_at => {
+                Ok(Principal::new(&claims.sub, u.groups.clone()))
+            }
+            _ => Err(AuthError::InvalidToken),
+        }
+    }
+
+    fn api_token_record(&self, token: &str) -> Result<(String, ApiTokenRecord), AuthError> {
+        let rest = token
+            .strip_prefix(API_TOKEN_PREFIX)
+            .ok_or(AuthError::InvalidToken)?;
+        let (id, secret) = rest.split_once('_').ok_or(AuthError::InvalidToken)?;
+        let ids = self.identities()?;
+        let record = ids.api_tokens.get(id).ok_or(AuthError::InvalidToken)?;
+        let hash = hash_secret(secret);
+        if !constant_time_eq(hash.as_bytes(), record.secret_hash.as_bytes()) {
+            return Err(AuthError::InvalidToken);
+        }
+        if record.revoked_at.is_some() || record.expires_at.is_some_and(|e| e <= now_secs()) {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok((id.to_string(), record.clone()))
+    }
+
+    fn check_api_token(&self, token: &str) -> Result<Principal, AuthError> {
+        let (id, record) = self.api_token_record(token)?;
+        let principal = self
+            .principal(&record.user)?
+            .ok_or(AuthError::InvalidToken)?;
+        self.touch(&id);
+        Ok(principal)
+    }
+
+    /// Note the token's last use, at most once a minute.
+    fn touch(&self, id: &str) {
+        let now = now_secs();
+        let mut touches = self
+            .0
+            .token_touches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if touches.get(id).is_some_and(|t| now - t < 60) {
+            return;
+        }
+        touches.insert(id.to_string(), now);
+        drop(touches);
+        if let Err(e) = self.0.store.touch_api_token(id, now) {
+            tracing::warn!(error = %e, "cannot record an API token's last use");
+        }
+    }
+
+    fn check_password(
+        &self,
+        user: &str,
+        password: &str,
+        address: &str,
+    ) -> Result<Principal, AuthError> {
+        let store = &self.0.store;
+        let now = now_secs();
+        let (by_user, by_address) = store.failed_logins_since(user, address, now - RATE_WINDOW)?;
+        let max = self.0.options.max_failed_logins;
+        if by_user >= max || by_address >= max {
+            tracing::warn!(user, address, "login refused: too many failed attempts");
+            return Err(AuthError::TooManyAttempts {
+                retry_after_secs: RATE_WINDOW as u64,
+            });
+        }
+        let ids = self.identities()?;
+        let known = ids.users.get(user);
+        // An unknown user costs the same hash check as a wrong password.
+        let hash = match known {
+            Some(u) => u.password_hash.as_str(),
+            None => decoy_hash(),
+        };
+        let ok = verify_password(hash, password) && known.is_some();
+        store.record_login_attempt(&LoginAttempt {
+            at: now,
+            user: user.to_string(),
+            address: address.to_string(),
+            ok,
+        })?;
+        match known {
+            Some(u) if ok => Ok(Principal::new(user, u.groups.clone())),
+            _ => {
+                tracing::info!(user, address, "login failed: wrong user name or password");
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+}
+
+impl GrantSource for Authenticator {
+    fn grants(&self) -> Arc<[Grant]> {
+        match self.identities() {
+            Ok(ids) => Arc::clone(&ids.grants),
+            Err(e) => {
+                // Fail closed: without the grants, only group rules apply.
+                tracing::error!(error = %e, "cannot read grants; applying none");
+                Arc::from(Vec::new())
+            }
+        }
+    }
+}
+
+/// SHA-256 (hex) of an API token's secret: the secrets are long and random, so a fast hash
+/// is enough and lookups stay cheap.
+pub(crate) fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}

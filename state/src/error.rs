@@ -1,0 +1,35 @@
+//! Errors of the state store.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = StateError> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    #[error(
+        "cannot open the state database {path}: {source}; check the data dir's permissions and free space"
+    )]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error(
+        "state database {path} has schema version {found}, newer than this binary knows ({known}); run a newer dataport"
+    )]
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        known: i64,
+    },
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("user '{0}' does not exist")]
+    NoSuchUser(String),
+    #[error("user '{0}' already exists")]
+    UserExists(String),
+    #[error("state database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}

@@ -1,0 +1,159 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`. Append new steps; never
+//! edit a released one.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::error::{Result, StateError};
+
+/// Each step brings the schema from version `i` to `i + 1`.
+const STEPS: &[&str] = &[
+    // 1: identities, grants, tokens, login attempts, settings, audit log.
+    "
+    CREATE TABLE settings (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE TABLE users (
+        name          TEXT PRIMARY KEY,
+        password_hash TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL
+    );
+    CREATE TABLE groups (
+        name        TEXT PRIMARY KEY,
+        description TEXT NOT NULL DEFAULT ''
+    );
+    INSERT INTO groups (name, description) VALUES
+        ('dataread', 'may read public tables'),
+        ('data-private', 'may read public and private tables'),
+        ('data-ops', 'administrators: users, grants, jobs and all data');
+    CREATE TABLE memberships (
+        user_name  TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        group_name TEXT NOT NULL REFERENCES groups (name),
+        PRIMARY KEY (user_name, group_name)
+    );
+    CREATE TABLE grants (
+        group_name     TEXT NOT NULL REFERENCES groups (name),
+        schema_name    TEXT NOT NULL,
+        table_name     TEXT NOT NULL DEFAULT '*',
+        row_filter     TEXT,
+        hidden_columns TEXT NOT NULL DEFAULT '',
+        created_at     INTEGER NOT NULL,
+        created_by     TEXT NOT NULL,
+        PRIMARY KEY (group_name, schema_name, table_name)
+    );
+    CREATE TABLE api_tokens (
+        id           TEXT PRIMARY KEY,
+        user_name    TEXT NOT NULL REFERENCES users (name) ON DELETE CASCADE,
+        label        TEXT NOT NULL,
+        secret_hash  TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
+    );
+    CREATE TABLE revoked_tokens (
+        jti        TEXT PRIMARY KEY,
+        expires_at INTEGER NOT NULL
+    );
+    CREATE TABLE login_attempts (
+        at        INTEGER NOT NULL,
+        user_name TEXT NOT NULL,
+        address   TEXT NOT NULL,
+        ok        INTEGER NOT NULL
+    );
+    CREATE INDEX login_attempts_user ON login_attempts (user_name, at);
+    CREATE INDEX login_attempts_address ON login_attempts (address, at);
+    CREATE TABLE audit_log (
+        id          INTEGER PRIMARY KEY,
+        at_ms       INTEGER NOT NULL,
+        user_name   TEXT NOT NULL,
+        surface     TEXT NOT NULL,
+        request_id  TEXT NOT NULL,
+        sql         TEXT NOT NULL,
+        tables      TEXT NOT NULL,
+        rows        INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        outcome     TEXT NOT NULL,
+        error       TEXT
+    );
+    CREATE INDEX audit_log_user ON audit_log (user_name, at_ms);
+
+    -- identity_version changes with every change that affects who may do what, so servers
+    -- can cache identities and reload only when it moves (also for changes made by the CLI).
+    INSERT INTO settings (key, value) VALUES ('identity_version', '0');
+    CREATE TRIGGER users_insert_bump AFTER INSERT ON users BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER users_update_bump AFTER UPDATE ON users BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER users_delete_bump AFTER DELETE ON users BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER memberships_insert_bump AFTER INSERT ON memberships BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER memberships_delete_bump AFTER DELETE ON memberships BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER grants_insert_bump AFTER INSERT ON grants BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER grants_update_bump AFTER UPDATE ON grants BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER grants_delete_bump AFTER DELETE ON grants BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER revoked_tokens_insert_bump AFTER INSERT ON revoked_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER api_tokens_insert_bump AFTER INSERT ON api_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER api_tokens_delete_bump AFTER DELETE ON api_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER api_tokens_update_bump AFTER UPDATE OF revoked_at ON api_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    ",
+];
+
+pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let known = STEPS.len() as i64;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > known {
+        return Err(StateError::TooNew {
+            path: path.to_path_buf(),
+            found: version,
+            known,
+        });
+    }
+    for (i, step) in STEPS.iter().enumerate().skip(version as usize) {
+        // One transaction per step: a crash leaves the previous version intact. IMMEDIATE
+        // takes the write lock first, so two processes starting together migrate once.
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if current > i as i64 {
+            conn.execute_batch("COMMIT")?;
+            continue;
+        }
+        let applied = conn
+            .execute_batch(step)
+            .and_then(|()| conn.pragma_update(None, "user_version", i as i64 + 1));
+        match applied {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e.into());
+            }
+        }
+        tracing::info!(version = i + 1, path = %path.display(), "state database migrated");
+    }
+    Ok(())
+}

@@ -1,0 +1,238 @@
+use super::*;
+
+fn store() -> (tempfile::TempDir, StateStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = StateStore::open(dir.path()).unwrap();
+    (dir, store)
+}
+
+fn groups(g: &[&str]) -> Vec<String> {
+    g.iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn users_groups_and_reopen() {
+    let (dir, store) = store();
+    store
+        .add_user("ana", "$argon2id$x", &groups(&["dataread", "team-x"]))
+        .unwrap();
+    assert!(matches!(
+        store.add_user("ana", "h", &[]),
+        Err(StateError::UserExists(_))
+    ));
+    let v = store.identity_version().unwrap();
+    store
+        .set_groups("ana", &groups(&["data-private", "dataread"]))
+        .unwrap();
+    assert!(store.identity_version().unwrap() > v);
+    let ana = store.user("ana").unwrap().unwrap();
+    assert_eq!(ana.groups, groups(&["data-private", "dataread"]));
+    assert!(store.groups().unwrap().contains(&"team-x".to_string()));
+    drop(store);
+    // Reopening migrates nothing and keeps the data.
+    let store = StateStore::open(dir.path()).unwrap();
+    assert_eq!(store.user_count().unwrap(), 1);
+    assert!(store.remove_user("ana").unwrap());
+    assert!(!store.remove_user("ana").unwrap());
+    assert!(matches!(
+        store.set_password_hash("ana", "h"),
+        Err(StateError::NoSuchUser(_))
+    ));
+}
+
+#[cfg(unix)]
+#[test]
+fn database_is_private_to_the_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = store();
+    let mode = std::fs::metadata(store.path())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0);
+    let mode = std::fs::metadata(dir.path().join("state"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o077, 0);
+}
+
+#[test]
+fn newer_schema_is_refused() {
+    let (dir, store) = store();
+    let path = store.path().to_path_buf();
+    store
+        .lock()
+        .pragma_update(None, "user_version", 99)
+        .unwrap();
+    drop(store);
+    let err = StateStore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StateError::TooNew { found: 99, .. }), "{err}");
+    assert!(err.to_string().contains(&path.display().to_string()));
+}
+
+#[test]
+fn grants_upsert_and_remove() {
+    let (_dir, store) = store();
+    let mut g = GrantRecord {
+        group: "analysts-eu".into(),
+        schema: "sales".into(),
+        table: Some("orders".into()),
+        row_filter: Some("region = 'EU'".into()),
+        hidden_columns: groups(&["email", "phone"]),
+        created_at: 1,
+        created_by: "admin".into(),
+    };
+    store.put_grant(&g).unwrap();
+    g.hidden_columns = groups(&["email"]);
+    store.put_grant(&g).unwrap();
+    let schema_grant = GrantRecord {
+        table: None,
+        row_filter: None,
+        hidden_columns: vec![],
+        ..g.clone()
+    };
+    store.put_grant(&schema_grant).unwrap();
+    assert_eq!(store.grants().unwrap(), vec![schema_grant, g.clone()]);
+    assert!(
+        store
+            .remove_grant("analysts-eu", "sales", Some("orders"))
+            .unwrap()
+    );
+    assert!(store.remove_grant("analysts-eu", "sales", None).unwrap());
+    assert!(store.grants().unwrap().is_empty());
+}
+
+#[test]
+fn api_tokens_and_revocation() {
+    let (_dir, store) = store();
+    store.add_user("bo", "h", &[]).unwrap();
+    let t = ApiTokenRecord {
+        id: "abc".into(),
+        user: "bo".into(),
+        label: "laptop".into(),
+        secret_hash: "sha".into(),
+        created_at: 10,
+        expires_at: None,
+        last_used_at: None,
+        revoked_at: None,
+    };
+    store.add_api_token(&t).unwrap();
+    assert!(matches!(
+        store.add_api_token(&ApiTokenRecord {
+            user: "nobody".into(),
+            id: "x".into(),
+            ..t.clone()
+        }),
+        Err(StateError::NoSuchUser(_))
+    ));
+    store.touch_api_token("abc", 100).unwrap();
+    assert_eq!(
+        store.api_token("abc").unwrap().unwrap().last_used_at,
+        Some(100)
+    );
+    assert!(store.revoke_api_token("abc").unwrap());
+    assert!(!store.revoke_api_token("abc").unwrap());
+    assert!(
+        store
+            .api_token("abc")
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    // Removing the user removes the tokens.
+    store.remove_user("bo").unwrap();
+    assert!(store.api_tokens(None).unwrap().is_empty());
+
+    store.revoke_jti("j1", 500).unwrap();
+    assert!(store.is_jti_revoked("j1").unwrap());
+    assert_eq!(store.revoked_jtis(400).unwrap(), vec!["j1".to_string()]);
+    store.prune(0, 501).unwrap();
+    assert!(!store.is_jti_revoked("j1").unwrap());
+}
+
+#[test]
+fn login_attempts_count_by_account_and_address() {
+    let (_dir, store) = store();
+    for (user, address, ok, at) in [
+        ("a", "1.1.1.1", false, 100),
+        ("a", "2.2.2.2", false, 110),
+        ("b", "1.1.1.1", false, 120),
+        ("a", "1.1.1.1", true, 130),
+        ("a", "1.1.1.1", false, 10),
+    ] {
+        store
+            .record_login_attempt(&LoginAttempt {
+                at,
+                user: user.into(),
+                address: address.into(),
+                ok,
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        store.failed_logins_since("a", "1.1.1.1", 60).unwrap(),
+        (2, 2)
+    );
+    assert_eq!(store.login_attempts(2).unwrap()[0].at, 130);
+}
+
+#[test]
+fn audit_entries_are_written_in_the_background() {
+    let (_dir, store) = store();
+    let log = store.audit_log().unwrap();
+    let v0 = store.data_version().unwrap();
+    for i in 0..3 {
+        log.record(AuditEntry {
+            at_ms: i,
+            user: if i == 1 { "x".into() } else { "y".into() },
+            surface: "http".into(),
+            request_id: format!("r{i}"),
+            sql: "SELECT 1".into(),
+            tables: vec!["s.t".into(), "s.u".into()],
+            rows: 1,
+            bytes: 8,
+            duration_ms: 2,
+            outcome: "ok".into(),
+            error: None,
+        });
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let all = store
+            .audit_entries(&AuditQuery {
+                user: None,
+                limit: 10,
+            })
+            .unwrap();
+        if all.len() == 3 {
+            assert_eq!(all[0].request_id, "r2");
+            assert_eq!(all[0].tables, vec!["s.t".to_string(), "s.u".to_string()]);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "audit entries not written"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    // The writer's commits are visible as a data version change to this connection.
+    assert_ne!(store.data_version().unwrap(), v0);
+    let only_x = store
+        .audit_entries(&AuditQuery {
+            user: Some("x".into()),
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(only_x.len(), 1);
+    assert_eq!(log.dropped(), 0);
+}
+
+#[test]
+fn settings_keep_the_first_value() {
+    let (_dir, store) = store();
+    assert_eq!(store.setting("k").unwrap(), None);
+    assert_eq!(store.setting_or_insert("k", "one").unwrap(), "one");
+    assert_eq!(store.setting_or_insert("k", "two").unwrap(), "one");
+}
