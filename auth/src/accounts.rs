@@ -214,8 +214,8 @@ impl Accounts {
         label: &str,
         ttl: Option<Duration>,
     ) -> Result<NewApiToken, AuthError> {
-        let id = crate::random_token(8);
-        let secret = crate::random_token(32);
+        let id = crate::random_token(8)?;
+        let secret = crate::random_token(32)?;
         let now = now_secs();
         let expires_at = ttl.map(|t| now + t.as_secs() as i64);
         self.store.add_api_token(&ApiTokenRecord {
@@ -251,9 +251,9 @@ impl Accounts {
     }
 }
 
-/// A random password that follows the rules, for generated accounts.
-pub fn generate_password() -> String {
-    format!("Dp{}x7", crate::random_token(9))
+/// A random password that follows the rules (72 random bits), for generated accounts.
+pub fn generate_password() -> Result<String, AuthError> {
+    Ok(format!("Dp{}x7", crate::random_token(9)?))
 }
 
 fn check_user_name(name: &str) -> Result<(), AuthError> {

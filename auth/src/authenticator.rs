@@ -123,7 +123,7 @@ impl Authenticator {
                     message: "auth.signing_key must have at least 32 characters".into(),
                 });
             }
-            None => store.setting_or_insert(SIGNING_KEY_SETTING, &crate::random_token(32))?,
+            None => store.setting_or_insert(SIGNING_KEY_SETTING, &crate::random_token(32)?)?,
         };
         let keys = TokenKeys::new(key.as_bytes(), &options.issuer);
         let auth = Self(Arc::new(Inner {
@@ -235,7 +235,7 @@ impl Authenticator {
             exp: expires_at,
             iat: now,
             iss: self.0.keys.issuer().to_string(),
-            jti: crate::random_token(16),
+            jti: crate::random_token(16)?,
         };
         Ok(Session {
             token: self.0.keys.sign(&claims)?,

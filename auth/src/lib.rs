@@ -122,22 +122,13 @@ pub trait GrantSource: Send + Sync + std::fmt::Debug {
     fn grants(&self) -> Arc<[Grant]>;
 }
 
-/// `bytes` random bytes from the OS, hex encoded.
-pub(crate) fn random_token(bytes: usize) -> String {
+/// `bytes` random bytes from the OS, hex encoded: salts of secrets, token ids, keys.
+pub(crate) fn random_token(bytes: usize) -> Result<String, AuthError> {
     let mut buf = vec![0u8; bytes];
-    // The OS random source does not fail on supported platforms; if it did, a zero buffer
-    // must not become a secret.
-    if getrandom::fill(&mut buf).is_err() {
-        buf = uuid::Uuid::new_v4()
-            .as_bytes()
-            .iter()
-            .chain(uuid::Uuid::new_v4().as_bytes())
-            .copied()
-            .cycle()
-            .take(bytes)
-            .collect();
-    }
-    hex::encode(buf)
+    getrandom::fill(&mut buf).map_err(|e| AuthError::Internal {
+        message: format!("the operating system's random source failed: {e}"),
+    })?;
+    Ok(hex::encode(buf))
 }
 
 /// Compares in time that depends only on the lengths.

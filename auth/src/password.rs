@@ -60,5 +60,9 @@ pub fn verify_password(hash: &str, password: &str) -> bool {
 /// as a wrong password.
 pub(crate) fn decoy_hash() -> &'static str {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    DECOY.get_or_init(|| hash_password(&crate::random_token(16)).unwrap_or_default())
+    DECOY.get_or_init(|| {
+        crate::random_token(16)
+            .and_then(|p| hash_password(&p))
+            .unwrap_or_default()
+    })
 }

@@ -106,7 +106,7 @@ fn password_rules_and_hashes() {
         );
     }
     check_rules("Fine-Pass1").unwrap();
-    check_rules(&generate_password()).unwrap();
+    check_rules(&generate_password().unwrap()).unwrap();
     let hash = password::hash_password("Fine-Pass1").unwrap();
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     assert!(password::verify_password(&hash, "Fine-Pass1"));

@@ -165,7 +165,7 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
             let (password, generated) = if password_stdin {
                 (read_password_line()?, false)
             } else {
-                (generate_password(), true)
+                (generate_password()?, true)
             };
             accounts.add_user(&name, &password, &groups)?;
             out(format!(
@@ -197,7 +197,7 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
             let (password, generated) = if password_stdin {
                 (read_password_line()?, false)
             } else {
-                (generate_password(), true)
+                (generate_password()?, true)
             };
             accounts.set_password(&name, &password)?;
             out(format!("password of {name} changed; their sessions ended"))?;
@@ -428,7 +428,7 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
         let password = match &config.admin_password {
             Some(Secret(p)) => p.clone(),
             None => {
-                let p = generate_password();
+                let p = generate_password()?;
                 keep_password(config, "admin", &p)?;
                 created.push(("admin", p.clone()));
                 p
@@ -452,7 +452,7 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
             if accounts.user(name)?.is_some() {
                 continue;
             }
-            let p = generate_password();
+            let p = generate_password()?;
             accounts.add_user(name, &p, &groups)?;
             keep_password(config, name, &p)?;
             created.push((name, p));

@@ -185,7 +185,7 @@ pub(crate) struct SessionBody {
 impl From<Session> for SessionBody {
     fn from(s: Session) -> Self {
         Self {
-            expires_in: s.expires_at - dataport_auth_now(),
+            expires_in: s.expires_at - unix_now(),
             token: s.token,
             token_type: "Bearer",
             expires_at: s.expires_at,
@@ -196,7 +196,7 @@ impl From<Session> for SessionBody {
     }
 }
 
-fn dataport_auth_now() -> i64 {
+fn unix_now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
