@@ -201,16 +201,6 @@ impl Authenticator {
         }
     }
 
-    /// The principal behind an `Authorization` header value (absent: [`AuthError::Missing`]).
-    pub fn authenticate_header(
-        &self,
-        header: Option<&str>,
-        address: &str,
-    ) -> Result<Principal, AuthError> {
-        let credentials = crate::parse_authorization(header.ok_or(AuthError::Missing)?)?;
-        self.authenticate(&credentials, address)
-    }
-
     /// The principal behind a bearer token (a session token or an API token).
     pub fn check_bearer(&self, token: &str) -> Result<Principal, AuthError> {
         if token.starts_with(API_TOKEN_PREFIX) {

@@ -28,6 +28,7 @@ pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
     ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, GrantRecord as Grant, StateError, StateStore,
+    now_secs,
 };
 pub use jwt::Claims;
 

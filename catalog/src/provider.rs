@@ -1,7 +1,8 @@
 //! The snapshot seen through DataFusion's catalog traits (read-only).
 
+use std::collections::HashMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use arrow::datatypes::{Schema, SchemaRef};
 use datafusion::catalog::view::ViewTable;
@@ -40,11 +41,14 @@ pub enum TableAccess {
 /// that caller.
 pub type TableFilter = Arc<dyn Fn(&CatalogTable) -> TableAccess + Send + Sync>;
 
-/// One snapshot as a DataFusion catalog, filtered for one caller.
+/// One snapshot as a DataFusion catalog, filtered for one caller. Built per request; the
+/// filter's answer for each table is computed once and shared by clones (listing, resolution,
+/// metadata and planning all ask again).
 #[derive(Clone)]
 pub struct SnapshotCatalogProvider {
     snapshot: Arc<CatalogSnapshot>,
     visible: TableFilter,
+    decided: Arc<Mutex<HashMap<(String, String), TableAccess>>>,
 }
 
 impl fmt::Debug for SnapshotCatalogProvider {
@@ -57,7 +61,11 @@ impl fmt::Debug for SnapshotCatalogProvider {
 
 impl SnapshotCatalogProvider {
     pub fn new(snapshot: Arc<CatalogSnapshot>, visible: TableFilter) -> Self {
-        Self { snapshot, visible }
+        Self {
+            snapshot,
+            visible,
+            decided: Arc::default(),
+        }
     }
 
     /// The table `schema.name` (or unqualified through the search path) if the caller may see it.
@@ -105,7 +113,12 @@ impl SnapshotCatalogProvider {
 
     /// What the caller may see of `table`.
     pub fn access(&self, table: &CatalogTable) -> TableAccess {
-        (self.visible)(table)
+        let key = (table.schema_name().to_string(), table.name().to_string());
+        let mut decided = self.decided.lock().unwrap_or_else(|p| p.into_inner());
+        decided
+            .entry(key)
+            .or_insert_with(|| (self.visible)(table))
+            .clone()
     }
 
     fn can_see(&self, table: &CatalogTable) -> bool {

@@ -132,6 +132,15 @@ pub(crate) struct AuditArgs {
     json: bool,
 }
 
+/// The password to set: the first line of standard input, or generated (`true`: print it).
+fn new_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        Ok((read_password_line()?, false))
+    } else {
+        Ok((generate_password()?, true))
+    }
+}
+
 fn read_password_line() -> anyhow::Result<String> {
     let mut line = String::new();
     std::io::stdin()
@@ -162,11 +171,7 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
             groups,
             password_stdin,
         } => {
-            let (password, generated) = if password_stdin {
-                (read_password_line()?, false)
-            } else {
-                (generate_password()?, true)
-            };
+            let (password, generated) = new_password(password_stdin)?;
             accounts.add_user(&name, &password, &groups)?;
             out(format!(
                 "created user {name} (groups: {})",
@@ -194,11 +199,7 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
             name,
             password_stdin,
         } => {
-            let (password, generated) = if password_stdin {
-                (read_password_line()?, false)
-            } else {
-                (generate_password()?, true)
-            };
+            let (password, generated) = new_password(password_stdin)?;
             accounts.set_password(&name, &password)?;
             out(format!("password of {name} changed; their sessions ended"))?;
             if generated {
@@ -320,8 +321,8 @@ fn check_against_table(
     let catalog = runtime
         .block_on(dataport_catalog::Catalog::open(
             options,
-            Arc::new(datafusion_runtime()),
-            datafusion_config(),
+            Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
+            datafusion::prelude::SessionConfig::new(),
         ))
         .context("cannot read the catalog")?;
     let snapshot = catalog.snapshot();
@@ -343,14 +344,6 @@ fn check_against_table(
         dataport_engine::check_row_filter(t, filter)?;
     }
     Ok(())
-}
-
-fn datafusion_runtime() -> datafusion::execution::runtime_env::RuntimeEnv {
-    datafusion::execution::runtime_env::RuntimeEnv::default()
-}
-
-fn datafusion_config() -> datafusion::prelude::SessionConfig {
-    datafusion::prelude::SessionConfig::new()
 }
 
 pub(crate) fn revoke(store: &StoreArgs, args: RevokeArgs) -> anyhow::Result<()> {

@@ -57,8 +57,10 @@ fn combine(grants: &[&Grant], table: &CatalogTable, state: &SessionState) -> Tab
     if grants.is_empty() {
         return TableAccess::Denied;
     }
-    let unrestricted = |g: &&&Grant| g.row_filter.is_none() && g.hidden_columns.is_empty();
-    if grants.iter().any(|g| unrestricted(&g)) {
+    if grants
+        .iter()
+        .any(|g| g.row_filter.is_none() && g.hidden_columns.is_empty())
+    {
         return TableAccess::Full;
     }
     let schema = table.arrow_schema();

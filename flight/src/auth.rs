@@ -5,7 +5,7 @@
 //! handshake or login, or an API token). The caller's principal and a request id go into the
 //! request's extensions for the service to read.
 
-use dataport_auth::{Authenticator, Principal};
+use dataport_auth::{AuthError, Authenticator, Credentials, Principal, parse_authorization};
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -45,18 +45,23 @@ impl Interceptor for AuthInterceptor {
         let address = request
             .remote_addr()
             .map_or_else(|| "unknown".to_string(), |a| a.ip().to_string());
-        let principal = self.auth.authenticate_header(header, &address).map_err(|e| {
-            tracing::info!(request_id = %request_id, error = %e, "flight call refused: not authenticated");
-            let claimed = header
-                .and_then(|h| dataport_auth::parse_authorization(h).ok())
-                .and_then(|c| match c {
-                    dataport_auth::Credentials::Basic { user, .. } => Some(user),
-                    dataport_auth::Credentials::Bearer(_) => None,
-                });
-            self.auth
-                .record_refusal("flight", &request_id, claimed.as_deref(), &address, &e);
-            crate::error::auth_status(&e)
-        })?;
+        let credentials = header
+            .ok_or(AuthError::Missing)
+            .and_then(parse_authorization);
+        let claimed = match &credentials {
+            Ok(Credentials::Basic { user, .. }) => Some(user.as_str()),
+            _ => None,
+        };
+        let principal = credentials
+            .as_ref()
+            .map_err(Clone::clone)
+            .and_then(|c| self.auth.authenticate(c, &address))
+            .map_err(|e| {
+                tracing::info!(request_id = %request_id, error = %e, "flight call refused: not authenticated");
+                self.auth
+                    .record_refusal("flight", &request_id, claimed, &address, &e);
+                crate::error::auth_status(&e)
+            })?;
         request.extensions_mut().insert(Caller {
             principal,
             request_id,

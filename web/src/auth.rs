@@ -88,7 +88,7 @@ fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
         .map(|ConnectInfo(a)| a.ip())
 }
 
-fn bearer_of(headers: &HeaderMap) -> Result<String, AuthError> {
+pub(crate) fn bearer_of(headers: &HeaderMap) -> Result<String, AuthError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .ok_or(AuthError::Missing)?
@@ -185,7 +185,7 @@ pub(crate) struct SessionBody {
 impl From<Session> for SessionBody {
     fn from(s: Session) -> Self {
         Self {
-            expires_in: s.expires_at - unix_now(),
+            expires_in: s.expires_at - dataport_auth::now_secs(),
             token: s.token,
             token_type: "Bearer",
             expires_at: s.expires_at,
@@ -194,12 +194,6 @@ impl From<Session> for SessionBody {
             admin: s.principal.admin,
         }
     }
-}
-
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
 }
 
 /// `POST /api/v1/auth/login` `{"username", "password"}` → a session token.

@@ -41,15 +41,9 @@ pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap
     let snapshot = catalog.snapshot();
     let status = catalog.status();
     let issues = snapshot.issues();
-    let admin = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| dataport_auth::parse_authorization(v).ok())
-        .and_then(|c| match c {
-            dataport_auth::Credentials::Bearer(t) => state.auth.check_bearer(&t).ok(),
-            dataport_auth::Credentials::Basic { .. } => None,
-        })
-        .is_some_and(|p| p.admin);
+    let admin = crate::auth::bearer_of(&headers)
+        .and_then(|t| state.auth.check_bearer(&t))
+        .is_ok_and(|p| p.admin);
     let errors = if admin { issues.to_vec() } else { Vec::new() };
     Json(Health {
         status: if issues.is_empty() { "ok" } else { "degraded" },
