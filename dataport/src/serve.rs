@@ -211,10 +211,17 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let served = tokio::select! {
         r = &mut http => r.context("HTTP server failed"),
         r = &mut flight => {
-            // Flight stopped on its own: that is a failure; stop HTTP too.
+            // Flight stops first on a normal shutdown (it has no grace period of its own
+            // here); without a shutdown under way, stopping is a failure. Either way HTTP
+            // gets its grace period.
+            let stopping = cancel.is_cancelled();
             cancel.cancel();
-            let _ = tokio::time::timeout(config.shutdown_grace, &mut http).await;
+            let http_result = tokio::time::timeout(config.shutdown_grace, &mut http).await;
             match r {
+                Ok(Ok(())) if stopping => match http_result {
+                    Ok(r) => r.context("HTTP server failed"),
+                    Err(_) => Ok(()),
+                },
                 Ok(Ok(())) => Err(anyhow::anyhow!("Flight SQL server stopped unexpectedly")),
                 Ok(Err(e)) => Err(e).context("Flight SQL server failed"),
                 Err(e) => Err(e).context("Flight SQL server task failed"),
