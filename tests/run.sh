@@ -28,6 +28,7 @@ forbid() { # crate, regex of forbidden dependencies
 forbid dataport-state 'datafusion|arrow|parquet|tonic|axum|clap|argon2|jsonwebtoken|dataport-(auth|catalog|engine|web|flight|demo)'
 forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|engine|web|flight|demo)'
 forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
+forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|arrow-flight|clap'
 forbid dataport-engine 'dataport-web|dataport-flight|axum|tonic|arrow-flight|clap'
 forbid dataport-flight 'dataport-web|dataport-demo|clap'   # (axum comes with tonic's router)
 forbid dataport-web 'dataport-flight|clap|dataport-demo'

@@ -179,12 +179,15 @@ impl Catalog {
         let previous = self.snapshot();
         let root = self.inner.options.parquet_root();
         let data_dir = self.inner.options.data_dir.clone();
-        let (scanned, scan_issues, described) = tokio::task::spawn_blocking(move || {
-            let (tables, issues) = scan::scan(&root);
-            (tables, issues, description::load(&data_dir))
-        })
-        .await
-        .map_err(|e| CatalogError::Internal(format!("catalog scan task failed: {e}")))?;
+        let (scanned, described) =
+            tokio::task::spawn_blocking(move || (scan::scan(&root), description::load(&data_dir)))
+                .await
+                .map_err(|e| CatalogError::Internal(format!("catalog scan task failed: {e}")))?;
+        let scan::Scan {
+            tables: scanned,
+            issues: scan_issues,
+            changing,
+        } = scanned;
 
         let mut issues: Vec<CatalogIssue> = scan_issues
             .into_iter()
@@ -206,9 +209,21 @@ impl Catalog {
         };
 
         // Reuse table data whose files are unchanged; read footers of the rest.
+        // A table in the middle of a multi-file change keeps its previous version (or stays
+        // absent if it is new) until the change is complete.
+        let is_changing =
+            |schema: &str, name: &str| changing.iter().any(|(s, n)| s == schema && n == name);
         let mut reused: Vec<(ScannedTable, Arc<TableData>)> = Vec::new();
         let mut to_load: Vec<ScannedTable> = Vec::new();
+        for (schema, name) in &changing {
+            if let Some(old) = previous.table(schema, name) {
+                reused.push((old.scanned(), Arc::clone(&old.data)));
+            }
+        }
         for table in scanned {
+            if is_changing(&table.schema, &table.name) {
+                continue;
+            }
             match previous.table(&table.schema, &table.name) {
                 Some(old) if old.data.same_files(&table) => {
                     let data = Arc::clone(&old.data);

@@ -3,7 +3,9 @@
 //! The format is `shared/spec/data-description.md`: fenced ```` ```yaml ```` blocks with
 //! `folder_mapping` and `tables`, prose in between. Dataport reads
 //! `<data-dir>/docs/data_description.md` and every `<data-dir>/docs/datasets/*.md`.
-//! Extension keys accepted on a table: `column_descriptions` (column → text) and
+//! Extension keys accepted on a table: `column_descriptions` (column → text),
+//! `column_types` (column → type name such as `INTEGER`, `NUMERIC(12,2)`, `DATE`,
+//! `TIMESTAMP`, `BOOLEAN`, `STRING`: overrides what a connector infers) and
 //! `access: public|private` (or `private: true`): private tables are readable only by
 //! `data-private` and `data-ops`, enforced by the engine's access rules.
 
@@ -114,6 +116,8 @@ pub struct TableMeta {
     /// Readable only by members of `data-private` (and admins).
     pub private: bool,
     pub column_descriptions: BTreeMap<String, String>,
+    /// Declared column types (type names as in Keboola metadata), overriding inference.
+    pub column_types: BTreeMap<String, String>,
     /// The file this entry came from.
     pub source_file: PathBuf,
 }
@@ -217,6 +221,8 @@ struct RawTable {
     access: Option<String>,
     #[serde(default)]
     column_descriptions: BTreeMap<String, String>,
+    #[serde(default)]
+    column_types: BTreeMap<String, String>,
 }
 
 /// The description files of a data dir, in the order they are merged.
@@ -459,6 +465,7 @@ fn validate(
         row_filter: raw.row_filter,
         private,
         column_descriptions: raw.column_descriptions,
+        column_types: raw.column_types,
         source_file: file.to_path_buf(),
     })
 }

@@ -44,10 +44,21 @@ pub(crate) struct ScanIssue {
     pub(crate) message: String,
 }
 
+/// What a scan found.
+#[derive(Debug, Default)]
+pub(crate) struct Scan {
+    pub(crate) tables: Vec<ScannedTable>,
+    pub(crate) issues: Vec<ScanIssue>,
+    /// `(schema, table)` of tables in the middle of a multi-file change (a commit journal
+    /// exists): their previous version stays in force until the change is complete.
+    pub(crate) changing: Vec<(String, String)>,
+}
+
 /// Scan the parquet root. Missing root means an empty catalog.
-pub(crate) fn scan(root: &Path) -> (Vec<ScannedTable>, Vec<ScanIssue>) {
+pub(crate) fn scan(root: &Path) -> Scan {
     let mut tables: BTreeMap<(String, String), ScannedTable> = BTreeMap::new();
     let mut issues = Vec::new();
+    let mut changing = Vec::new();
     for (schema_dir, schema_raw) in sorted_entries(root, &mut issues) {
         if !schema_dir.is_dir() {
             continue;
@@ -59,6 +70,11 @@ pub(crate) fn scan(root: &Path) -> (Vec<ScannedTable>, Vec<ScanIssue>) {
             });
             continue;
         };
+        changing.extend(
+            tables_being_changed(&schema_dir)
+                .into_iter()
+                .map(|t| (schema.clone(), t)),
+        );
         for (path, raw) in sorted_entries(&schema_dir, &mut issues) {
             let (name_raw, table) = if path.is_dir() {
                 (raw.as_str(), scan_folder(&schema, &raw, &path))
@@ -106,7 +122,28 @@ pub(crate) fn scan(root: &Path) -> (Vec<ScannedTable>, Vec<ScanIssue>) {
             }
         }
     }
-    (tables.into_values().collect(), issues)
+    Scan {
+        tables: tables.into_values().collect(),
+        issues,
+        changing,
+    }
+}
+
+/// Names of the tables of a schema folder that have a commit journal (`.<table>.commit`).
+fn tables_being_changed(schema_dir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(schema_dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let name = e.file_name().to_str()?.to_string();
+            let table = name
+                .strip_prefix('.')?
+                .strip_suffix(crate::write::JOURNAL_SUFFIX)?;
+            sql_identifier(table)
+        })
+        .collect()
 }
 
 type Found = Option<(Vec<ScannedFile>, Vec<String>)>;

@@ -50,6 +50,17 @@ pub struct CatalogTable {
 }
 
 impl CatalogTable {
+    /// The table as a scan would find it, for reuse in the next snapshot.
+    pub(crate) fn scanned(&self) -> crate::scan::ScannedTable {
+        crate::scan::ScannedTable {
+            schema: self.schema.clone(),
+            name: self.name.clone(),
+            location: self.location.clone(),
+            files: self.data.scanned.clone(),
+            partition_keys: self.data.partition_keys.clone(),
+        }
+    }
+
     /// Schema (catalog namespace) name.
     pub fn schema_name(&self) -> &str {
         &self.schema

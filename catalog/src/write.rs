@@ -70,6 +70,10 @@ pub enum WriteError {
     #[error("failed to read metadata of {path}: {source}")]
     Metadata { path: PathBuf, source: io::Error },
 
+    /// A file of a table change lies outside the table's schema folder.
+    #[error("{path} is outside {dir}; a table change may only touch files of its own folder")]
+    OutsideTable { path: PathBuf, dir: PathBuf },
+
     /// The Parquet encoder failed (bad schema, batch not matching the schema, I/O inside parquet).
     #[error("failed to write Parquet file {path}: {source}")]
     Parquet { path: PathBuf, source: ParquetError },
@@ -182,6 +186,20 @@ impl ParquetFileWriter {
     ///
     /// On error the temporary file is removed and nothing changes at the destination.
     pub fn finish(self) -> Result<WrittenFile, WriteError> {
+        let mut staged = self.finish_staged()?;
+        staged.temp.commit(&staged.dest, &staged.dir)?;
+        Ok(WrittenFile {
+            path: staged.dest.clone(),
+            rows: staged.rows,
+            bytes: staged.bytes,
+        })
+    }
+}
+
+impl ParquetFileWriter {
+    /// Writes the footer and syncs the file but leaves it under its temporary name, for a
+    /// [`commit_table`] that puts several files into place as one change.
+    pub fn finish_staged(self) -> Result<StagedFile, WriteError> {
         let Self {
             path,
             dir,
@@ -189,15 +207,11 @@ impl ParquetFileWriter {
             temp,
             rows,
         } = self;
-        // Locals drop in reverse order of declaration: on an early return the file handle
-        // (owned by `writer`) is closed before `temp` removes the temporary file.
-        let mut temp = temp;
         let mut writer = writer;
         let metadata = writer.finish().map_err(|source| WriteError::Parquet {
             path: path.clone(),
             source,
         })?;
-        // `finish` flushed everything into the file; the handle stays owned by `writer`.
         let file = writer.inner();
         file.sync_all().map_err(|source| WriteError::Sync {
             path: temp.path.clone(),
@@ -211,9 +225,290 @@ impl ParquetFileWriter {
             })?
             .len();
         drop(writer);
-        temp.commit(&path, &dir)?;
         let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(rows);
-        Ok(WrittenFile { path, rows, bytes })
+        Ok(StagedFile {
+            temp,
+            dest: path,
+            dir,
+            rows,
+            bytes,
+        })
+    }
+}
+
+/// A complete, synced file waiting under a temporary name for [`commit_table`]. Dropping it
+/// removes the temporary file.
+#[derive(Debug)]
+pub struct StagedFile {
+    temp: TempGuard,
+    dest: PathBuf,
+    /// The destination's directory (synced after the rename).
+    dir: PathBuf,
+    rows: u64,
+    bytes: u64,
+}
+
+impl StagedFile {
+    /// Where the file will appear.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Rows in the file.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Size in bytes.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+}
+
+/// The journal of a multi-file change to one table: `<parquet>/<schema>/.<table>.commit`.
+///
+/// While it exists the catalog keeps serving the table's previous version; [`recover`] finishes
+/// a change whose writer died half-way.
+pub fn journal_path(parquet_root: &Path, schema: &str, table: &str) -> PathBuf {
+    parquet_root
+        .join(schema)
+        .join(format!(".{table}{JOURNAL_SUFFIX}"))
+}
+
+/// File name ending of commit journals.
+pub const JOURNAL_SUFFIX: &str = ".commit";
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Journal {
+    /// The writing process; recovery leaves journals of live writers alone.
+    pid: u32,
+    /// `(temporary, final)` names, relative to the journal's directory.
+    renames: Vec<(PathBuf, PathBuf)>,
+    /// Files to remove, relative to the journal's directory.
+    deletes: Vec<PathBuf>,
+}
+
+/// Puts `staged` files into place and removes `deletes` as one change to a table.
+///
+/// The change is first recorded in the journal at `journal` (see [`journal_path`]), written
+/// atomically; then files are renamed and removed, directories synced and the journal removed.
+/// A crash before the journal exists leaves the old table (the staged temporary files are
+/// swept by [`recover`]); a crash after it is rolled forward by [`recover`]. The catalog keeps
+/// the old version while the journal exists, so readers never see a mix.
+pub fn commit_table(
+    journal: &Path,
+    staged: Vec<StagedFile>,
+    deletes: &[PathBuf],
+) -> Result<(), WriteError> {
+    let base = journal.parent().unwrap_or(Path::new("."));
+    let relative = |p: &Path| -> Result<PathBuf, WriteError> {
+        p.strip_prefix(base)
+            .map(Path::to_path_buf)
+            .map_err(|_| WriteError::OutsideTable {
+                path: p.to_path_buf(),
+                dir: base.to_path_buf(),
+            })
+    };
+    let mut record = Journal {
+        pid: std::process::id(),
+        renames: Vec::with_capacity(staged.len()),
+        deletes: Vec::with_capacity(deletes.len()),
+    };
+    for file in &staged {
+        record
+            .renames
+            .push((relative(&file.temp.path)?, relative(&file.dest)?));
+    }
+    for d in deletes {
+        if staged.iter().any(|s| s.dest == *d) {
+            continue;
+        }
+        record.deletes.push(relative(d)?);
+    }
+    let body = serde_json::to_vec(&record).map_err(|e| WriteError::Io {
+        path: journal.to_path_buf(),
+        source: io::Error::other(e),
+    })?;
+    write_bytes_atomic(journal, &body)?;
+    // From here on the journal owns the temporary files: a failure leaves them for recovery.
+    let mut staged = staged;
+    for file in &mut staged {
+        file.temp.armed = false;
+    }
+    apply_journal(base, &record)?;
+    remove_file_synced(journal)
+}
+
+/// Rename what is still under a temporary name, remove what is to be removed, sync.
+fn apply_journal(base: &Path, record: &Journal) -> Result<(), WriteError> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (from, to) in &record.renames {
+        let (from, to) = (base.join(from), base.join(to));
+        match fs::rename(&from, &to) {
+            Ok(()) => {}
+            // Already renamed by an earlier, interrupted attempt.
+            Err(e) if e.kind() == io::ErrorKind::NotFound && to.exists() => {}
+            Err(source) => return Err(WriteError::Rename { from, to, source }),
+        }
+        if let Some(d) = to.parent() {
+            dirs.push(d.to_path_buf());
+        }
+    }
+    for rel in &record.deletes {
+        let path = base.join(rel);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(WriteError::Io { path, source }),
+        }
+        if let Some(d) = path.parent() {
+            dirs.push(d.to_path_buf());
+            remove_empty_dir(d);
+        }
+    }
+    dirs.sort();
+    dirs.dedup();
+    for d in dirs {
+        if d.exists() {
+            sync_dir(&d)?;
+        }
+    }
+    Ok(())
+}
+
+/// Remove a table folder left empty by a change (a partitioned table that became one file).
+fn remove_empty_dir(dir: &Path) {
+    let empty = fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_none());
+    if empty {
+        let _ = fs::remove_dir(dir);
+    }
+}
+
+fn remove_file_synced(path: &Path) -> Result<(), WriteError> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(WriteError::Io {
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    }
+    match path.parent() {
+        Some(d) => sync_dir(d),
+        None => Ok(()),
+    }
+}
+
+/// What [`recover`] did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// Journals of interrupted changes that were completed.
+    pub completed: Vec<PathBuf>,
+    /// Temporary files of dead writers that were removed.
+    pub removed: Vec<PathBuf>,
+}
+
+/// Finish interrupted table changes and sweep temporary files of writers that died.
+///
+/// Call it at startup, before this process writes anything: a journal or temporary file
+/// carrying this process's own id is then a leftover of an earlier process that had the same
+/// id (common in containers) and is treated as dead. Journals and files of other live
+/// processes (a `dataport sync` running next to the server) are left alone.
+pub fn recover(parquet_root: &Path) -> Result<Recovery, WriteError> {
+    let mut report = Recovery::default();
+    let Ok(schemas) = fs::read_dir(parquet_root) else {
+        return Ok(report);
+    };
+    let mut journals = Vec::new();
+    let mut temps = Vec::new();
+    let mut dirs: Vec<PathBuf> = schemas
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    while let Some(dir) = dirs.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                dirs.push(path);
+            } else if name.starts_with('.') && name.ends_with(JOURNAL_SUFFIX) {
+                journals.push(path);
+            } else if name.starts_with('.') && name.ends_with(".tmp") {
+                temps.push(path);
+            }
+        }
+    }
+    let mut owned_by_live: Vec<PathBuf> = Vec::new();
+    for journal in journals {
+        let base = journal.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let bytes = fs::read(&journal).map_err(|source| WriteError::Io {
+            path: journal.clone(),
+            source,
+        })?;
+        let record: Journal = match serde_json::from_slice(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                // Journals are written atomically, so this is not ours: leave it, loudly.
+                tracing::warn!(journal = %journal.display(), error = %e, "unreadable commit journal left in place");
+                continue;
+            }
+        };
+        if writer_alive(record.pid) {
+            owned_by_live.extend(record.renames.iter().map(|(from, _)| base.join(from)));
+            continue;
+        }
+        apply_journal(&base, &record)?;
+        remove_file_synced(&journal)?;
+        tracing::info!(journal = %journal.display(), "completed an interrupted table change");
+        report.completed.push(journal);
+    }
+    for temp in temps {
+        if owned_by_live.contains(&temp) || !temp.exists() {
+            continue;
+        }
+        let name = temp
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if temp_pid(&name).is_some_and(writer_alive) {
+            continue;
+        }
+        match fs::remove_file(&temp) {
+            Ok(()) => report.removed.push(temp),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(source) => return Err(WriteError::Io { path: temp, source }),
+        }
+    }
+    Ok(report)
+}
+
+/// The writer's process id in a temporary name `.<name>.<pid>.<n>.tmp`.
+fn temp_pid(name: &str) -> Option<u32> {
+    let stem = name.strip_suffix(".tmp")?;
+    let mut parts = stem.rsplit('.');
+    let _counter = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+/// Whether another live process with this id exists (this process counts as dead: see
+/// [`recover`]).
+fn writer_alive(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return false;
+    }
+    #[cfg(target_os = "linux")]
+    {
+        Path::new("/proc").join(pid.to_string()).exists()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        // Without a cheap liveness check, assume the writer may still run.
+        true
     }
 }
 
@@ -228,6 +523,7 @@ fn writer_properties() -> Result<WriterProperties, ParquetError> {
 }
 
 /// Removes a temporary file on drop unless it was committed (renamed into place).
+#[derive(Debug)]
 struct TempGuard {
     path: PathBuf,
     armed: bool,
@@ -424,6 +720,85 @@ mod tests {
         write_bytes_atomic(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
         assert_eq!(dir_entries(path.parent().unwrap()), vec!["readme.md"]);
+    }
+
+    fn staged(path: &Path, batch: &RecordBatch) -> StagedFile {
+        let mut w = ParquetFileWriter::try_new(path, batch.schema()).unwrap();
+        w.write(batch).unwrap();
+        w.finish_staged().unwrap()
+    }
+
+    #[test]
+    fn commit_table_puts_files_in_place_and_removes_others() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("parquet");
+        let t = root.join("s/t");
+        let batch = sample_batch();
+        let first = staged(&t.join("2024_01.parquet"), &batch);
+        assert!(!first.dest().exists(), "a staged file is not in place yet");
+        commit_table(&journal_path(&root, "s", "t"), vec![first], &[]).unwrap();
+        let second = staged(&t.join("2024_02.parquet"), &batch);
+        commit_table(
+            &journal_path(&root, "s", "t"),
+            vec![second],
+            &[t.join("2024_01.parquet")],
+        )
+        .unwrap();
+        assert_eq!(dir_entries(&t), vec!["2024_02.parquet"]);
+        assert_eq!(dir_entries(&root.join("s")), vec!["t"], "no journal left");
+        // Files outside the journal's folder are refused.
+        let outside = staged(&tmp.path().join("x.parquet"), &batch);
+        let err = commit_table(&journal_path(&root, "s", "t"), vec![outside], &[]).unwrap_err();
+        assert!(matches!(err, WriteError::OutsideTable { .. }), "{err}");
+    }
+
+    #[test]
+    fn recover_rolls_forward_a_dead_writers_change_and_sweeps_its_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("parquet");
+        let t = root.join("s/t");
+        let batch = sample_batch();
+        let old = staged(&t.join("2024_01.parquet"), &batch);
+        commit_table(&journal_path(&root, "s", "t"), vec![old], &[]).unwrap();
+        // A change recorded in its journal, renames not done: the writer died (its pid is
+        // this process's, which recovery treats as a previous incarnation).
+        let mut new = staged(&t.join("2024_02.parquet"), &batch);
+        new.temp.armed = false;
+        let record = Journal {
+            pid: std::process::id(),
+            renames: vec![(
+                new.temp
+                    .path
+                    .strip_prefix(root.join("s"))
+                    .unwrap()
+                    .to_path_buf(),
+                PathBuf::from("t/2024_02.parquet"),
+            )],
+            deletes: vec![PathBuf::from("t/2024_01.parquet")],
+        };
+        write_bytes_atomic(
+            &journal_path(&root, "s", "t"),
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+        // And a stray temporary file of a dead writer with no journal.
+        let mut stray = staged(&t.join("2024_09.parquet"), &batch);
+        stray.temp.armed = false;
+        drop(new);
+        drop(stray);
+        let report = recover(&root).unwrap();
+        assert_eq!(report.completed.len(), 1);
+        assert_eq!(report.removed.len(), 1);
+        assert_eq!(dir_entries(&t), vec!["2024_02.parquet"]);
+        assert_eq!(dir_entries(&root.join("s")), vec!["t"]);
+        // Idempotent.
+        assert_eq!(recover(&root).unwrap(), Recovery::default());
+    }
+
+    #[test]
+    fn temp_names_carry_the_writer_pid() {
+        assert_eq!(temp_pid(".t.parquet.4242.7.tmp"), Some(4242));
+        assert_eq!(temp_pid(".x.tmp"), None);
     }
 
     #[test]

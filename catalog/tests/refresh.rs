@@ -112,3 +112,41 @@ async fn the_watcher_picks_up_new_tables() {
     cancel.cancel();
     task.await.unwrap();
 }
+
+#[tokio::test]
+async fn a_table_being_changed_keeps_its_previous_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("parquet");
+    let p = root.join("s");
+    write_table(&p.join("t/2024_01.parquet"), &[1, 2]);
+    write_table(&p.join("t/2024_02.parquet"), &[3]);
+    let catalog = open(dir.path()).await;
+    assert_eq!(
+        catalog.snapshot().table("s", "t").unwrap().row_count(),
+        Some(3)
+    );
+
+    // A multi-file change is under way (its journal exists): half of it is on disk.
+    let journal = dataport_catalog::write::journal_path(&root, "s", "t");
+    std::fs::write(&journal, b"{}").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    std::fs::remove_file(p.join("t/2024_01.parquet")).unwrap();
+    write_table(&p.join("t/2024_03.parquet"), &[4, 5, 6, 7]);
+    // A new table being created is not shown before its change completes either.
+    let new_journal = dataport_catalog::write::journal_path(&root, "s", "fresh");
+    std::fs::write(&new_journal, b"{}").unwrap();
+    write_table(&p.join("fresh.parquet"), &[1]);
+    catalog.refresh().await.unwrap();
+    let snap = catalog.snapshot();
+    assert_eq!(snap.table("s", "t").unwrap().row_count(), Some(3));
+    assert_eq!(snap.table("s", "t").unwrap().file_count(), 2);
+    assert!(snap.table("s", "fresh").is_none());
+
+    // The change completed: the next refresh serves the new version whole.
+    std::fs::remove_file(&journal).unwrap();
+    std::fs::remove_file(&new_journal).unwrap();
+    catalog.refresh().await.unwrap();
+    let snap = catalog.snapshot();
+    assert_eq!(snap.table("s", "t").unwrap().row_count(), Some(5));
+    assert!(snap.table("s", "fresh").is_some());
+}

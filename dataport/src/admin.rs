@@ -37,7 +37,7 @@ impl StoreArgs {
         Ok(Accounts::new(Arc::new(store)))
     }
 
-    fn config(&self) -> anyhow::Result<Config> {
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
         let overrides = Overrides {
             config: self.config.clone(),
             data_dir: self.data_dir.clone(),

@@ -42,6 +42,110 @@ pub(crate) struct FileConfig {
     pub(crate) catalog: CatalogSection,
     pub(crate) auth: AuthSection,
     pub(crate) log: LogSection,
+    /// Where data comes from: `[{name, type: keboola, …}]` (see docs/connectors.md).
+    pub(crate) sources: Vec<dataport_connectors::SourceConfig>,
+    /// Schedules: `[{job: sync:NAME | refresh:catalog, every: 15m | cron: "*/15 * * * *", jitter: 1m}]`.
+    pub(crate) jobs: Vec<JobSection>,
+}
+
+/// One entry of `jobs:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobSection {
+    /// `sync:<source>` or `refresh:catalog`.
+    pub(crate) job: String,
+    /// A fixed interval such as `15m`.
+    pub(crate) every: Option<String>,
+    /// A five-field cron expression (UTC).
+    pub(crate) cron: Option<String>,
+    /// Up to this much random delay per start, default `0s`.
+    pub(crate) jitter: Option<String>,
+}
+
+/// A validated schedule of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobSchedule {
+    pub(crate) job: String,
+    pub(crate) schedule: dataport_engine::jobs::Schedule,
+    pub(crate) jitter: Duration,
+}
+
+/// The job that syncs a source.
+pub(crate) fn sync_job_name(source: &str) -> String {
+    format!("sync:{source}")
+}
+
+/// The job that rescans the data dir.
+pub(crate) const REFRESH_JOB: &str = "refresh:catalog";
+
+fn parse_jobs(
+    sources: &[dataport_connectors::SourceConfig],
+    jobs: &[JobSection],
+) -> Result<Vec<JobSchedule>, ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for s in sources {
+        if !names.insert(s.name.clone()) {
+            return Err(invalid(
+                "sources",
+                format!("source '{}' is defined twice", s.name),
+            ));
+        }
+    }
+    let mut out: Vec<JobSchedule> = Vec::new();
+    for j in jobs {
+        let known = j.job == REFRESH_JOB
+            || j.job
+                .strip_prefix("sync:")
+                .is_some_and(|s| names.contains(s));
+        if !known {
+            let mut list: Vec<String> = sources.iter().map(|s| sync_job_name(&s.name)).collect();
+            list.push(REFRESH_JOB.into());
+            return Err(invalid(
+                "jobs",
+                format!(
+                    "there is no job '{}'; known jobs: {}",
+                    j.job,
+                    list.join(", ")
+                ),
+            ));
+        }
+        if out.iter().any(|o| o.job == j.job) {
+            return Err(invalid(
+                "jobs",
+                format!("job '{}' is scheduled twice", j.job),
+            ));
+        }
+        let key = format!("jobs[{}]", j.job);
+        let schedule = match (&j.every, &j.cron) {
+            (Some(every), None) => {
+                let d = parse_duration(&format!("{key}.every"), every)?;
+                if d < Duration::from_secs(1) {
+                    return Err(invalid(&format!("{key}.every"), "must be at least 1s"));
+                }
+                dataport_engine::jobs::Schedule::Every(d)
+            }
+            (None, Some(cron)) => dataport_engine::jobs::Schedule::Cron(
+                dataport_engine::jobs::Cron::parse(cron)
+                    .map_err(|e| invalid(&format!("{key}.cron"), e.to_string()))?,
+            ),
+            _ => {
+                return Err(invalid(
+                    &key,
+                    "give exactly one of every (e.g. 15m) or cron (e.g. \"*/15 * * * *\")",
+                ));
+            }
+        };
+        let jitter = parse_duration(
+            &format!("{key}.jitter"),
+            j.jitter.as_deref().unwrap_or("0s"),
+        )?;
+        out.push(JobSchedule {
+            job: j.job.clone(),
+            schedule,
+            jitter,
+        });
+    }
+    Ok(out)
 }
 
 /// `server:` — listeners and HTTP limits.
@@ -221,6 +325,8 @@ pub(crate) struct Config {
     pub(crate) max_failed_logins: u32,
     pub(crate) metrics_allow: Vec<ipnet::IpNet>,
     pub(crate) trusted_proxies: Vec<ipnet::IpNet>,
+    pub(crate) sources: Vec<dataport_connectors::SourceConfig>,
+    pub(crate) jobs: Vec<JobSchedule>,
 }
 
 /// A secret value whose `Debug` output never shows it.
@@ -397,6 +503,7 @@ impl Config {
         }
         let metrics_allow = parse_nets("server.metrics_allow", &file.server.metrics_allow)?;
         let trusted_proxies = parse_nets("server.trusted_proxies", &file.server.trusted_proxies)?;
+        let jobs = parse_jobs(&file.sources, &file.jobs)?;
         let spill_dir = o
             .spill_dir
             .clone()
@@ -428,6 +535,8 @@ impl Config {
             max_failed_logins,
             metrics_allow,
             trusted_proxies,
+            sources: file.sources,
+            jobs,
         })
     }
 }

@@ -3,6 +3,7 @@
 
 mod admin;
 mod config;
+mod jobs;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -54,6 +55,13 @@ enum Command {
         #[command(subcommand)]
         command: admin::TokenCommand,
     },
+    /// Sync sources now: every configured source, one source, or one table of it.
+    Sync {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(flatten)]
+        args: jobs::SyncArgs,
+    },
     /// Show the newest entries of the query audit log.
     Audit {
         #[command(flatten)]
@@ -73,5 +81,6 @@ fn main() -> anyhow::Result<()> {
         Command::Grants { store, json } => admin::grants(&store, json),
         Command::Token { store, command } => admin::token(&store, command),
         Command::Audit { store, args } => admin::audit(&store, args),
+        Command::Sync { store, args } => jobs::sync(&store, args),
     }
 }

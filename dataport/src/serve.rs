@@ -89,6 +89,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         }
     }
 
+    crate::jobs::recover(&data_dir)?;
     let store = Arc::new(StateStore::open(&data_dir).context("cannot open the state store")?);
     let now = chrono::Utc::now().timestamp();
     if let Err(e) = store.prune(now - LOGIN_ATTEMPTS_KEPT, now) {
@@ -134,6 +135,12 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let refresher = dataport_catalog::spawn_refresher(engine.catalog().clone(), cancel.clone());
+    let jobs = dataport_engine::jobs::Scheduler::new(
+        Arc::clone(&store),
+        crate::jobs::server_jobs(&config, &store, engine.catalog())?,
+    )
+    .context("cannot set up the jobs")?;
+    let timers = jobs.start(cancel.clone());
 
     let listener = tokio::net::TcpListener::bind(config.http_addr)
         .await
@@ -188,6 +195,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     let app = dataport_web::router(AppState {
         engine: engine.clone(),
         auth,
+        jobs,
         options: WebOptions {
             max_body_bytes: config.max_body_bytes,
             max_json_rows: config.max_json_rows,
@@ -242,6 +250,9 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         }
     }
     let _ = refresher.await;
+    for t in timers {
+        let _ = t.await;
+    }
     remove_if_exists(&addresses)?;
     served?;
     drop(engine);

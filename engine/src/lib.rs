@@ -6,13 +6,18 @@
 //! bounded by the query timeout and the shared memory pool. Errors carry an
 //! [`ErrorKind`](dataport_catalog::ErrorKind) that each transport maps once.
 //!
-//! Tables, metadata and refresh live in `dataport-catalog`; HTTP and Flight encoding live in
+//! [`jobs`] runs catalog maintenance (connector syncs, catalog refreshes) on schedules and on
+//! demand, recording each run in the state store.
+//!
+//! Tables, metadata and refresh live in `dataport-catalog`; connectors in
+//! `dataport-connectors`; HTTP and Flight encoding live in
 //! their own crates. This crate knows nothing of axum, tonic or command lines.
 
 mod access;
 mod cooperative;
 mod engine;
 mod error;
+pub mod jobs;
 mod metrics;
 mod placeholders;
 pub mod policy;

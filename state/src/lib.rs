@@ -1,7 +1,8 @@
 //! Dataport's state store: the one embedded SQLite database (WAL mode) under
 //! `<data>/state/dataport.sqlite` that holds everything that is not table data: users, groups
 //! and memberships, grants, API tokens (hashed), revoked token ids, login attempts, settings
-//! such as the token-signing key, and the audit log of every query.
+//! such as the token-signing key, the audit log of every query, the sync state of every
+//! connector table and the run history of jobs.
 //!
 //! [`StateStore`] owns the schema and its versioned migrations ([`migrations`]) and offers typed
 //! operations; no other crate writes SQL against this database. It may be opened by several
@@ -15,6 +16,7 @@
 mod audit;
 mod error;
 mod identity;
+mod jobs;
 mod migrations;
 
 use std::path::{Path, PathBuf};
@@ -26,6 +28,7 @@ use rusqlite::Connection;
 pub use audit::{AuditEntry, AuditLog, AuditQuery};
 pub use error::{Result, StateError};
 pub use identity::{ApiTokenRecord, GrantRecord, LoginAttempt, UserRecord};
+pub use jobs::{JobRun, SyncRecord};
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -94,7 +97,7 @@ impl StateStore {
         )
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open: rusqlite rolls back
         // on drop, so the connection is consistent.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

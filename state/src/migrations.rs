@@ -122,6 +122,37 @@ const STEPS: &[&str] = &[
         UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
     END;
     ",
+    // 2: connector sync state per table, and the run history of jobs.
+    "
+    CREATE TABLE sync_state (
+        source        TEXT NOT NULL,
+        table_id      TEXT NOT NULL,
+        schema_name   TEXT NOT NULL,
+        table_name    TEXT NOT NULL,
+        strategy      TEXT NOT NULL,
+        last_sync     INTEGER,
+        last_attempt  INTEGER NOT NULL,
+        rows          INTEGER NOT NULL DEFAULT 0,
+        columns       INTEGER NOT NULL DEFAULT 0,
+        bytes         INTEGER NOT NULL DEFAULT 0,
+        uncompressed_bytes INTEGER NOT NULL DEFAULT 0,
+        duration_ms   INTEGER NOT NULL DEFAULT 0,
+        outcome       TEXT NOT NULL,
+        error         TEXT,
+        PRIMARY KEY (source, table_id)
+    );
+    CREATE TABLE job_runs (
+        id           INTEGER PRIMARY KEY,
+        job          TEXT NOT NULL,
+        trigger_kind TEXT NOT NULL,
+        started_ms   INTEGER NOT NULL,
+        finished_ms  INTEGER,
+        outcome      TEXT NOT NULL,
+        summary      TEXT NOT NULL DEFAULT '',
+        error        TEXT
+    );
+    CREATE INDEX job_runs_job ON job_runs (job, started_ms);
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -72,6 +72,10 @@ pub(crate) async fn get_metrics(State(state): State<AppState>) -> impl IntoRespo
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        state.engine.render_metrics(),
+        format!(
+            "{}{}",
+            state.engine.render_metrics(),
+            state.jobs.render_metrics()
+        ),
     )
 }

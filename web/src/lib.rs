@@ -3,13 +3,14 @@
 //! Start at [`router`]; [`serve`] runs it until shutdown. Handlers only parse, call the
 //! [`Engine`](dataport_engine::Engine) and encode ([`format`]); statuses are chosen in one
 //! place ([`error::status_for`]). This crate never plans SQL itself and knows nothing of
-//! connectors or the command line.
+//! connectors or the command line: jobs are started through the engine's scheduler.
 
 pub mod auth;
 mod catalog;
 pub mod error;
 pub mod format;
 mod health;
+mod jobs;
 mod params;
 mod query;
 
@@ -60,6 +61,8 @@ impl Default for WebOptions {
 pub struct AppState {
     pub engine: Engine,
     pub auth: Authenticator,
+    /// Catalog maintenance jobs (connector syncs, refreshes).
+    pub jobs: dataport_engine::jobs::Scheduler,
     pub options: WebOptions,
 }
 
@@ -100,6 +103,9 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/catalog/{schema}/{table}", get(catalog::get_table))
         .route("/api/v1/auth/me", get(auth::get_me))
         .route("/api/v1/admin/audit", get(auth::get_audit))
+        .route("/api/v1/jobs", get(jobs::get_jobs))
+        .route("/api/v1/jobs/{job}", get(jobs::get_job))
+        .route("/api/v1/jobs/{job}/run", post(jobs::post_run))
         .route_layer(from_fn_with_state(state.clone(), auth::require_bearer));
     let metrics = Router::new()
         .route("/metrics", get(health::get_metrics))

@@ -40,9 +40,22 @@ impl Server {
         let auth = dataport_auth::Authenticator::new(store, dataport_auth::AuthOptions::default())
             .unwrap();
         let token = auth.login("admin", PASSWORD, "127.0.0.1").unwrap().token;
+        let jobs = dataport_engine::jobs::Scheduler::new(
+            std::sync::Arc::clone(auth.store()),
+            vec![dataport_engine::jobs::JobSpec {
+                name: "refresh:catalog".into(),
+                schedule: None,
+                jitter: std::time::Duration::ZERO,
+                action: std::sync::Arc::new(dataport_engine::jobs::RefreshCatalogJob {
+                    catalog: engine.catalog().clone(),
+                }),
+            }],
+        )
+        .unwrap();
         let app = dataport_web::router(AppState {
             engine,
             auth,
+            jobs,
             options: web,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

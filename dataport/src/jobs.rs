@@ -1,0 +1,303 @@
+//! Wiring of connectors and jobs: the server's job list from the configuration, and
+//! `dataport sync` on the command line.
+
+use std::io::{IsTerminal, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use dataport_catalog::Catalog;
+use dataport_connectors::{Connector, Progress, SyncRequest, TableReport, sync_source};
+use dataport_engine::jobs::{JobSpec, RefreshCatalogJob, SyncSourceJob};
+use dataport_state::StateStore;
+
+use crate::config::{Config, REFRESH_JOB, sync_job_name};
+
+/// Connectors of every configured source.
+fn connectors(config: &Config) -> anyhow::Result<Vec<Arc<dyn Connector>>> {
+    config
+        .sources
+        .iter()
+        .map(|s| {
+            dataport_connectors::build(s, &config.data_dir, &|v| std::env::var(v).ok())
+                .with_context(|| format!("cannot set up source '{}'", s.name))
+        })
+        .collect()
+}
+
+/// Finish table changes a crashed writer left half-done and sweep its temporary files; the
+/// server and `dataport sync` do this before writing anything.
+pub(crate) fn recover(data_dir: &Path) -> anyhow::Result<()> {
+    let report = dataport_catalog::write::recover(&data_dir.join("parquet"))
+        .context("cannot recover interrupted table changes")?;
+    if !report.completed.is_empty() || !report.removed.is_empty() {
+        tracing::warn!(
+            completed = report.completed.len(),
+            removed = report.removed.len(),
+            "recovered from an interrupted write: changes completed, temporary files removed"
+        );
+    }
+    dataport_connectors::sweep_staging(data_dir);
+    Ok(())
+}
+
+/// The server's jobs: `sync:<source>` for every source, `refresh:catalog`, with the
+/// schedules of `jobs:`.
+pub(crate) fn server_jobs(
+    config: &Config,
+    store: &Arc<StateStore>,
+    catalog: &Catalog,
+) -> anyhow::Result<Vec<JobSpec>> {
+    let schedule_of = |name: &str| config.jobs.iter().find(|j| j.job == name);
+    let mut jobs = Vec::new();
+    for connector in connectors(config)? {
+        let name = sync_job_name(connector.source());
+        let s = schedule_of(&name);
+        jobs.push(JobSpec {
+            name,
+            schedule: s.map(|s| s.schedule.clone()),
+            jitter: s.map(|s| s.jitter).unwrap_or_default(),
+            action: Arc::new(SyncSourceJob {
+                connector,
+                data_dir: config.data_dir.clone(),
+                state: Arc::clone(store),
+                catalog: catalog.clone(),
+            }),
+        });
+    }
+    let s = schedule_of(REFRESH_JOB);
+    jobs.push(JobSpec {
+        name: REFRESH_JOB.into(),
+        schedule: s.map(|s| s.schedule.clone()),
+        jitter: s.map(|s| s.jitter).unwrap_or_default(),
+        action: Arc::new(RefreshCatalogJob {
+            catalog: catalog.clone(),
+        }),
+    });
+    Ok(jobs)
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct SyncArgs {
+    /// The source to sync (default: every configured source)
+    source: Option<String>,
+    /// Only this table (its source id, `schema.table` or name)
+    table: Option<String>,
+    /// Rebuild from scratch instead of fetching increments
+    #[arg(long)]
+    full: bool,
+    /// Print only failures and the summary
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+/// `dataport sync [SOURCE [TABLE]]`: runs in this process, next to a running server (whose
+/// catalog picks the new files up); per-table locks keep it from colliding with the
+/// server's own sync jobs.
+pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::Result<()> {
+    let config = store.config()?;
+    init_cli_logging(args.quiet);
+    if config.sources.is_empty() {
+        anyhow::bail!(
+            "no sources are configured; add a `sources:` list to the config file (see docs/connectors.md)"
+        );
+    }
+    let all = connectors(&config)?;
+    let selected: Vec<Arc<dyn Connector>> = match &args.source {
+        None => all,
+        Some(name) => {
+            let found: Vec<_> = all.into_iter().filter(|c| c.source() == name).collect();
+            if found.is_empty() {
+                let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+                anyhow::bail!(
+                    "there is no source '{name}'; configured: {}",
+                    names.join(", ")
+                );
+            }
+            found
+        }
+    };
+    recover(&config.data_dir)?;
+    let state = StateStore::open(&config.data_dir).context("cannot open the state store")?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let progress = Bar::new(args.quiet);
+    let mut failed = 0;
+    for connector in selected {
+        let job = sync_job_name(connector.source());
+        let run = state.start_job_run(&job, "cli", chrono::Utc::now().timestamp_millis())?;
+        let request = SyncRequest {
+            table: args.table.clone(),
+            full: args.full,
+        };
+        let report = runtime.block_on(sync_source(
+            connector.as_ref(),
+            &config.data_dir,
+            &state,
+            None,
+            &request,
+            &progress,
+        ));
+        progress.clear();
+        let error = report.error.clone().or_else(|| {
+            (report.failed() > 0).then(|| format!("{} tables failed", report.failed()))
+        });
+        state.finish_job_run(
+            run,
+            chrono::Utc::now().timestamp_millis(),
+            report.outcome(),
+            &report.summary(),
+            error.as_deref(),
+        )?;
+        if let Some(e) = &report.error {
+            eprintln!("error: {e}");
+        }
+        eprintln!("{}", report.summary());
+        if report.outcome() != "ok" {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        anyhow::bail!("{failed} source(s) did not sync completely; see the messages above");
+    }
+    Ok(())
+}
+
+fn init_cli_logging(quiet: bool) {
+    let level = if quiet { "warn" } else { "warn,dataport=info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// A one-line progress display on a terminal, plain lines otherwise.
+struct Bar {
+    quiet: bool,
+    tty: bool,
+    line: Mutex<BarState>,
+}
+
+#[derive(Default)]
+struct BarState {
+    table: String,
+    index: usize,
+    total: usize,
+    bytes: u64,
+    step: String,
+    shown: bool,
+}
+
+impl Bar {
+    fn new(quiet: bool) -> Self {
+        Self {
+            quiet,
+            tty: std::io::stderr().is_terminal(),
+            line: Mutex::new(BarState::default()),
+        }
+    }
+
+    fn draw(&self, s: &mut BarState) {
+        if self.quiet || !self.tty {
+            return;
+        }
+        let width = 24;
+        let done = (s.index.saturating_sub(1) * width)
+            .checked_div(s.total)
+            .unwrap_or(0);
+        let bar: String = (0..width)
+            .map(|i| if i < done { '#' } else { '-' })
+            .collect();
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r\x1b[2K[{bar}] {}/{} {} — {} ({})",
+            s.index,
+            s.total,
+            s.table,
+            s.step,
+            human_bytes(s.bytes)
+        );
+        let _ = err.flush();
+        s.shown = true;
+    }
+
+    fn clear(&self) {
+        let mut s = lock(&self.line);
+        if s.shown {
+            eprint!("\r\x1b[2K");
+            s.shown = false;
+        }
+    }
+}
+
+fn lock(m: &Mutex<BarState>) -> std::sync::MutexGuard<'_, BarState> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Progress for Bar {
+    fn table_started(&self, table: &str, index: usize, total: usize) {
+        let mut s = lock(&self.line);
+        *s = BarState {
+            table: table.to_string(),
+            index,
+            total,
+            shown: s.shown,
+            ..BarState::default()
+        };
+        self.draw(&mut s);
+    }
+
+    fn step(&self, _table: &str, message: &str) {
+        let mut s = lock(&self.line);
+        s.step = message.to_string();
+        self.draw(&mut s);
+    }
+
+    fn bytes(&self, _table: &str, bytes: u64) {
+        let mut s = lock(&self.line);
+        s.bytes += bytes;
+        self.draw(&mut s);
+    }
+
+    fn table_finished(&self, r: &TableReport) {
+        let mut s = lock(&self.line);
+        if s.shown {
+            eprint!("\r\x1b[2K");
+            s.shown = false;
+        }
+        match &r.error {
+            Some(e) => eprintln!("✗ {} ({}): {e}", r.table, r.id),
+            None if !self.quiet => eprintln!(
+                "✓ {} ({}): {} rows received, {} rows, {} in {:.1}s",
+                r.table,
+                r.strategy,
+                r.rows_received,
+                r.rows,
+                human_bytes(r.bytes),
+                Duration::from_millis(r.duration_ms).as_secs_f64()
+            ),
+            None => {}
+        }
+    }
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
