@@ -101,6 +101,7 @@ impl Catalog {
         config: SessionConfig,
     ) -> Result<Self> {
         let root = options.parquet_root();
+        crate::pin::sweep(&crate::pin::root(&options.data_dir));
         std::fs::create_dir_all(&root).map_err(|e| CatalogError::DataDir {
             path: root.clone(),
             reason: format!("cannot create it: {e}"),
@@ -242,14 +243,17 @@ impl Catalog {
             .object_store(ObjectStoreUrl::local_filesystem())
             .map_err(|e| CatalogError::Internal(format!("no local object store: {e}")))?;
         let concurrency = self.inner.options.footer_concurrency;
+        let pin_root = crate::pin::root(&self.inner.options.data_dir);
         let state = Arc::new(state);
         let pending: Vec<_> = to_load
             .into_iter()
             .map(|t| {
                 let state = Arc::clone(&state);
                 let store = Arc::clone(&store);
+                let pin_root = pin_root.clone();
                 async move {
-                    let r = TableData::load(state.as_ref(), &store, &t, concurrency).await;
+                    let r =
+                        TableData::load(state.as_ref(), &store, &t, concurrency, &pin_root).await;
                     (t, r)
                 }
             })

@@ -16,6 +16,7 @@ mod catalog;
 pub mod description;
 mod error;
 pub mod names;
+mod pin;
 mod provider;
 mod scan;
 mod snapshot;

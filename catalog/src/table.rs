@@ -36,6 +36,8 @@ pub(crate) struct TableData {
     pub(crate) files: Vec<PartitionedFile>,
     pub(crate) rows: Option<u64>,
     pub(crate) bytes: u64,
+    /// Keeps the files queries read (hard links) alive as long as this data is in use.
+    _pins: crate::pin::Pins,
 }
 
 impl TableData {
@@ -50,6 +52,7 @@ impl TableData {
         store: &Arc<dyn ObjectStore>,
         table: &ScannedTable,
         concurrency: usize,
+        pin_root: &std::path::Path,
     ) -> Result<Self, CatalogError> {
         let wrap = |source| CatalogError::TableFiles {
             table: table.qualified(),
@@ -57,8 +60,15 @@ impl TableData {
         };
         let format =
             Arc::new(ParquetFormat::default().with_options(state.table_options().parquet.clone()));
-        let metas = table
-            .files
+        // Read (and later scan) pinned links of the files, so this data stays readable when a
+        // writer replaces a file at its path.
+        let paths: Vec<PathBuf> = table.files.iter().map(|f| f.path.clone()).collect();
+        let (pins, pinned) =
+            crate::pin::Pins::create(pin_root, &paths).map_err(|e| CatalogError::TableFiles {
+                table: table.qualified(),
+                source: datafusion::error::DataFusionError::IoError(e),
+            })?;
+        let metas = pinned
             .iter()
             .map(|f| object_meta(&f.path, f.size, f.modified))
             .collect::<Result<Vec<_>, _>>()?;
@@ -119,6 +129,7 @@ impl TableData {
             files,
             rows,
             bytes: table.files.iter().map(|f| f.size).sum(),
+            _pins: pins,
         })
     }
 }

@@ -46,6 +46,14 @@ pub(crate) async fn open(dir: &Path) -> Catalog {
 
 /// Run SQL on the current snapshot, returning the pretty-printed result.
 pub(crate) async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Result<String> {
+    sql_on(catalog.snapshot(), query).await
+}
+
+/// Run SQL on a given snapshot.
+pub(crate) async fn sql_on(
+    snapshot: Arc<dataport_catalog::CatalogSnapshot>,
+    query: &str,
+) -> datafusion::error::Result<String> {
     let config = SessionConfig::new()
         .with_default_catalog_and_schema(dataport_catalog::CATALOG_NAME, SEARCH_PATH_SCHEMA)
         .with_create_default_catalog_and_schema(false)
@@ -54,7 +62,7 @@ pub(crate) async fn sql(catalog: &Catalog, query: &str) -> datafusion::error::Re
     ctx.register_catalog(
         dataport_catalog::CATALOG_NAME,
         Arc::new(SnapshotCatalogProvider::new(
-            catalog.snapshot(),
+            snapshot,
             Arc::new(|_| dataport_catalog::TableAccess::Full),
         )),
     );

@@ -150,3 +150,31 @@ async fn a_table_being_changed_keeps_its_previous_version() {
     assert_eq!(snap.table("s", "t").unwrap().row_count(), Some(5));
     assert!(snap.table("s", "fresh").is_some());
 }
+
+#[tokio::test]
+async fn a_query_on_an_old_snapshot_reads_the_old_file_after_it_was_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("parquet/s");
+    write_table(&p.join("t.parquet"), &[1, 2, 3]);
+    let catalog = open(dir.path()).await;
+    let old = catalog.snapshot();
+    // A writer replaces the file (atomic rename over it), the catalog moves on.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    write_table(&p.join("t.parquet"), &(10..2000).collect::<Vec<_>>());
+    catalog.refresh().await.unwrap();
+    let before = sql_on(old, "select count(*) as n, sum(id) as s from s.t")
+        .await
+        .unwrap();
+    assert!(before.contains("| 3 | 6 |"), "{before}");
+    let now = sql(&catalog, "select count(*) as n from s.t")
+        .await
+        .unwrap();
+    assert!(now.contains("1990"), "{now}");
+    // Pinned links of data no snapshot uses any more are gone.
+    let pinned = dir.path().join("tmp/pinned");
+    let links: usize = std::fs::read_dir(&pinned)
+        .unwrap()
+        .map(|d| std::fs::read_dir(d.unwrap().path()).unwrap().count())
+        .sum();
+    assert_eq!(links, 1, "only the current file stays linked");
+}

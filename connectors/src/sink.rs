@@ -24,6 +24,8 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, cast, col, lit};
 use datafusion::prelude::{Expr, ParquetReadOptions, SessionConfig, SessionContext};
@@ -35,6 +37,10 @@ use crate::error::{ConnectorError, Result};
 
 /// Arrival order of staged rows; higher wins in a merge. Never stored in a table.
 pub const SEQ_COLUMN: &str = "__dp_seq";
+
+/// Memory of a merge; sorts beyond it spill to the temporary directory, so merging a large
+/// table needs disk, not RAM.
+const MERGE_MEMORY: usize = 512 << 20;
 
 /// The partition file key of rows whose partition column is NULL.
 pub const NULL_PARTITION: &str = "unknown";
@@ -160,7 +166,14 @@ impl Sink {
         mode: WriteMode,
     ) -> Result<Written> {
         let table = t.qualified();
-        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(FairSpillPool::new(MERGE_MEMORY)))
+            .build_arc()
+            .map_err(|e| merge_error(&table, e))?;
+        let ctx = SessionContext::new_with_config_rt(
+            SessionConfig::new().with_target_partitions(2),
+            runtime,
+        );
         let new = read_many(&ctx, staged, &table).await?;
         let new_schema: SchemaRef = Arc::new(new.schema().as_arrow().clone());
         for k in &t.primary_key {

@@ -546,3 +546,24 @@ async fn a_missing_token_is_a_clear_configuration_error() {
     let err = err.to_string();
     assert!(err.contains("KBC_TOKEN") && err.contains("kbc"), "{err}");
 }
+
+#[tokio::test]
+async fn a_table_without_column_metadata_is_text() {
+    let now = now_secs();
+    let mut t = orders(order_rows(4, now));
+    t.column_metadata.clear(); // the API answers `columnMetadata: []`
+    let double = KeboolaDouble::start(vec![t], DoubleOptions::default()).await;
+    let env = env(&description(
+        "  - {id: in.c-crm.orders, name: orders, description: O, primary_key: id, sync_strategy: full_refresh}\n",
+    ));
+    ok(&sync(&env, &double, SyncRequest::default()).await);
+    let file = env.dir.path().join("parquet/sales/orders.parquet");
+    let batches = query(&file, "select * from t order by id").await;
+    for f in batches[0].schema().fields() {
+        assert!(
+            matches!(f.data_type(), DataType::Utf8 | DataType::Utf8View),
+            "{f:?}"
+        );
+    }
+    assert_eq!(batches.iter().map(|b| b.num_rows()).sum::<usize>(), 4);
+}
