@@ -17,6 +17,7 @@ pub mod description;
 mod error;
 pub mod names;
 mod pin;
+pub mod profile;
 mod provider;
 mod scan;
 mod snapshot;

@@ -186,8 +186,9 @@ impl SnapshotCatalogProvider {
                 })
     }
 
-    /// The table provider queries of this caller read `table` through.
-    fn provider_for(&self, table: &Arc<CatalogTable>) -> DfResult<Arc<dyn TableProvider>> {
+    /// The table provider queries of this caller read `table` through: the table itself, or
+    /// a view with the caller's row filter and without their hidden columns.
+    pub fn provider_for(&self, table: &Arc<CatalogTable>) -> DfResult<Arc<dyn TableProvider>> {
         match self.access(table) {
             TableAccess::Full => Ok(table.provider() as Arc<dyn TableProvider>),
             TableAccess::Denied => Err(DataFusionError::External(Box::new(

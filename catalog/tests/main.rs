@@ -4,4 +4,5 @@
 mod common;
 mod layout;
 mod metadata;
+mod profile;
 mod refresh;

@@ -44,7 +44,7 @@ pub(crate) struct FileConfig {
     pub(crate) log: LogSection,
     /// Where data comes from: `[{name, type: keboola, …}]` (see docs/connectors.md).
     pub(crate) sources: Vec<dataport_connectors::SourceConfig>,
-    /// Schedules: `[{job: sync:NAME | refresh:catalog, every: 15m | cron: "*/15 * * * *", jitter: 1m}]`.
+    /// Schedules: `[{job: sync:NAME | profile:catalog | refresh:catalog, every: 15m | cron: "*/15 * * * *", jitter: 1m}]`.
     pub(crate) jobs: Vec<JobSection>,
 }
 
@@ -78,6 +78,9 @@ pub(crate) fn sync_job_name(source: &str) -> String {
 /// The job that rescans the data dir.
 pub(crate) const REFRESH_JOB: &str = "refresh:catalog";
 
+/// The job that profiles changed tables.
+pub(crate) const PROFILE_JOB: &str = "profile:catalog";
+
 fn parse_jobs(
     sources: &[dataport_connectors::SourceConfig],
     jobs: &[JobSection],
@@ -94,11 +97,13 @@ fn parse_jobs(
     let mut out: Vec<JobSchedule> = Vec::new();
     for j in jobs {
         let known = j.job == REFRESH_JOB
+            || j.job == PROFILE_JOB
             || j.job
                 .strip_prefix("sync:")
                 .is_some_and(|s| names.contains(s));
         if !known {
             let mut list: Vec<String> = sources.iter().map(|s| sync_job_name(&s.name)).collect();
+            list.push(PROFILE_JOB.into());
             list.push(REFRESH_JOB.into());
             return Err(invalid(
                 "jobs",

@@ -9,10 +9,11 @@ use std::time::Duration;
 use anyhow::Context;
 use dataport_catalog::Catalog;
 use dataport_connectors::{Connector, Progress, SyncRequest, TableReport, sync_source};
-use dataport_engine::jobs::{JobSpec, RefreshCatalogJob, SyncSourceJob};
+use dataport_engine::jobs::{JobSpec, ProfileCatalogJob, RefreshCatalogJob, SyncSourceJob};
+use dataport_engine::profiles::Profiler;
 use dataport_state::StateStore;
 
-use crate::config::{Config, REFRESH_JOB, sync_job_name};
+use crate::config::{Config, PROFILE_JOB, REFRESH_JOB, sync_job_name};
 
 /// Connectors of every configured source.
 fn connectors(config: &Config) -> anyhow::Result<Vec<Arc<dyn Connector>>> {
@@ -42,12 +43,14 @@ pub(crate) fn recover(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server's jobs: `sync:<source>` for every source, `refresh:catalog`, with the
+/// The server's jobs: `sync:<source>` for every source, `profile:catalog`,
+/// `refresh:catalog`, with the
 /// schedules of `jobs:`.
 pub(crate) fn server_jobs(
     config: &Config,
     store: &Arc<StateStore>,
     catalog: &Catalog,
+    profiler: &Arc<Profiler>,
 ) -> anyhow::Result<Vec<JobSpec>> {
     let schedule_of = |name: &str| config.jobs.iter().find(|j| j.job == name);
     let mut jobs = Vec::new();
@@ -63,9 +66,20 @@ pub(crate) fn server_jobs(
                 data_dir: config.data_dir.clone(),
                 state: Arc::clone(store),
                 catalog: catalog.clone(),
+                profiler: Some(Arc::clone(profiler)),
             }),
         });
     }
+    let s = schedule_of(PROFILE_JOB);
+    jobs.push(JobSpec {
+        name: PROFILE_JOB.into(),
+        schedule: s.map(|s| s.schedule.clone()),
+        jitter: s.map(|s| s.jitter).unwrap_or_default(),
+        action: Arc::new(ProfileCatalogJob {
+            catalog: catalog.clone(),
+            profiler: Arc::clone(profiler),
+        }),
+    });
     let s = schedule_of(REFRESH_JOB);
     jobs.push(JobSpec {
         name: REFRESH_JOB.into(),

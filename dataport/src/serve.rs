@@ -135,9 +135,10 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let refresher = dataport_catalog::spawn_refresher(engine.catalog().clone(), cancel.clone());
+    let profiler = Arc::new(dataport_engine::profiles::Profiler::new(Arc::clone(&store)));
     let jobs = dataport_engine::jobs::Scheduler::new(
         Arc::clone(&store),
-        crate::jobs::server_jobs(&config, &store, engine.catalog())?,
+        crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler)?,
     )
     .context("cannot set up the jobs")?;
     let timers = jobs.start(cancel.clone());
@@ -196,6 +197,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
         engine: engine.clone(),
         auth,
         jobs,
+        profiler,
         options: WebOptions {
             max_body_bytes: config.max_body_bytes,
             max_json_rows: config.max_json_rows,

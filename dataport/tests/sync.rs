@@ -459,8 +459,11 @@ async fn sync_on_the_command_line_and_as_a_server_job() {
         .iter()
         .map(|j| j["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, vec!["refresh:catalog", "sync:kbc"]);
-    let sync_job = &body["jobs"][1];
+    assert_eq!(
+        names,
+        vec!["profile:catalog", "refresh:catalog", "sync:kbc"]
+    );
+    let sync_job = &body["jobs"][2];
     assert_eq!(sync_job["schedule"], "cron 0 3 * * *");
     assert!(sync_job["next_run"].is_string(), "{sync_job}");
     // The command-line run is in the job's history.
@@ -486,6 +489,11 @@ async fn sync_on_the_command_line_and_as_a_server_job() {
     // The synced table is served at once (the job refreshed the catalog).
     let result = server.query("select count(*) as n from crm.orders").await;
     assert_eq!(result[0]["n"], 50, "{result}");
+    // The sync job profiled what it wrote.
+    let (status, profile) = server.get("/api/v1/catalog/crm/orders/profile").await;
+    assert_eq!(status, 200, "{profile}");
+    assert_eq!(profile["profile"]["row_count"], 50, "{profile}");
+    assert_eq!(profile["stale"], false);
     let (status, _) = server.post("/api/v1/jobs/nope/run", &server.token).await;
     assert_eq!(status, 404);
     let (status, _) = server

@@ -21,6 +21,7 @@ pub mod jobs;
 mod metrics;
 mod placeholders;
 pub mod policy;
+pub mod profiles;
 pub mod wire;
 
 pub use dataport_auth::Principal;

@@ -2,7 +2,7 @@
 //! `<data>/state/dataport.sqlite` that holds everything that is not table data: users, groups
 //! and memberships, grants, API tokens (hashed), revoked token ids, login attempts, settings
 //! such as the token-signing key, the audit log of every query, the sync state of every
-//! connector table and the run history of jobs.
+//! connector table, the run history of jobs and table profiles.
 //!
 //! [`StateStore`] owns the schema and its versioned migrations ([`migrations`]) and offers typed
 //! operations; no other crate writes SQL against this database. It may be opened by several
@@ -18,6 +18,7 @@ mod error;
 mod identity;
 mod jobs;
 mod migrations;
+mod profiles;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -29,6 +30,7 @@ pub use audit::{AuditEntry, AuditLog, AuditQuery};
 pub use error::{Result, StateError};
 pub use identity::{ApiTokenRecord, GrantRecord, LoginAttempt, UserRecord};
 pub use jobs::{JobRun, SyncRecord};
+pub use profiles::StoredProfile;
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -153,6 +153,20 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX job_runs_job ON job_runs (job, started_ms);
     ",
+    // 3: table profiles.
+    "
+    CREATE TABLE profiles (
+        schema_name  TEXT NOT NULL,
+        table_name   TEXT NOT NULL,
+        data_version TEXT NOT NULL,
+        computed_at  INTEGER NOT NULL,
+        duration_ms  INTEGER NOT NULL,
+        profile      TEXT NOT NULL,
+        stale        INTEGER NOT NULL DEFAULT 0,
+        error        TEXT,
+        PRIMARY KEY (schema_name, table_name)
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -123,6 +123,31 @@ pub(crate) async fn get_table(
         .map_err(|e| ApiError::of_kind(e.kind(), e.to_string()).with_request_id(&request_id))
 }
 
+/// `GET /api/v1/catalog/{schema}/{table}/profile`: the table's profile as the caller may see
+/// it (a restricted grant gets a profile of its rows and columns only).
+pub(crate) async fn get_profile(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    Caller(principal): Caller,
+    Path((schema, table)): Path<(String, String)>,
+) -> Result<Json<dataport_engine::profiles::ServedProfile>, ApiError> {
+    let view = state
+        .engine
+        .catalog_view(&request_context(&principal, &request_id));
+    let t = view
+        .resolve(Some(&schema), &table)
+        .map_err(|e| ApiError::of_kind(e.kind(), e.to_string()).with_request_id(&request_id))?;
+    state
+        .profiler
+        .for_caller(&view, &t)
+        .await
+        .map(Json)
+        .map_err(|e| {
+            tracing::warn!(error = %e, "profile failed");
+            ApiError::of_kind(ErrorKind::Internal, e.to_string()).with_request_id(&request_id)
+        })
+}
+
 pub(crate) async fn post_refresh(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,

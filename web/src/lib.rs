@@ -61,8 +61,10 @@ impl Default for WebOptions {
 pub struct AppState {
     pub engine: Engine,
     pub auth: Authenticator,
-    /// Catalog maintenance jobs (connector syncs, refreshes).
+    /// Catalog maintenance jobs (connector syncs, refreshes, profiles).
     pub jobs: dataport_engine::jobs::Scheduler,
+    /// Table profiles.
+    pub profiler: std::sync::Arc<dataport_engine::profiles::Profiler>,
     pub options: WebOptions,
 }
 
@@ -101,6 +103,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/catalog", get(catalog::get_catalog))
         .route("/api/v1/catalog/refresh", post(catalog::post_refresh))
         .route("/api/v1/catalog/{schema}/{table}", get(catalog::get_table))
+        .route(
+            "/api/v1/catalog/{schema}/{table}/profile",
+            get(catalog::get_profile),
+        )
         .route("/api/v1/auth/me", get(auth::get_me))
         .route("/api/v1/admin/audit", get(auth::get_audit))
         .route("/api/v1/jobs", get(jobs::get_jobs))

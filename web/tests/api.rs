@@ -243,3 +243,45 @@ async fn catalog_health_and_metrics() {
     assert_eq!(refresh["tables"], 8);
     assert_eq!(refresh["tables_reloaded"], 0);
 }
+
+#[tokio::test]
+async fn table_profiles_are_computed_once_and_served() {
+    let s = Server::start(WebOptions::default()).await;
+    let first: Value = s
+        .get("/api/v1/catalog/tpch/nation/profile")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let p = &first["profile"];
+    assert_eq!(p["row_count"], 25, "{first}");
+    assert_eq!(p["column_count"], 4);
+    assert_eq!(first["stale"], false);
+    assert_eq!(first["restricted"], false);
+    let key = p["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "n_nationkey")
+        .unwrap();
+    assert_eq!(key["unique_count"], 25);
+    assert_eq!(key["numeric_stats"]["min"], 0.0);
+    assert_eq!(key["numeric_stats"]["max"], 24.0);
+    assert!(key["alerts"].to_string().contains("unique"));
+    // `region` is the table nation belongs to.
+    assert!(
+        p["related_tables"].to_string().contains("tpch.region"),
+        "{p}"
+    );
+    // Stored: the second answer is the same computation.
+    let second: Value = s
+        .get("/api/v1/catalog/tpch/nation/profile")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(second["computed_at"], first["computed_at"]);
+    assert_eq!(second["data_version"], first["data_version"]);
+    let missing = s.get("/api/v1/catalog/tpch/nope/profile").await;
+    assert_eq!(missing.status(), 404);
+}

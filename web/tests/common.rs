@@ -52,10 +52,14 @@ impl Server {
             }],
         )
         .unwrap();
+        let profiler = std::sync::Arc::new(dataport_engine::profiles::Profiler::new(
+            std::sync::Arc::clone(auth.store()),
+        ));
         let app = dataport_web::router(AppState {
             engine,
             auth,
             jobs,
+            profiler,
             options: web,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

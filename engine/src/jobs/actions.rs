@@ -9,13 +9,16 @@ use dataport_connectors::{Connector, LogProgress, SyncRequest, sync_source};
 use dataport_state::StateStore;
 
 use super::{JobAction, JobOutcome, JobResult};
+use crate::profiles::Profiler;
 
-/// `sync:<source>`: every table of a source, then the catalog refreshed.
+/// `sync:<source>`: every table of a source, then the catalog refreshed and the changed
+/// tables profiled.
 pub struct SyncSourceJob {
     pub connector: Arc<dyn Connector>,
     pub data_dir: PathBuf,
     pub state: Arc<StateStore>,
     pub catalog: Catalog,
+    pub profiler: Option<Arc<Profiler>>,
 }
 
 #[async_trait]
@@ -43,6 +46,17 @@ impl JobAction for SyncSourceJob {
             "partial" => JobOutcome::Partial,
             _ => JobOutcome::Error,
         };
+        if let Some(p) = &self.profiler
+            && report.tables.iter().any(|t| t.error.is_none())
+        {
+            let run = p.refresh_all(&self.catalog.snapshot()).await;
+            if !run.failed.is_empty() {
+                tracing::warn!(
+                    failed = run.failed.len(),
+                    "some tables could not be profiled after the sync"
+                );
+            }
+        }
         let error = report.error.clone().or_else(|| {
             let failed: Vec<String> = report
                 .tables
@@ -99,6 +113,47 @@ impl JobAction for RefreshCatalogJob {
                 summary: "catalog refresh failed".into(),
                 error: Some(e.to_string()),
             },
+        }
+    }
+}
+
+/// `profile:catalog`: profile every table whose data changed since its stored profile.
+pub struct ProfileCatalogJob {
+    pub catalog: Catalog,
+    pub profiler: Arc<Profiler>,
+}
+
+#[async_trait]
+impl JobAction for ProfileCatalogJob {
+    fn describe(&self) -> String {
+        "profile every table whose data changed (statistics, histograms, alerts)".into()
+    }
+
+    async fn run(&self) -> JobResult {
+        let run = self.profiler.refresh_all(&self.catalog.snapshot()).await;
+        let summary = format!(
+            "{} tables profiled, {} unchanged, {} failed",
+            run.computed.len(),
+            run.unchanged,
+            run.failed.len()
+        );
+        let outcome = if run.failed.is_empty() {
+            JobOutcome::Ok
+        } else if run.computed.is_empty() && run.unchanged == 0 {
+            JobOutcome::Error
+        } else {
+            JobOutcome::Partial
+        };
+        JobResult {
+            outcome,
+            summary,
+            error: (!run.failed.is_empty()).then(|| {
+                run.failed
+                    .iter()
+                    .map(|(t, e)| format!("{t}: {e}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
         }
     }
 }
