@@ -111,10 +111,7 @@ pub(crate) fn sweep(root: &Path) {
             continue;
         }
         let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| {
-            p != std::process::id() && Path::new("/proc").join(p.to_string()).exists()
-        });
-        if !alive {
+        if !pid.is_some_and(crate::write::other_process_alive) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

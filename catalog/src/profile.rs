@@ -238,6 +238,17 @@ impl Category {
     }
 }
 
+/// The column as a double, with NaN and infinities as NULL (they stay out of statistics).
+fn finite_number(c: &str, float: bool) -> String {
+    if float {
+        format!(
+            "CASE WHEN isnan(CAST({c} AS DOUBLE)) OR abs(CAST({c} AS DOUBLE)) = CAST('Infinity' AS DOUBLE) THEN NULL ELSE CAST({c} AS DOUBLE) END"
+        )
+    } else {
+        format!("CAST({c} AS DOUBLE)")
+    }
+}
+
 /// Quotes an identifier for SQL.
 fn q(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
@@ -282,13 +293,7 @@ pub async fn profile_table(
         match cat {
             Category::Numeric { float } => {
                 let v = format!("\"__n{i}\"");
-                inner.push(if *float {
-                    format!(
-                        "CASE WHEN isnan(CAST({c} AS DOUBLE)) OR abs(CAST({c} AS DOUBLE)) = CAST('Infinity' AS DOUBLE) THEN NULL ELSE CAST({c} AS DOUBLE) END AS {v}"
-                    )
-                } else {
-                    format!("CAST({c} AS DOUBLE) AS {v}")
-                });
+                inner.push(format!("{} AS {v}", finite_number(&c, *float)));
                 select.push(format!("min({v})"));
                 select.push(format!("max({v})"));
                 select.push(format!("avg({v})"));
@@ -622,13 +627,7 @@ async fn numeric_histogram(
     max: f64,
 ) -> Result<Histogram> {
     let width = (max - min) / NUMERIC_BINS as f64;
-    let v = if float {
-        format!(
-            "CASE WHEN isnan(CAST({c} AS DOUBLE)) OR abs(CAST({c} AS DOUBLE)) = CAST('Infinity' AS DOUBLE) THEN NULL ELSE CAST({c} AS DOUBLE) END"
-        )
-    } else {
-        format!("CAST({c} AS DOUBLE)")
-    };
+    let v = finite_number(c, float);
     let mut counts = vec![0u64; NUMERIC_BINS];
     if width > 0.0 && width.is_finite() {
         let sql = format!(

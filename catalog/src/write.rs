@@ -458,7 +458,7 @@ pub fn recover(parquet_root: &Path) -> Result<Recovery, WriteError> {
                 continue;
             }
         };
-        if writer_alive(record.pid) {
+        if other_process_alive(record.pid) {
             owned_by_live.extend(record.renames.iter().map(|(from, _)| base.join(from)));
             continue;
         }
@@ -475,7 +475,7 @@ pub fn recover(parquet_root: &Path) -> Result<Recovery, WriteError> {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if temp_pid(&name).is_some_and(writer_alive) {
+        if temp_pid(&name).is_some_and(other_process_alive) {
             continue;
         }
         match fs::remove_file(&temp) {
@@ -495,9 +495,10 @@ fn temp_pid(name: &str) -> Option<u32> {
     parts.next()?.parse().ok()
 }
 
-/// Whether another live process with this id exists (this process counts as dead: see
-/// [`recover`]).
-fn writer_alive(pid: u32) -> bool {
+/// Whether another live process with this id exists. This process counts as dead: its own id
+/// on a leftover file means an earlier process that had the same id (see [`recover`]). Used by
+/// every sweep of files named after their writer's process.
+pub fn other_process_alive(pid: u32) -> bool {
     if pid == std::process::id() {
         return false;
     }

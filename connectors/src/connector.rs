@@ -406,10 +406,7 @@ pub fn sweep_staging(data_dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| {
-            p != std::process::id() && Path::new("/proc").join(p.to_string()).exists()
-        });
-        if !alive {
+        if !pid.is_some_and(dataport_catalog::write::other_process_alive) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
