@@ -44,13 +44,12 @@ cargo test --workspace --quiet
 [ "${1:-}" = "--rust" ] && exit 0
 
 step "end-to-end tests (real clients)"
-venv="$root/.venv-test"
-stamp="$venv/.requirements.sha256"
-want=$(sha256sum tests/requirements.txt | cut -d' ' -f1)
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  rm -rf "$venv"
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
-  echo "$want" > "$stamp"
-fi
+venv=$(bash tests/venv.sh)
 DATAPORT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/dataport" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
+
+step "benchmark harness smoke run (scale 0.01, one run; no timing is checked)"
+bench_tmp=$(mktemp -d)
+trap 'rm -rf "$bench_tmp"' EXIT
+"$venv/bin/python" benches/bench.py --scale 0.01 --runs 1 --data "$bench_tmp/data" \
+  --out "$bench_tmp/BENCHMARKS.md" --bin "${CARGO_TARGET_DIR:-$root/target}/debug/dataport" >/dev/null
+grep -q "profile of lineitem" "$bench_tmp/BENCHMARKS.md"

@@ -324,12 +324,7 @@ impl Catalog {
                 .as_ref()
                 .map(|m| resolve_foreign_keys(&t.schema, m, exists, unique_schema_of))
                 .unwrap_or_default();
-            let provider = Arc::new(ParquetTable::new(
-                Arc::clone(&data),
-                meta.as_ref()
-                    .map(|m| m.primary_key.as_slice())
-                    .unwrap_or_default(),
-            ));
+            let provider = Arc::new(ParquetTable::new(Arc::clone(&data)));
             let table = CatalogTable {
                 schema: t.schema.clone(),
                 name: t.name.clone(),

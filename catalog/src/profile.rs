@@ -25,7 +25,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use datafusion::catalog::TableProvider;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::prelude::{SessionConfig, SessionContext};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Histogram bins of numeric columns.
 const NUMERIC_BINS: usize = 15;
@@ -36,6 +36,8 @@ const TOP_VALUES_MAX_DISTINCT: u64 = 50;
 const TOP_VALUES: usize = 10;
 /// Sample values per column and sample rows per table.
 const SAMPLES: usize = 5;
+/// Sample values are looked for in this many first rows.
+const SAMPLE_SCAN: usize = 1000;
 
 /// How to profile.
 #[derive(Debug, Clone)]
@@ -65,7 +67,7 @@ pub struct ProfileContext {
 }
 
 /// A join to another table, from a foreign key.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RelatedTable {
     pub table: String,
     pub join_column: String,
@@ -76,7 +78,7 @@ pub struct RelatedTable {
 }
 
 /// A finding worth a look.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Alert {
     pub column: String,
     #[serde(rename = "type")]
@@ -84,13 +86,13 @@ pub struct Alert {
     pub message: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
     pub bins: Vec<String>,
     pub counts: Vec<u64>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumericStats {
     pub min: Option<f64>,
     pub max: Option<f64>,
@@ -108,14 +110,14 @@ pub struct NumericStats {
     pub histogram: Histogram,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TopValue {
     pub value: String,
     pub count: u64,
     pub pct: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StringStats {
     pub min_length: Option<u64>,
     pub max_length: Option<u64>,
@@ -123,7 +125,7 @@ pub struct StringStats {
     pub top_values: Vec<TopValue>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DateStats {
     pub earliest: Option<String>,
     pub latest: Option<String>,
@@ -131,7 +133,7 @@ pub struct DateStats {
     pub histogram: Histogram,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BooleanStats {
     pub true_count: u64,
     pub false_count: u64,
@@ -139,7 +141,7 @@ pub struct BooleanStats {
 }
 
 /// One column's profile.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ColumnProfile {
     pub name: String,
     #[serde(rename = "type")]
@@ -163,7 +165,7 @@ pub struct ColumnProfile {
     pub boolean_stats: Option<BooleanStats>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DateRange {
     pub earliest: String,
     pub latest: String,
@@ -171,7 +173,7 @@ pub struct DateRange {
 }
 
 /// A table's profile, in the seed's `profiles.json` shape.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TableProfile {
     pub table_id: String,
     pub description: Option<String>,
@@ -260,7 +262,11 @@ pub async fn profile_table(
     context: &ProfileContext,
     options: &ProfileOptions,
 ) -> Result<TableProfile> {
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    let mut config = SessionConfig::new().with_target_partitions(2);
+    // DataFusion 55's grouped top-k (the sample values' `SELECT DISTINCT … ORDER BY … LIMIT`)
+    // panics on float columns holding NaN; plain aggregation is correct.
+    config.options_mut().optimizer.enable_topk_aggregation = false;
+    let ctx = SessionContext::new_with_config(config);
     ctx.register_table("t", Arc::clone(&table))?;
     let schema: SchemaRef = table.schema();
     let columns: Vec<(String, DataType, Category)> = schema
@@ -275,6 +281,7 @@ pub async fn profile_table(
         })
         .collect();
 
+    let started = std::time::Instant::now();
     // Pass 1: every simple statistic of every column, in one aggregate.
     let rows = scalar_u64(&ctx, "SELECT count(*) FROM t")
         .await?
@@ -328,6 +335,10 @@ pub async fn profile_table(
         inner.join(", ")
     );
     let stats = one_row(&ctx, &sql).await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "profile pass 1 done"
+    );
     let mut at = 1usize;
     let mut next = || {
         let v = Arc::clone(stats.column(at));
@@ -336,7 +347,10 @@ pub async fn profile_table(
     };
 
     let mut profiles = Vec::with_capacity(columns.len());
+    // numeric columns' finite minimum and maximum, unrounded (the histograms' range)
+    let mut ranges: Vec<Option<(f64, f64)>> = Vec::with_capacity(columns.len());
     for (name, data_type, cat) in &columns {
+        ranges.push(None);
         let non_null = u64_at(&next(), 0).unwrap_or(0);
         let unique = u64_at(&next(), 0).unwrap_or(0).min(non_null);
         let null_count = rows - non_null.min(rows);
@@ -369,6 +383,9 @@ pub async fn profile_table(
                 let p95 = f64_at(&next(), 0);
                 let zeros = u64_at(&next(), 0).unwrap_or(0);
                 let negative = u64_at(&next(), 0).unwrap_or(0);
+                if let Some(range) = ranges.last_mut() {
+                    *range = min.zip(max);
+                }
                 p.numeric_stats = Some(NumericStats {
                     min: round(min),
                     max: round(max),
@@ -431,17 +448,33 @@ pub async fn profile_table(
     }
 
     // Pass 2: histograms and top values.
+    let mut specs = Vec::new();
+    let mut with_histogram = Vec::new();
+    for (i, p) in profiles.iter().enumerate() {
+        if let (Category::Numeric { float }, Some(_), Some((min, max))) =
+            (columns[i].2, &p.numeric_stats, ranges[i])
+        {
+            specs.push(HistogramSpec {
+                column: q(&columns[i].0),
+                float,
+                min,
+                max,
+            });
+            with_histogram.push(i);
+        }
+    }
+    for (i, histogram) in with_histogram
+        .into_iter()
+        .zip(numeric_histograms(&ctx, &specs).await?)
+    {
+        if let Some(stats) = profiles[i].numeric_stats.as_mut() {
+            stats.histogram = histogram;
+        }
+    }
     for (i, p) in profiles.iter_mut().enumerate() {
         let (name, _, cat) = &columns[i];
         let c = q(name);
         match cat {
-            Category::Numeric { float } => {
-                if let Some(stats) = p.numeric_stats.as_mut()
-                    && let (Some(min), Some(max)) = (stats.min, stats.max)
-                {
-                    stats.histogram = numeric_histogram(&ctx, &c, *float, min, max).await?;
-                }
-            }
             Category::Date | Category::Timestamp => {
                 if let Some(stats) = p.date_stats.as_mut() {
                     stats.histogram = quarter_histogram(&ctx, &c).await?;
@@ -455,9 +488,17 @@ pub async fn profile_table(
         {
             s.top_values = top_values(&ctx, &c, rows - p.null_count).await?;
         }
-        p.sample_values = sample_values(&ctx, &c).await?;
+    }
+    let unique: Vec<u64> = profiles.iter().map(|p| p.unique_count).collect();
+    let (sample_rows, sample_values) = samples(&ctx, &unique).await?;
+    for (p, values) in profiles.iter_mut().zip(sample_values) {
+        p.sample_values = values;
     }
 
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "profile pass 2 done"
+    );
     // Pass 3: duplicate keys and sample rows.
     let duplicate_rows = if context.primary_key.is_empty()
         || context
@@ -479,7 +520,10 @@ pub async fn profile_table(
         .unwrap_or(0);
         rows.saturating_sub(distinct)
     };
-    let sample_rows = sample_rows(&ctx).await?;
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "profile duplicate keys done"
+    );
 
     for p in &mut profiles {
         p.alerts = column_alerts(p, rows);
@@ -619,21 +663,40 @@ fn days_between(a: &str, b: &str) -> Option<i64> {
     Some((day(b)? - day(a)?).num_days())
 }
 
-async fn numeric_histogram(
-    ctx: &SessionContext,
-    c: &str,
+/// A numeric column's histogram to compute: the column (quoted), whether it is a float, and
+/// its finite minimum and maximum.
+struct HistogramSpec {
+    column: String,
     float: bool,
     min: f64,
     max: f64,
-) -> Result<Histogram> {
-    let width = (max - min) / NUMERIC_BINS as f64;
-    let v = finite_number(c, float);
-    let mut counts = vec![0u64; NUMERIC_BINS];
-    if width > 0.0 && width.is_finite() {
+}
+
+/// Every numeric column's histogram: [`NUMERIC_BINS`] equal-width bins from min to max (the
+/// maximum in the last), each a small grouped count over one column. (One scan with a
+/// conditional count per bin and column was measured slower: 15 `CASE`s per row and column
+/// cost more than a second read of the column.)
+async fn numeric_histograms(
+    ctx: &SessionContext,
+    specs: &[HistogramSpec],
+) -> Result<Vec<Histogram>> {
+    let last = NUMERIC_BINS - 1;
+    let mut out = Vec::with_capacity(specs.len());
+    for h in specs {
+        let v = finite_number(&h.column, h.float);
+        let width = (h.max - h.min) / NUMERIC_BINS as f64;
+        let mut counts = vec![0u64; NUMERIC_BINS];
+        let bin = if width > 0.0 && width.is_finite() {
+            format!(
+                "least(CAST(floor(({v} - {min:e}) / {width:e}) AS BIGINT), {last})",
+                min = h.min
+            )
+        } else {
+            // one value: everything in the first bin
+            "CAST(0 AS BIGINT)".to_string()
+        };
         let sql = format!(
-            "SELECT least(CAST(floor(({v} - {min:e}) / {width:e}) AS BIGINT), {last}) AS __dp_bin, count(*) \
-             FROM t WHERE {v} IS NOT NULL GROUP BY __dp_bin",
-            last = NUMERIC_BINS - 1
+            "SELECT {bin} AS __dp_bin, count(*) FROM t WHERE {v} IS NOT NULL GROUP BY __dp_bin"
         );
         for batch in ctx.sql(&sql).await?.collect().await? {
             for row in 0..batch.num_rows() {
@@ -646,27 +709,20 @@ async fn numeric_histogram(
                 }
             }
         }
-    } else {
-        // One value: everything in the first bin.
-        counts[0] = scalar_u64(
-            ctx,
-            &format!("SELECT count(*) FROM t WHERE {v} IS NOT NULL"),
-        )
-        .await?
-        .unwrap_or(0);
+        let bins = (0..NUMERIC_BINS)
+            .map(|i| {
+                let lo = h.min + width * i as f64;
+                let hi = if i == last {
+                    h.max
+                } else {
+                    h.min + width * (i + 1) as f64
+                };
+                format!("{}-{}", short_number(lo), short_number(hi))
+            })
+            .collect();
+        out.push(Histogram { bins, counts });
     }
-    let bins = (0..NUMERIC_BINS)
-        .map(|i| {
-            let lo = min + width * i as f64;
-            let hi = if i + 1 == NUMERIC_BINS {
-                max
-            } else {
-                min + width * (i + 1) as f64
-            };
-            format!("{}-{}", short_number(lo), short_number(hi))
-        })
-        .collect();
-    Ok(Histogram { bins, counts })
+    Ok(out)
 }
 
 /// `1.2K`, `3.4M`, `5.6B`, or the number with up to 2 decimals.
@@ -696,19 +752,20 @@ fn short_number(v: f64) -> String {
 
 async fn quarter_histogram(ctx: &SessionContext, c: &str) -> Result<Histogram> {
     let sql = format!(
-        "SELECT CAST(date_part('year', {c}) AS BIGINT) AS __dp_y, CAST(date_part('quarter', {c}) AS BIGINT) AS __dp_q, count(*) \
-         FROM t WHERE {c} IS NOT NULL GROUP BY __dp_y, __dp_q ORDER BY __dp_y, __dp_q"
+        "SELECT CAST(date_trunc('quarter', {c}) AS DATE) AS __dp_q, count(*) FROM t \
+         WHERE {c} IS NOT NULL GROUP BY __dp_q ORDER BY __dp_q"
     );
     let mut bins = Vec::new();
     let mut counts = Vec::new();
     for batch in ctx.sql(&sql).await?.collect().await? {
         for row in 0..batch.num_rows() {
-            if let (Some(y), Some(qr), Some(n)) = (
-                i64_at(batch.column(0), row),
-                i64_at(batch.column(1), row),
-                u64_at(batch.column(2), row),
-            ) {
-                bins.push(format!("{y}-Q{qr}"));
+            if let (Some(start), Some(n)) = (
+                string_at(batch.column(0), row),
+                u64_at(batch.column(1), row),
+            ) && let Some((year, month)) = start.split('-').next().zip(start.split('-').nth(1))
+                && let Ok(month) = month.parse::<u32>()
+            {
+                bins.push(format!("{year}-Q{}", month.div_ceil(3)));
                 counts.push(n);
             }
         }
@@ -739,42 +796,70 @@ async fn top_values(ctx: &SessionContext, c: &str, non_null: u64) -> Result<Vec<
     Ok(out)
 }
 
-async fn sample_values(ctx: &SessionContext, c: &str) -> Result<Vec<String>> {
-    let sql = format!(
-        "SELECT DISTINCT {c} AS __dp_v FROM t WHERE {c} IS NOT NULL ORDER BY __dp_v LIMIT {}",
-        SAMPLES + 3
-    );
-    let mut out = Vec::new();
-    for batch in ctx.sql(&sql).await?.collect().await? {
-        for row in 0..batch.num_rows() {
-            if let Some(v) = string_at(batch.column(0), row)
-                && out.len() < SAMPLES
-            {
-                out.push(v);
-            }
-        }
-    }
-    Ok(out)
-}
-
-async fn sample_rows(ctx: &SessionContext) -> Result<Vec<BTreeMap<String, Option<String>>>> {
+/// The sample rows (the first [`SAMPLES`]) and every column's sample values: up to
+/// [`SAMPLES`] distinct non-null values, as the first [`SAMPLE_SCAN`] rows hold them (a column
+/// that has too few there gets a small query of its own). `unique` is each column's distinct
+/// count, so a column with fewer values is not searched for more.
+async fn samples(
+    ctx: &SessionContext,
+    unique: &[u64],
+) -> Result<(Vec<BTreeMap<String, Option<String>>>, Vec<Vec<String>>)> {
     let batches = ctx
-        .sql(&format!("SELECT * FROM t LIMIT {SAMPLES}"))
+        .sql(&format!("SELECT * FROM t LIMIT {SAMPLE_SCAN}"))
         .await?
         .collect()
         .await?;
-    let mut out = Vec::new();
+    let mut rows = Vec::new();
+    let mut values: Vec<Vec<String>> = vec![Vec::new(); unique.len()];
     for batch in &batches {
         let schema = batch.schema();
         for row in 0..batch.num_rows() {
-            let mut m = BTreeMap::new();
-            for (i, f) in schema.fields().iter().enumerate() {
-                m.insert(f.name().clone(), string_at(batch.column(i), row));
+            if rows.len() < SAMPLES {
+                let mut m = BTreeMap::new();
+                for (i, f) in schema.fields().iter().enumerate() {
+                    m.insert(f.name().clone(), string_at(batch.column(i), row));
+                }
+                rows.push(m);
             }
-            out.push(m);
+            for (i, found) in values.iter_mut().enumerate() {
+                if found.len() < SAMPLES
+                    && let Some(v) = string_at(batch.column(i), row)
+                    && !found.contains(&v)
+                {
+                    found.push(v);
+                }
+            }
         }
     }
-    Ok(out)
+    let names: Vec<String> = ctx
+        .table("t")
+        .await?
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.name().clone())
+        .collect();
+    for (i, found) in values.iter_mut().enumerate() {
+        let wanted = usize::try_from(unique[i])
+            .unwrap_or(usize::MAX)
+            .min(SAMPLES);
+        if found.len() >= wanted {
+            continue;
+        }
+        let c = q(&names[i]);
+        let sql = format!("SELECT DISTINCT {c} FROM t WHERE {c} IS NOT NULL LIMIT {SAMPLES}");
+        for batch in ctx.sql(&sql).await?.collect().await? {
+            for row in 0..batch.num_rows() {
+                if let Some(v) = string_at(batch.column(0), row)
+                    && found.len() < SAMPLES
+                    && !found.contains(&v)
+                {
+                    found.push(v);
+                }
+            }
+        }
+    }
+    Ok((rows, values))
 }
 
 async fn one_row(ctx: &SessionContext, sql: &str) -> Result<RecordBatch> {
@@ -841,4 +926,153 @@ fn pct(part: u64, whole: u64) -> f64 {
     } else {
         r2(part as f64 * 100.0 / whole as f64)
     }
+}
+
+/// The profile as text for a terminal: the table's figures, its alerts and one line per
+/// column (`dataport profile`).
+pub fn render_text(name: &str, p: &TableProfile) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{name}: {} rows, {} columns, {:.2} MB",
+        p.row_count, p.column_count, p.file_size_mb
+    );
+    if let Some(d) = &p.description {
+        let _ = writeln!(out, "  {d}");
+    }
+    let mut facts = vec![format!(
+        "completeness {:.2} % ({} missing cells)",
+        p.avg_completeness, p.missing_cells
+    )];
+    if !p.primary_key.is_empty() {
+        facts.push(format!(
+            "primary key {} ({} duplicate rows)",
+            p.primary_key.join(", "),
+            p.duplicate_rows
+        ));
+    }
+    if let Some(s) = &p.sync_strategy {
+        facts.push(format!("strategy {s}"));
+    }
+    if let Some(s) = &p.last_sync {
+        facts.push(format!("last sync {s}"));
+    }
+    if let Some(r) = &p.date_range {
+        facts.push(format!(
+            "dates {} to {} ({} days)",
+            r.earliest, r.latest, r.span_days
+        ));
+    }
+    let _ = writeln!(out, "  {}", facts.join("; "));
+    for r in &p.related_tables {
+        let _ = writeln!(
+            out,
+            "  {} {} ({} = {})",
+            r.direction, r.table, r.join_column, r.foreign_column
+        );
+    }
+    if !p.alerts.is_empty() {
+        let _ = writeln!(out, "\nalerts:");
+        let width = p.alerts.iter().map(|a| a.column.len()).max().unwrap_or(0);
+        for a in &p.alerts {
+            let _ = writeln!(out, "  {:<width$}  {:<16}  {}", a.column, a.kind, a.message);
+        }
+    }
+    let header = ["column", "type", "complete %", "distinct", "summary"];
+    let rows: Vec<[String; 5]> = p
+        .columns
+        .iter()
+        .map(|c| {
+            let key = if c.is_primary_key { " (key)" } else { "" };
+            [
+                format!("{}{key}", c.name),
+                c.data_type.clone(),
+                format!("{:.2}", c.completeness_pct),
+                c.unique_count.to_string(),
+                column_summary(c),
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let _ = writeln!(out);
+    let line = |cells: [&str; 5]| {
+        let mut l = String::new();
+        for (i, (cell, w)) in cells.iter().zip(widths).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(cell);
+            } else {
+                let _ = write!(l, "{cell:<w$}  ");
+            }
+        }
+        l.trim_end().to_string()
+    };
+    let _ = writeln!(out, "{}", line(header));
+    for row in &rows {
+        let _ = writeln!(out, "{}", line(row.each_ref().map(String::as_str)));
+    }
+    out
+}
+
+/// `text` cut to `max` characters, with an ellipsis when cut.
+fn shorten(text: &str, max: usize) -> String {
+    if text.chars().count() <= max {
+        text.to_string()
+    } else {
+        let mut cut: String = text.chars().take(max.saturating_sub(1)).collect();
+        cut.push('…');
+        cut
+    }
+}
+
+/// One column's figures in a line.
+fn column_summary(c: &ColumnProfile) -> String {
+    let num = |v: Option<f64>| v.map_or_else(|| "-".to_string(), |v| v.to_string());
+    let mut parts = Vec::new();
+    if let Some(n) = &c.numeric_stats {
+        parts.push(format!(
+            "min {} max {} mean {} median {}",
+            num(n.min),
+            num(n.max),
+            num(n.mean),
+            num(n.median)
+        ));
+        if n.zeros > 0 {
+            parts.push(format!("zeros {:.2} %", n.zeros_pct));
+        }
+    }
+    if let Some(s) = &c.string_stats {
+        if let (Some(lo), Some(hi)) = (s.min_length, s.max_length) {
+            parts.push(format!("length {lo}-{hi}"));
+        }
+        if !s.top_values.is_empty() {
+            let top: Vec<String> = s
+                .top_values
+                .iter()
+                .take(3)
+                .map(|t| format!("{} {:.2} %", shorten(&t.value, 24), t.pct))
+                .collect();
+            parts.push(format!("top {}", top.join(", ")));
+        }
+    }
+    if let Some(d) = &c.date_stats
+        && let (Some(a), Some(b)) = (&d.earliest, &d.latest)
+    {
+        parts.push(format!("{a} to {b}"));
+    }
+    if let Some(b) = &c.boolean_stats {
+        parts.push(format!(
+            "true {} false {} ({:.2} % true)",
+            b.true_count, b.false_count, b.true_pct
+        ));
+    }
+    for a in &c.alerts {
+        parts.push(format!("[{}]", a.kind));
+    }
+    parts.join("; ")
 }

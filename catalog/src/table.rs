@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::{Constraint, Constraints, DFSchema, ScalarValue, Statistics};
+use datafusion::common::{DFSchema, ScalarValue, Statistics};
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
@@ -160,12 +160,15 @@ pub struct ParquetTable {
     data: Arc<TableData>,
     schema: SchemaRef,
     partition_fields: Vec<FieldRef>,
-    constraints: Constraints,
     statistics: Statistics,
 }
 
 impl ParquetTable {
-    pub(crate) fn new(data: Arc<TableData>, primary_key: &[String]) -> Self {
+    /// Primary keys from `data_description.md` are metadata, not constraints DataFusion may
+    /// rely on: nothing guarantees their uniqueness (a full refresh takes the source's rows as
+    /// they are; duplicate keys are what the profiler reports). Declared to the optimizer, a
+    /// key would let it drop a `DISTINCT` over it and answer wrongly.
+    pub(crate) fn new(data: Arc<TableData>) -> Self {
         let partition_fields: Vec<FieldRef> = data
             .partition_keys
             .iter()
@@ -177,16 +180,6 @@ impl ParquetTable {
             fields,
             data.file_schema.metadata().clone(),
         ));
-        let pk_indices: Option<Vec<usize>> = primary_key
-            .iter()
-            .map(|c| schema.index_of(c).ok())
-            .collect();
-        let constraints = match pk_indices {
-            Some(idx) if !idx.is_empty() => {
-                Constraints::new_unverified(vec![Constraint::PrimaryKey(idx)])
-            }
-            _ => Constraints::default(),
-        };
         let statistics = Statistics::try_merge_iter(
             data.files.iter().filter_map(|f| f.statistics.as_deref()),
             &schema,
@@ -196,7 +189,6 @@ impl ParquetTable {
             data,
             schema,
             partition_fields,
-            constraints,
             statistics,
         }
     }
@@ -218,10 +210,6 @@ impl ParquetTable {
 impl TableProvider for ParquetTable {
     fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
-    }
-
-    fn constraints(&self) -> Option<&Constraints> {
-        Some(&self.constraints)
     }
 
     fn table_type(&self) -> TableType {
@@ -310,7 +298,6 @@ impl TableProvider for ParquetTable {
         let source = format.file_source(table_schema);
         let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), source)
             .with_file_groups(groups)
-            .with_constraints(self.constraints.clone())
             .with_statistics(statistics)
             .with_projection_indices(projection.cloned())?
             .with_limit(limit)

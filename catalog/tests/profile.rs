@@ -271,3 +271,43 @@ async fn duplicate_primary_keys_are_counted() {
     assert_eq!(p.sample_rows.len(), 5);
     assert_eq!(p.columns[0].sample_values, vec!["1", "2", "3"]);
 }
+
+#[tokio::test]
+async fn many_distinct_floats_with_nan_and_the_text_form() {
+    // DataFusion's grouped top-k panicked on this shape (NaN among more values than a LIMIT).
+    let mut values: Vec<Option<f64>> = (0..200).map(|i| Some(f64::from(i) / 4.0)).collect();
+    values[3] = Some(f64::NAN);
+    values[150] = Some(f64::NAN);
+    values[7] = None;
+    let p = profile(
+        vec![
+            (
+                "id",
+                Arc::new(Int64Array::from((0..200).collect::<Vec<i64>>())) as ArrayRef,
+            ),
+            ("f", Arc::new(Float64Array::from(values))),
+        ],
+        &["id"],
+    )
+    .await;
+    let f = &p.columns[1];
+    assert_eq!(f.null_count, 1);
+    // 197 finite distinct values and NaN
+    assert_eq!(f.unique_count, 198);
+    // the first distinct values of the first rows (NaN and NULL are not samples)
+    assert_eq!(f.sample_values, ["0.0", "0.25", "0.5", "1.0", "1.25"]);
+    let n = f.numeric_stats.as_ref().unwrap();
+    assert_eq!((n.min, n.max), (Some(0.0), Some(49.75)));
+    assert_eq!(n.histogram.counts.iter().sum::<u64>(), 197);
+
+    // The stored form reads back as the same profile.
+    let json = serde_json::to_string(&p).unwrap();
+    let back: TableProfile = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, p);
+
+    let text = dataport_catalog::profile::render_text("s.t", &p);
+    assert!(text.starts_with("s.t: 200 rows, 2 columns"), "{text}");
+    assert!(text.contains("id (key)"), "{text}");
+    assert!(text.contains("min 0 max 49.75"), "{text}");
+    assert!(text.contains("unique"), "{text}");
+}

@@ -152,12 +152,12 @@ fn read_password_line() -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn out(text: impl std::fmt::Display) -> anyhow::Result<()> {
+pub(crate) fn out(text: impl std::fmt::Display) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{text}").context("cannot write to standard output")
 }
 
-fn time(secs: i64) -> String {
+pub(crate) fn time(secs: i64) -> String {
     chrono::DateTime::from_timestamp(secs, 0)
         .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
         .unwrap_or_else(|| secs.to_string())

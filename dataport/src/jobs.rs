@@ -180,7 +180,7 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
     Ok(())
 }
 
-fn init_cli_logging(quiet: bool) {
+pub(crate) fn init_cli_logging(quiet: bool) {
     let level = if quiet { "warn" } else { "warn,dataport=info" };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod jobs;
+mod profile;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -62,6 +63,13 @@ enum Command {
         #[command(flatten)]
         args: jobs::SyncArgs,
     },
+    /// Print a table's profile, profile changed tables, or export every profile.
+    Profile {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(flatten)]
+        args: profile::ProfileArgs,
+    },
     /// Show the newest entries of the query audit log.
     Audit {
         #[command(flatten)]
@@ -82,5 +90,6 @@ fn main() -> anyhow::Result<()> {
         Command::Token { store, command } => admin::token(&store, command),
         Command::Audit { store, args } => admin::audit(&store, args),
         Command::Sync { store, args } => jobs::sync(&store, args),
+        Command::Profile { store, args } => profile::profile(&store, args),
     }
 }

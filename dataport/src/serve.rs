@@ -22,16 +22,16 @@ const LOGIN_ATTEMPTS_KEPT: i64 = 7 * 24 * 3600;
 /// computation; they are abandoned after it.
 const RUNTIME_SHUTDOWN: Duration = Duration::from_secs(5);
 
-/// Scale of the generated TPC-H demo dataset.
-const DEMO_SCALE: f64 = 0.1;
-
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
     #[command(flatten)]
     overrides: Overrides,
-    /// Generate a TPC-H (scale 0.1) demo dataset in the data dir on first start.
+    /// Generate a TPC-H demo dataset in the data dir on first start.
     #[arg(long)]
     demo: bool,
+    /// TPC-H scale factor of the demo dataset (1 is about 6M lineitem rows, 250 MB of Parquet)
+    #[arg(long, default_value_t = 0.1, requires = "demo", value_name = "SF")]
+    demo_scale: f64,
 }
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
@@ -42,7 +42,7 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("dataport")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config, args.demo));
+    let result = runtime.block_on(serve(config, args.demo.then_some(args.demo_scale)));
     // A cancelled query may still be inside one long CPU-bound step; don't wait for it.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result
@@ -62,20 +62,23 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
-async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
+/// `demo`: the scale of the demo dataset to make sure of, if any.
+async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let addresses = data_dir.join("run").join("addresses.json");
     remove_if_exists(&addresses)?;
 
-    if demo {
+    if let Some(scale) = demo {
+        if !(scale.is_finite() && scale > 0.0) {
+            anyhow::bail!("--demo-scale must be a positive number, not {scale}");
+        }
         let dir = data_dir.clone();
-        let outcome =
-            tokio::task::spawn_blocking(move || dataport_demo::ensure_tpch(&dir, DEMO_SCALE))
-                .await
-                .context("demo generation task failed")?
-                .context("cannot generate the demo dataset")?;
+        let outcome = tokio::task::spawn_blocking(move || dataport_demo::ensure_tpch(&dir, scale))
+            .await
+            .context("demo generation task failed")?
+            .context("cannot generate the demo dataset")?;
         match outcome {
             dataport_demo::DemoOutcome::Reused => {
                 tracing::info!("demo dataset found (schema tpch); reusing it")
@@ -84,7 +87,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
                 rows = report.total_rows(),
                 bytes = report.total_bytes(),
                 elapsed_ms = report.elapsed.as_millis() as u64,
-                "demo dataset generated (TPC-H scale {DEMO_SCALE} as schema tpch)"
+                "demo dataset generated (TPC-H scale {scale} as schema tpch)"
             ),
         }
     }
@@ -95,7 +98,7 @@ async fn serve(config: Config, demo: bool) -> anyhow::Result<()> {
     if let Err(e) = store.prune(now - LOGIN_ATTEMPTS_KEPT, now) {
         tracing::warn!(error = %e, "cannot prune old login attempts");
     }
-    crate::admin::bootstrap(&config, &Accounts::new(Arc::clone(&store)), demo)
+    crate::admin::bootstrap(&config, &Accounts::new(Arc::clone(&store)), demo.is_some())
         .context("cannot create the first accounts")?;
     let audit = store.audit_log().context("cannot start the audit log")?;
     let auth = Authenticator::new(

@@ -494,6 +494,13 @@ async fn sync_on_the_command_line_and_as_a_server_job() {
     assert_eq!(status, 200, "{profile}");
     assert_eq!(profile["profile"]["row_count"], 50, "{profile}");
     assert_eq!(profile["stale"], false);
+    // `last_sync` is the sync state's, as RFC 3339.
+    let last_sync = profile["profile"]["last_sync"].as_str().unwrap_or_default();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(last_sync)
+            .is_ok_and(|t| { (chrono::Utc::now().timestamp() - t.timestamp()).abs() < 600 }),
+        "{profile}"
+    );
     let (status, _) = server.post("/api/v1/jobs/nope/run", &server.token).await;
     assert_eq!(status, 404);
     let (status, _) = server

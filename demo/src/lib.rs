@@ -129,15 +129,20 @@ pub fn description_path(data_dir: &Path) -> PathBuf {
     data_dir.join("docs").join("data_description.md")
 }
 
+fn marker_text(scale: f64) -> String {
+    format!("scale = {scale}\n")
+}
+
 /// Makes sure the demo dataset exists.
 ///
-/// Returns [`DemoOutcome::Reused`] when the completion marker and all eight Parquet files are
-/// present. Otherwise removes any stale marker, runs [`generate_tpch`] (overwriting existing
+/// Returns [`DemoOutcome::Reused`] when the completion marker (of this scale) and all eight
+/// Parquet files are present. Otherwise removes any stale marker, runs [`generate_tpch`] (overwriting existing
 /// files) and writes the marker last, so an interrupted run is redone next time.
 pub fn ensure_tpch(data_dir: &Path, scale: f64) -> Result<DemoOutcome, DemoError> {
     let dir = tpch_dir(data_dir);
     let marker = dir.join(DEMO_MARKER);
-    let complete = marker.is_file()
+    // the marker names the scale: a different scale regenerates
+    let complete = fs::read_to_string(&marker).is_ok_and(|m| m == marker_text(scale))
         && TPCH_TABLES
             .iter()
             .all(|t| dir.join(format!("{t}.parquet")).is_file());
@@ -156,7 +161,7 @@ pub fn ensure_tpch(data_dir: &Path, scale: f64) -> Result<DemoOutcome, DemoError
         }
     }
     let report = generate_tpch(data_dir, scale)?;
-    write_bytes_atomic(&marker, format!("scale = {scale}\n").as_bytes())?;
+    write_bytes_atomic(&marker, marker_text(scale).as_bytes())?;
     Ok(DemoOutcome::Generated(report))
 }
 

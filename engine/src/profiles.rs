@@ -8,10 +8,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use dataport_catalog::profile::{ProfileContext, ProfileOptions, RelatedTable, profile_table};
-use dataport_catalog::{CatalogSnapshot, CatalogTable, SnapshotCatalogProvider, TableAccess};
+use dataport_catalog::profile::{
+    ProfileContext, ProfileOptions, RelatedTable, TableProfile, profile_table,
+};
+use dataport_catalog::{
+    CatalogSnapshot, CatalogTable, ResolvedForeignKey, SnapshotCatalogProvider, TableAccess,
+};
 use dataport_state::{StateStore, StoredProfile};
 use serde::Serialize;
+
+/// The `version` of the `profiles.json` export (the seed's format).
+pub const EXPORT_VERSION: &str = "1.0";
 
 /// Restricted profiles kept in memory.
 const RESTRICTED_CACHE: usize = 256;
@@ -33,12 +40,58 @@ pub struct ServedProfile {
     pub data_version: String,
     /// Seconds since the epoch.
     pub computed_at: i64,
+    /// How long computing it took.
+    pub duration_ms: u64,
     /// It describes an older version of the table (recomputing failed).
     pub stale: bool,
     pub error: Option<String>,
     /// Computed for the caller's restricted view of the table.
     pub restricted: bool,
-    pub profile: serde_json::Value,
+    pub profile: TableProfile,
+}
+
+/// A profile in a few figures, for catalog listings.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ProfileSummary {
+    /// Seconds since the epoch.
+    pub computed_at: i64,
+    pub stale: bool,
+    pub row_count: u64,
+    pub column_count: u64,
+    pub avg_completeness: f64,
+    pub missing_cells_pct: f64,
+    pub duplicate_rows: u64,
+    /// How many alerts of each type the table's columns raise.
+    pub alerts: std::collections::BTreeMap<String, u64>,
+}
+
+impl ProfileSummary {
+    fn of(p: &ServedProfile) -> Self {
+        let mut alerts = std::collections::BTreeMap::new();
+        for a in &p.profile.alerts {
+            *alerts.entry(a.kind.clone()).or_insert(0) += 1;
+        }
+        Self {
+            computed_at: p.computed_at,
+            stale: p.stale,
+            row_count: p.profile.row_count,
+            column_count: p.profile.column_count,
+            avg_completeness: p.profile.avg_completeness,
+            missing_cells_pct: p.profile.missing_cells_pct,
+            duplicate_rows: p.profile.duplicate_rows,
+            alerts,
+        }
+    }
+}
+
+/// Every profile a caller may see, in the seed's `profiles.json` shape.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProfilesExport {
+    /// RFC 3339, UTC.
+    pub generated_at: String,
+    pub version: &'static str,
+    /// By qualified table name (`schema.table`).
+    pub tables: std::collections::BTreeMap<String, TableProfile>,
 }
 
 /// What a profiling run did.
@@ -114,16 +167,29 @@ impl Profiler {
         if let Some(p) = self.stored(table)?
             && p.data_version == version
         {
-            return Ok(served(p, false));
+            return Ok(p);
         }
-        self.compute_and_store(snapshot, table, &version).await?;
-        match self.stored(table)? {
-            Some(p) => Ok(served(p, false)),
-            None => Err(ProfileError::Failed {
+        let computed = self.compute_and_store(snapshot, table, &version).await;
+        match (computed, self.stored(table)?) {
+            // a failure keeps the last profile, marked stale
+            (_, Some(p)) => Ok(p),
+            (Err(e), None) => Err(e),
+            (Ok(()), None) => Err(ProfileError::Failed {
                 table: table.qualified_name(),
                 message: "the profile was not stored".into(),
             }),
         }
+    }
+
+    /// Computes the table's full profile now even if the stored one is current (after a
+    /// change of the profiler, or to time it), and stores it.
+    pub async fn recompute(
+        &self,
+        snapshot: &CatalogSnapshot,
+        table: &Arc<CatalogTable>,
+    ) -> Result<(), ProfileError> {
+        self.compute_and_store(snapshot, table, &data_version(table))
+            .await
     }
 
     /// The profile `view`'s caller may see: the full one, or one computed over their
@@ -133,12 +199,68 @@ impl Profiler {
         view: &SnapshotCatalogProvider,
         table: &Arc<CatalogTable>,
     ) -> Result<ServedProfile, ProfileError> {
+        let mut served = self.unpersonalised(view, table).await?;
+        served.profile.related_tables = related_tables(view.snapshot(), table, &|owner, fk| {
+            view.resolve(Some(owner.schema_name()), owner.name())
+                .is_ok()
+                && view.foreign_key_visible(owner, fk)
+        });
+        served.profile.last_sync = self.last_sync(table);
+        Ok(served)
+    }
+
+    /// The table's summary for `view`'s caller, if there is a profile to summarise: the
+    /// stored one, or for a restricted grant one already computed for it (listings never
+    /// compute).
+    pub fn summary(
+        &self,
+        view: &SnapshotCatalogProvider,
+        table: &CatalogTable,
+    ) -> Option<ProfileSummary> {
+        let served = match view.access(table) {
+            TableAccess::Full => self.stored(table).ok().flatten()?,
+            TableAccess::Restricted { .. } => {
+                self.cached(&restricted_key(table, &view.access(table)))?
+            }
+            TableAccess::Denied => return None,
+        };
+        Some(ProfileSummary::of(&served))
+    }
+
+    /// Every profile `view`'s caller may see, computing those that are missing or out of date.
+    /// A table whose profile can't be produced is left out (and logged).
+    pub async fn export(&self, view: &SnapshotCatalogProvider) -> ProfilesExport {
+        let mut tables = std::collections::BTreeMap::new();
+        for table in view.tables() {
+            match self.for_caller(view, table).await {
+                Ok(p) => {
+                    tables.insert(table.qualified_name(), p.profile);
+                }
+                Err(e) => {
+                    tracing::warn!(table = %table.qualified_name(), error = %e, "profile left out of the export");
+                }
+            }
+        }
+        ProfilesExport {
+            generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            version: EXPORT_VERSION,
+            tables,
+        }
+    }
+
+    /// The profile for the caller's rows and columns, before the catalog facts that depend on
+    /// what else the caller may see (related tables) and the sync state are filled in.
+    async fn unpersonalised(
+        &self,
+        view: &SnapshotCatalogProvider,
+        table: &Arc<CatalogTable>,
+    ) -> Result<ServedProfile, ProfileError> {
         let access = view.access(table);
         let TableAccess::Restricted { .. } = &access else {
             return self.full(view.snapshot(), table).await;
         };
         let version = data_version(table);
-        let key = format!("{}|{version}|{access:?}", table.qualified_name());
+        let key = restricted_key(table, &access);
         if let Some(p) = self.cached(&key) {
             return Ok(p);
         }
@@ -146,19 +268,13 @@ impl Profiler {
             table: table.qualified_name(),
             message: e.to_string(),
         })?;
-        let visible = view.visible_schema(table);
-        let mut context = context_of(view.snapshot(), table);
+        let mut context = self.context_of(view.snapshot(), table);
         context.primary_key = view.primary_key(table);
         context.file_size_bytes = 0;
-        context.related_tables.retain(|r| {
-            visible.field_with_name(&r.join_column).is_ok()
-                && view
-                    .foreign_keys(table)
-                    .iter()
-                    .any(|fk| fk.columns.contains(&r.join_column))
-                || r.direction == "has_many" && visible.field_with_name(&r.join_column).is_ok()
-        });
+        // filled in per caller by `for_caller`
+        context.related_tables.clear();
         let _one = self.running.lock().await;
+        let started = Instant::now();
         let profile = profile_table(provider, &context, &self.options)
             .await
             .map_err(|e| ProfileError::Failed {
@@ -170,10 +286,11 @@ impl Profiler {
             table: table.name().to_string(),
             data_version: version,
             computed_at: chrono::Utc::now().timestamp(),
+            duration_ms: started.elapsed().as_millis() as u64,
             stale: false,
             error: None,
             restricted: true,
-            profile: serde_json::to_value(&profile).unwrap_or_default(),
+            profile,
         };
         let mut cache = self.restricted.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() >= RESTRICTED_CACHE {
@@ -188,8 +305,26 @@ impl Profiler {
         cache.get(key).cloned()
     }
 
-    fn stored(&self, table: &CatalogTable) -> Result<Option<StoredProfile>, ProfileError> {
-        Ok(self.state.profile(table.schema_name(), table.name())?)
+    /// The stored profile; one that no longer parses (written by another version) counts as
+    /// missing and is recomputed.
+    fn stored(&self, table: &CatalogTable) -> Result<Option<ServedProfile>, ProfileError> {
+        Ok(self
+            .state
+            .profile(table.schema_name(), table.name())?
+            .and_then(served))
+    }
+
+    /// When the table was last synced, as RFC 3339.
+    fn last_sync(&self, table: &CatalogTable) -> Option<String> {
+        match self.state.last_sync_of(table.schema_name(), table.name()) {
+            Ok(t) => t
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the sync state");
+                None
+            }
+        }
     }
 
     /// Profiles every table whose data changed since its stored profile.
@@ -224,7 +359,7 @@ impl Profiler {
     ) -> Result<(), ProfileError> {
         let _one = self.running.lock().await;
         let started = Instant::now();
-        let context = context_of(snapshot, table);
+        let context = self.context_of(snapshot, table);
         let result = profile_table(
             table.provider() as Arc<dyn datafusion::catalog::TableProvider>,
             &context,
@@ -264,24 +399,40 @@ impl Profiler {
     }
 }
 
-fn served(p: StoredProfile, restricted: bool) -> ServedProfile {
-    ServedProfile {
+fn served(p: StoredProfile) -> Option<ServedProfile> {
+    let profile = serde_json::from_str(&p.profile).ok()?;
+    Some(ServedProfile {
         schema: p.schema_name,
         table: p.table_name,
         data_version: p.data_version,
         computed_at: p.computed_at,
+        duration_ms: p.duration_ms,
         stale: p.stale,
         error: p.error,
-        restricted,
-        profile: serde_json::from_str(&p.profile).unwrap_or_default(),
-    }
+        restricted: false,
+        profile,
+    })
 }
 
-/// What the catalog knows about a table, for its profile.
-fn context_of(snapshot: &CatalogSnapshot, table: &CatalogTable) -> ProfileContext {
+fn restricted_key(table: &CatalogTable, access: &TableAccess) -> String {
+    format!(
+        "{}|{}|{access:?}",
+        table.qualified_name(),
+        data_version(table)
+    )
+}
+
+/// The joins of `table` to other tables from foreign keys either way, of the keys `visible`
+/// lets through (given the table that holds the key).
+fn related_tables(
+    snapshot: &CatalogSnapshot,
+    table: &CatalogTable,
+    visible: &dyn Fn(&CatalogTable, &ResolvedForeignKey) -> bool,
+) -> Vec<RelatedTable> {
     let mut related: Vec<RelatedTable> = table
         .foreign_keys()
         .iter()
+        .filter(|fk| visible(table, fk))
         .map(|fk| RelatedTable {
             table: format!("{}.{}", fk.references.schema, fk.references.table),
             join_column: fk.columns.join(", "),
@@ -292,7 +443,10 @@ fn context_of(snapshot: &CatalogSnapshot, table: &CatalogTable) -> ProfileContex
         .collect();
     for other in snapshot.tables() {
         for fk in other.foreign_keys() {
-            if fk.references.schema == table.schema_name() && fk.references.table == table.name() {
+            if fk.references.schema == table.schema_name()
+                && fk.references.table == table.name()
+                && visible(other, fk)
+            {
                 related.push(RelatedTable {
                     table: other.qualified_name(),
                     join_column: fk.references.columns.join(", "),
@@ -303,20 +457,27 @@ fn context_of(snapshot: &CatalogSnapshot, table: &CatalogTable) -> ProfileContex
             }
         }
     }
-    ProfileContext {
-        table_id: table
-            .meta()
-            .map(|m| m.id.clone())
-            .unwrap_or_else(|| table.qualified_name()),
-        description: table.description().map(str::to_string),
-        primary_key: table.primary_key().to_vec(),
-        sync_strategy: table
-            .meta()
-            .and_then(|m| m.sync_strategy)
-            .and_then(|s| serde_json::to_value(s).ok())
-            .and_then(|v| v.as_str().map(str::to_string)),
-        file_size_bytes: table.size_bytes(),
-        last_sync: None,
-        related_tables: related,
+    related
+}
+
+impl Profiler {
+    /// What the catalog and the sync state know about a table, for its full profile.
+    fn context_of(&self, snapshot: &CatalogSnapshot, table: &CatalogTable) -> ProfileContext {
+        ProfileContext {
+            table_id: table
+                .meta()
+                .map(|m| m.id.clone())
+                .unwrap_or_else(|| table.qualified_name()),
+            description: table.description().map(str::to_string),
+            primary_key: table.primary_key().to_vec(),
+            sync_strategy: table
+                .meta()
+                .and_then(|m| m.sync_strategy)
+                .and_then(|s| serde_json::to_value(s).ok())
+                .and_then(|v| v.as_str().map(str::to_string)),
+            file_size_bytes: table.size_bytes(),
+            last_sync: self.last_sync(table),
+            related_tables: related_tables(snapshot, table, &|_, _| true),
+        }
     }
 }

@@ -175,6 +175,17 @@ impl StateStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// When the catalog table `schema.table` was last synced successfully (seconds since the
+    /// epoch), by whichever source writes it.
+    pub fn last_sync_of(&self, schema: &str, table: &str) -> Result<Option<i64>> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT max(last_sync) FROM sync_state WHERE schema_name = ?1 AND table_name = ?2",
+            [schema, table],
+            |r| r.get(0),
+        )?)
+    }
+
     /// Forget a table's sync state (the next sync starts from scratch).
     pub fn forget_sync(&self, source: &str, table_id: &str) -> Result<bool> {
         let conn = self.lock();
@@ -285,6 +296,8 @@ mod tests {
         assert_eq!(got.outcome, "error");
         assert_eq!(got.error.as_deref(), Some("boom"));
         assert_eq!(store.sync_states(Some("kbc")).unwrap().len(), 1);
+        assert_eq!(store.last_sync_of("sales", "orders").unwrap(), Some(50));
+        assert_eq!(store.last_sync_of("sales", "other").unwrap(), None);
         assert!(store.sync_states(Some("other")).unwrap().is_empty());
         assert!(store.forget_sync("kbc", "in.c-crm.orders").unwrap());
         assert!(

@@ -818,6 +818,88 @@ def test_grant_alone_gives_only_the_granted_table(server, eu, eu_expected):
     assert_error(denied, 404, "not_found")
 
 
+def profile_of(session: requests.Session, srv, table: str) -> dict:
+    r = session.get(srv.url(f"/api/v1/catalog/{table.replace('.', '/')}/profile"), timeout=300)
+    assert r.status_code == 200, r.text[:500]
+    return r.json()
+
+
+def test_profile_of_a_restricted_share(server, eu, eu_expected, customer_columns):
+    """The row filter and hidden columns apply to the profile: it describes the caller's rows
+    and columns only; the listing then summarises that profile, and the administrator's is
+    unchanged."""
+    visible = [c for c in customer_columns if c not in EU_HIDDEN]
+    served = profile_of(eu.http, server, PRIVATE_TABLE)
+    p = served["profile"]
+    assert served["restricted"] is True and served["stale"] is False, served
+    assert p["row_count"] == eu_expected["count"], p["row_count"]
+    assert [c["name"] for c in p["columns"]] == visible
+    assert p["column_count"] == len(visible)
+    assert p["file_size_mb"] == 0, "a filtered share does not reveal the table's size"
+    text = json.dumps(served)
+    for col in EU_HIDDEN:
+        assert col not in text, f"the hidden column {col} is in the profile"
+    cols = {c["name"]: c for c in p["columns"]}
+    nation = cols["c_nationkey"]
+    assert nation["unique_count"] == 1, nation
+    assert nation["numeric_stats"]["min"] == nation["numeric_stats"]["max"] == 7
+    assert "constant" in [a["type"] for a in nation["alerts"]], nation["alerts"]
+    key = cols["c_custkey"]
+    assert key["unique_count"] == eu_expected["count"]
+    assert (key["numeric_stats"]["min"], key["numeric_stats"]["max"]) == \
+        (eu_expected["keys"][0], eu_expected["keys"][-1])
+    assert p["sample_rows"], p
+    for row in p["sample_rows"]:
+        assert set(row) == set(visible) and row["c_nationkey"] == "7", row
+
+    # the administrator's profile is of the whole table
+    full = profile_of(server.session, server, PRIVATE_TABLE)
+    assert full["restricted"] is False
+    assert full["profile"]["row_count"] == 15000
+    assert {c["name"] for c in full["profile"]["columns"]} == set(customer_columns)
+    assert cols["c_nationkey"] != {c["name"]: c for c in full["profile"]["columns"]}["c_nationkey"]
+
+    # the listing summarises the caller's own profile (computed above), not the whole table's
+    t = eu.http.get(server.url(f"/api/v1/catalog/{SCHEMA}/{HIDDEN}"), timeout=60).json()
+    assert t["profile"]["row_count"] == eu_expected["count"], t["profile"]
+    assert t["profile"]["alerts"].get("constant", 0) >= 1, t["profile"]
+    admin_t = server.get(f"/api/v1/catalog/{SCHEMA}/{HIDDEN}").json()
+    assert admin_t["profile"]["row_count"] == 15000, admin_t["profile"]
+
+    # the export holds only what the caller may read, as the caller sees it
+    export = eu.http_only.get(server.url("/api/v1/catalog/profiles.json"), timeout=300).json()
+    assert export["version"] == "1.0" and set(export) == {"generated_at", "version", "tables"}
+    assert set(export["tables"]) == {PRIVATE_TABLE}
+    only = export["tables"][PRIVATE_TABLE]
+    assert only["row_count"] == eu_expected["count"]
+    assert [c["name"] for c in only["columns"]] == visible
+    # the group alone can't read nation: no join to it is named
+    assert only["related_tables"] == [], only["related_tables"]
+
+
+def test_profile_related_tables_name_only_readable_tables(server, http_as):
+    """`related_tables` comes from foreign keys either way; a key into or from a table the
+    caller can't read is left out, in the profile, the listing and the export."""
+    def related(user: str) -> set[tuple]:
+        p = profile_of(http_as[user], server, "tpch.nation")["profile"]
+        return {(r["table"], r["direction"]) for r in p["related_tables"]}
+
+    assert related("insider") == {("tpch.region", "belongs_to"), ("tpch.customer", "has_many"),
+                                  ("tpch.supplier", "has_many")}
+    assert related("admin") == related("insider")
+    assert related("analyst") == {("tpch.region", "belongs_to"), ("tpch.supplier", "has_many")}
+    orders = profile_of(http_as["analyst"], server, "tpch.orders")["profile"]
+    assert [r["table"] for r in orders["related_tables"]] == ["tpch.lineitem"], orders["related_tables"]
+    export = http_as["analyst"].get(server.url("/api/v1/catalog/profiles.json"), timeout=600)
+    assert export.status_code == 200, export.text[:300]
+    assert PRIVATE_TABLE not in export.json()["tables"]
+    for name in (PRIVATE_TABLE, "c_custkey"):
+        assert name not in json.dumps(export.json()), f"the export names {name}"
+    assert len(export.json()["tables"]) == len(TPCH_TABLES) - 1
+    catalog = http_as["analyst"].get(server.url("/api/v1/catalog"), timeout=60).json()
+    assert PRIVATE_TABLE not in json.dumps(catalog) and "c_custkey" not in json.dumps(catalog)
+
+
 def test_restricted_share_over_adbc_and_flight(server, eu, eu_expected, customer_columns):
     visible = [c for c in customer_columns if c not in EU_HIDDEN]
     conn = adbc_connect(server.flight, eu.user, eu.password)

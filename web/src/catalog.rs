@@ -1,9 +1,12 @@
-//! `GET /api/v1/catalog`, `GET /api/v1/catalog/{schema}/{table}`, `POST /api/v1/catalog/refresh`.
+//! `GET /api/v1/catalog`, `GET /api/v1/catalog/{schema}/{table}`, the table profiles
+//! (`…/{schema}/{table}/profile`, `GET /api/v1/catalog/profiles.json`) and
+//! `POST /api/v1/catalog/refresh`.
 
 use axum::Json;
 use axum::extract::{Path, State};
 use dataport_catalog::{CatalogTable, ResolvedForeignKey, SnapshotCatalogProvider};
 use dataport_engine::ErrorKind;
+use dataport_engine::profiles::{ProfileSummary, ProfilesExport, ServedProfile};
 use serde::Serialize;
 
 use crate::auth::{Admin, Caller};
@@ -37,6 +40,9 @@ pub(crate) struct TableBody {
     private: bool,
     sync_strategy: Option<dataport_catalog::description::SyncStrategy>,
     dataset: Option<String>,
+    /// The table's profile in a few figures, when one has been computed (for a restricted
+    /// grant: computed for that grant, on the first request of its profile).
+    profile: Option<ProfileSummary>,
 }
 
 #[derive(Serialize)]
@@ -50,7 +56,7 @@ struct ColumnBody {
 
 /// A table as the caller sees it: hidden columns, keys into tables they can't read, and
 /// (for a row-filtered share) the whole table's size and row count are left out.
-fn table_body(view: &SnapshotCatalogProvider, t: &CatalogTable) -> TableBody {
+fn table_body(state: &AppState, view: &SnapshotCatalogProvider, t: &CatalogTable) -> TableBody {
     let schema = view.visible_schema(t);
     let restricted = view.is_restricted(t);
     TableBody {
@@ -81,6 +87,7 @@ fn table_body(view: &SnapshotCatalogProvider, t: &CatalogTable) -> TableBody {
         private: t.is_private(),
         sync_strategy: t.meta().and_then(|m| m.sync_strategy),
         dataset: t.meta().and_then(|m| m.dataset.clone()),
+        profile: state.profiler.summary(view, t),
     }
 }
 
@@ -95,10 +102,10 @@ pub(crate) async fn get_catalog(
     let mut schemas: Vec<SchemaBody> = Vec::new();
     for t in view.tables() {
         match schemas.last_mut() {
-            Some(s) if s.name == t.schema_name() => s.tables.push(table_body(&view, t)),
+            Some(s) if s.name == t.schema_name() => s.tables.push(table_body(&state, &view, t)),
             _ => schemas.push(SchemaBody {
                 name: t.schema_name().to_string(),
-                tables: vec![table_body(&view, t)],
+                tables: vec![table_body(&state, &view, t)],
             }),
         }
     }
@@ -119,7 +126,7 @@ pub(crate) async fn get_table(
         .engine
         .catalog_view(&request_context(&principal, &request_id));
     view.resolve(Some(&schema), &table)
-        .map(|t| Json(table_body(&view, &t)))
+        .map(|t| Json(table_body(&state, &view, &t)))
         .map_err(|e| ApiError::of_kind(e.kind(), e.to_string()).with_request_id(&request_id))
 }
 
@@ -130,7 +137,7 @@ pub(crate) async fn get_profile(
     RequestId(request_id): RequestId,
     Caller(principal): Caller,
     Path((schema, table)): Path<(String, String)>,
-) -> Result<Json<dataport_engine::profiles::ServedProfile>, ApiError> {
+) -> Result<Json<ServedProfile>, ApiError> {
     let view = state
         .engine
         .catalog_view(&request_context(&principal, &request_id));
@@ -146,6 +153,19 @@ pub(crate) async fn get_profile(
             tracing::warn!(error = %e, "profile failed");
             ApiError::of_kind(ErrorKind::Internal, e.to_string()).with_request_id(&request_id)
         })
+}
+
+/// `GET /api/v1/catalog/profiles.json`: every profile the caller may see, in the seed's
+/// `profiles.json` shape (missing or outdated ones are computed first).
+pub(crate) async fn get_profiles_export(
+    State(state): State<AppState>,
+    RequestId(request_id): RequestId,
+    Caller(principal): Caller,
+) -> Json<ProfilesExport> {
+    let view = state
+        .engine
+        .catalog_view(&request_context(&principal, &request_id));
+    Json(state.profiler.export(&view).await)
 }
 
 pub(crate) async fn post_refresh(

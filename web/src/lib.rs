@@ -102,6 +102,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/query", post(query::post_query))
         .route("/api/v1/catalog", get(catalog::get_catalog))
         .route("/api/v1/catalog/refresh", post(catalog::post_refresh))
+        .route(
+            "/api/v1/catalog/profiles.json",
+            get(catalog::get_profiles_export),
+        )
         .route("/api/v1/catalog/{schema}/{table}", get(catalog::get_table))
         .route(
             "/api/v1/catalog/{schema}/{table}/profile",

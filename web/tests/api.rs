@@ -284,4 +284,36 @@ async fn table_profiles_are_computed_once_and_served() {
     assert_eq!(second["data_version"], first["data_version"]);
     let missing = s.get("/api/v1/catalog/tpch/nope/profile").await;
     assert_eq!(missing.status(), 404);
+
+    // The listing summarises the stored profile.
+    let table: Value = s
+        .get("/api/v1/catalog/tpch/nation")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let summary = &table["profile"];
+    assert_eq!(summary["row_count"], 25, "{table}");
+    assert_eq!(summary["computed_at"], first["computed_at"]);
+    assert_eq!(summary["alerts"]["unique"], 3, "{summary}");
+    assert_eq!(summary["stale"], false);
+
+    // The export has every table in the seed's shape, nation's profile unchanged.
+    let export: Value = s
+        .get("/api/v1/catalog/profiles.json")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(export["version"], "1.0");
+    assert!(export["generated_at"].as_str().unwrap().ends_with('Z'));
+    let tables = export["tables"].as_object().unwrap();
+    assert_eq!(tables.len(), 8, "{:?}", tables.keys());
+    assert_eq!(tables["tpch.nation"], first["profile"]);
+    assert_eq!(tables["tpch.lineitem"]["row_count"], 60175);
+    // ...and now the listing summarises every table.
+    let catalog: Value = s.get("/api/v1/catalog").await.json().await.unwrap();
+    for t in catalog["schemas"][0]["tables"].as_array().unwrap() {
+        assert!(t["profile"]["row_count"].is_u64(), "{t}");
+    }
 }
