@@ -116,8 +116,11 @@ async fn a_declared_primary_key_is_not_trusted_by_queries() {
     std::fs::create_dir_all(dir.path().join("docs")).unwrap();
     std::fs::write(dir.path().join("docs/data_description.md"), DESCRIPTION).unwrap();
     let catalog = open(dir.path()).await;
-    let orders = catalog.snapshot().table("sales", "orders").unwrap().clone();
-    assert_eq!(orders.primary_key(), ["id"]);
+    let snapshot = catalog.snapshot();
+    assert_eq!(
+        snapshot.table("sales", "orders").unwrap().primary_key(),
+        ["id"]
+    );
     // A key the optimizer trusted would let it drop this DISTINCT and count 3.
     let out = sql(
         &catalog,
