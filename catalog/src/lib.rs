@@ -30,6 +30,8 @@ pub use error::{CatalogError, ErrorKind, Result};
 pub use provider::{
     CATALOG_NAME, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider, TableAccess, TableFilter,
 };
-pub use snapshot::{CatalogIssue, CatalogSnapshot, CatalogTable, ResolvedForeignKey, TableRef};
+pub use snapshot::{
+    CatalogIssue, CatalogSnapshot, CatalogTable, ResolvedForeignKey, SnapshotFile, TableRef,
+};
 pub use table::ParquetTable;
 pub use watch::spawn_refresher;

@@ -37,6 +37,19 @@ pub struct ResolvedForeignKey {
     pub description: Option<String>,
 }
 
+/// One file of a table in a snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct SnapshotFile<'a> {
+    /// Where the file lives (under the data dir's `parquet/`).
+    pub path: &'a Path,
+    /// Where to read the snapshot's bytes of it: a pinned link, or `path` itself.
+    pub read_from: &'a Path,
+    pub size: u64,
+    pub modified: SystemTime,
+    /// Values of the table's hive partition keys for this file, in key order.
+    pub partition_values: &'a [String],
+}
+
 /// One table of a snapshot.
 #[derive(Debug)]
 pub struct CatalogTable {
@@ -108,6 +121,21 @@ impl CatalogTable {
             .scanned
             .iter()
             .map(|f| (f.path.as_path(), f.size, f.modified))
+    }
+    /// The files of this snapshot's version of the table, with where to read their bytes
+    /// (which stay the same while the snapshot lives, even if a writer replaces the file).
+    pub fn snapshot_files(&self) -> impl Iterator<Item = SnapshotFile<'_>> {
+        self.data
+            .scanned
+            .iter()
+            .zip(&self.data.read_from)
+            .map(|(f, read_from)| SnapshotFile {
+                path: f.path.as_path(),
+                read_from: read_from.as_path(),
+                size: f.size,
+                modified: f.modified,
+                partition_values: &f.partition_values,
+            })
     }
     /// Metadata from `data_description.md`, if the table is described.
     pub fn meta(&self) -> Option<&TableMeta> {

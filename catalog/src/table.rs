@@ -36,6 +36,9 @@ pub(crate) struct TableData {
     pub(crate) files: Vec<PartitionedFile>,
     pub(crate) rows: Option<u64>,
     pub(crate) bytes: u64,
+    /// Where this data's bytes are read from, one per scanned file: its pinned link, or the
+    /// file itself where it could not be linked.
+    pub(crate) read_from: Vec<PathBuf>,
     /// Keeps the files queries read (hard links) alive as long as this data is in use.
     _pins: crate::pin::Pins,
 }
@@ -129,6 +132,7 @@ impl TableData {
             files,
             rows,
             bytes: table.files.iter().map(|f| f.size).sum(),
+            read_from: pinned.into_iter().map(|p| p.path).collect(),
             _pins: pins,
         })
     }

@@ -88,6 +88,44 @@ pub struct WrittenFile {
     pub rows: u64,
     /// Size of the file in bytes.
     pub bytes: u64,
+    /// SHA-256 of the file's bytes (lowercase hex), computed while writing.
+    pub sha256: String,
+}
+
+/// A file that hashes (SHA-256) what is written to it.
+struct HashingFile {
+    file: File,
+    hasher: sha2::Sha256,
+}
+
+impl io::Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        use sha2::Digest as _;
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// SHA-256 of a file's bytes (lowercase hex), read in 1 MiB blocks.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    use sha2::Digest as _;
+    use std::io::Read as _;
+    let mut file = File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
 }
 
 /// Atomically replaces `path` with `bytes`.
@@ -120,7 +158,7 @@ pub struct ParquetFileWriter {
     dir: PathBuf,
     /// Declared before `temp` so the file handle is closed before the temporary file is removed
     /// on drop.
-    writer: ArrowWriter<File>,
+    writer: ArrowWriter<HashingFile>,
     /// Removes the temporary file on drop unless it was renamed into place.
     temp: TempGuard,
     rows: u64,
@@ -145,6 +183,10 @@ impl ParquetFileWriter {
         })?;
         let (dir, temp, file) = create_temp(path)?;
         // On error `temp` is dropped here and removes the temporary file.
+        let file = HashingFile {
+            file,
+            hasher: sha2::Sha256::default(),
+        };
         let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| {
             WriteError::Parquet {
                 path: path.to_path_buf(),
@@ -192,6 +234,7 @@ impl ParquetFileWriter {
             path: staged.dest.clone(),
             rows: staged.rows,
             bytes: staged.bytes,
+            sha256: staged.sha256.clone(),
         })
     }
 }
@@ -212,7 +255,12 @@ impl ParquetFileWriter {
             path: path.clone(),
             source,
         })?;
-        let file = writer.inner();
+        let hashing = writer.inner();
+        let sha256 = {
+            use sha2::Digest as _;
+            hex::encode(hashing.hasher.clone().finalize())
+        };
+        let file = &hashing.file;
         file.sync_all().map_err(|source| WriteError::Sync {
             path: temp.path.clone(),
             source,
@@ -232,6 +280,7 @@ impl ParquetFileWriter {
             dir,
             rows,
             bytes,
+            sha256,
         })
     }
 }
@@ -246,9 +295,15 @@ pub struct StagedFile {
     dir: PathBuf,
     rows: u64,
     bytes: u64,
+    sha256: String,
 }
 
 impl StagedFile {
+    /// SHA-256 of the file's bytes (lowercase hex).
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
     /// Where the file will appear.
     pub fn dest(&self) -> &Path {
         &self.dest

@@ -337,6 +337,18 @@ async fn sync_one(
     if let Err(e) = state.record_sync(&record) {
         tracing::warn!(table = %qualified, error = %e, "cannot record the sync state");
     }
+    // The digests taken while writing spare the sync manifests reading the files again.
+    for (file, sha256) in &done.written.digests {
+        let recorded = dataport_state::FileDigest::of_file(data_dir, file, sha256.clone())
+            .map_err(|e| e.to_string())
+            .and_then(|d| match d {
+                Some(d) => state.put_file_digest(&d).map_err(|e| e.to_string()),
+                None => Ok(()),
+            });
+        if let Err(e) = recorded {
+            tracing::warn!(file = %file.display(), error = %e, "cannot record a file digest");
+        }
+    }
     report
 }
 

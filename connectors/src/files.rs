@@ -481,6 +481,7 @@ fn unchanged(ctx: &SyncContext<'_>, target: &TableTarget) -> Result<TableSync> {
             bytes,
             files_written: 0,
             files_removed: 0,
+            digests: Vec::new(),
         },
         text_bytes: 0,
         rows_received: 0,

@@ -89,6 +89,8 @@ pub struct Written {
     pub files_written: usize,
     /// Files removed by this change.
     pub files_removed: usize,
+    /// Each written file and its SHA-256 (taken while writing), for the sync manifests.
+    pub digests: Vec<(PathBuf, String)>,
 }
 
 /// Writes tables under `<data>/parquet/`.
@@ -281,6 +283,10 @@ impl Sink {
         }
         let files_written = staged_files.len();
         let files_removed = deletes.len();
+        let digests: Vec<(PathBuf, String)> = staged_files
+            .iter()
+            .map(|s| (s.dest().to_path_buf(), s.sha256().to_string()))
+            .collect();
         commit_table(
             &journal_path(&self.parquet_root, &t.schema, &t.name),
             staged_files,
@@ -293,6 +299,7 @@ impl Sink {
             bytes,
             files_written,
             files_removed,
+            digests,
         })
     }
 

@@ -165,6 +165,8 @@ pub(crate) struct ServerSection {
     pub(crate) shutdown_grace: Option<String>,
     /// Largest HTTP request body, default `1MiB`.
     pub(crate) max_body_size: Option<String>,
+    /// Largest upload of notes or a transcript (`POST /api/v1/sync/upload`), default `64MiB`.
+    pub(crate) max_upload_size: Option<String>,
     /// Largest gRPC message the Flight SQL server sends (`DATAPORT_FLIGHT_MAX_MESSAGE_BYTES`),
     /// default `4MiB`; result batches are split to stay under it.
     pub(crate) flight_max_message_bytes: Option<String>,
@@ -309,6 +311,7 @@ pub(crate) struct Config {
     pub(crate) flight_addr: SocketAddr,
     pub(crate) shutdown_grace: Duration,
     pub(crate) max_body_bytes: usize,
+    pub(crate) max_upload_bytes: usize,
     pub(crate) memory_limit: usize,
     pub(crate) spill_dir: PathBuf,
     pub(crate) query_timeout: Duration,
@@ -439,6 +442,10 @@ impl Config {
             "server.max_body_size",
             file.server.max_body_size.as_deref().unwrap_or("1MiB"),
         )?;
+        let max_upload_bytes = parse_size(
+            "server.max_upload_size",
+            file.server.max_upload_size.as_deref().unwrap_or("64MiB"),
+        )?;
         let flight_max_message_bytes = parse_size(
             "server.flight_max_message_bytes",
             o.flight_max_message_bytes
@@ -520,6 +527,7 @@ impl Config {
             flight_addr,
             shutdown_grace,
             max_body_bytes,
+            max_upload_bytes,
             memory_limit,
             spill_dir,
             query_timeout,

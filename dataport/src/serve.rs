@@ -196,13 +196,19 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         "Dataport is serving Flight SQL (ADBC, JDBC)"
     );
 
+    let sync = Arc::new(dataport_engine::sync::SyncFiles::new(
+        Arc::clone(&store),
+        &data_dir,
+    ));
     let app = dataport_web::router(AppState {
         engine: engine.clone(),
         auth,
         jobs,
         profiler,
+        sync,
         options: WebOptions {
             max_body_bytes: config.max_body_bytes,
+            max_upload_bytes: config.max_upload_bytes,
             max_json_rows: config.max_json_rows,
             metrics_allow: config.metrics_allow.clone(),
             trusted_proxies: config.trusted_proxies.clone(),

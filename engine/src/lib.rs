@@ -22,6 +22,7 @@ mod metrics;
 mod placeholders;
 pub mod policy;
 pub mod profiles;
+pub mod sync;
 pub mod wire;
 
 pub use dataport_auth::Principal;

@@ -19,6 +19,7 @@ mod identity;
 mod jobs;
 mod migrations;
 mod profiles;
+mod sync;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -31,6 +32,7 @@ pub use error::{Result, StateError};
 pub use identity::{ApiTokenRecord, GrantRecord, LoginAttempt, UserRecord};
 pub use jobs::{JobRun, SyncRecord};
 pub use profiles::StoredProfile;
+pub use sync::{FileDigest, mtime_ns, relative_path};
 
 /// How long a writer waits for another process's transaction before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);

@@ -167,6 +167,21 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (schema_name, table_name)
     );
     ",
+    // 4: analyst sync: file digests (by path, size and modification time) and per-user
+    // settings.
+    "
+    CREATE TABLE file_digests (
+        path      TEXT PRIMARY KEY,
+        size      INTEGER NOT NULL,
+        mtime_ns  INTEGER NOT NULL,
+        sha256    TEXT NOT NULL
+    );
+    CREATE TABLE sync_settings (
+        user_name  TEXT PRIMARY KEY,
+        settings   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

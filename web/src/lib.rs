@@ -13,6 +13,7 @@ mod health;
 mod jobs;
 mod params;
 mod query;
+mod sync;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -43,6 +44,8 @@ pub struct WebOptions {
     pub metrics_allow: Vec<IpNet>,
     /// Reverse proxies whose `X-Forwarded-For` names the real client (for login rate limits).
     pub trusted_proxies: Vec<IpNet>,
+    /// Largest upload (`POST /api/v1/sync/upload`).
+    pub max_upload_bytes: usize,
 }
 
 impl Default for WebOptions {
@@ -52,6 +55,7 @@ impl Default for WebOptions {
             max_json_rows: 100_000,
             metrics_allow: Vec::new(),
             trusted_proxies: Vec::new(),
+            max_upload_bytes: 64 << 20,
         }
     }
 }
@@ -65,6 +69,8 @@ pub struct AppState {
     pub jobs: dataport_engine::jobs::Scheduler,
     /// Table profiles.
     pub profiler: std::sync::Arc<dataport_engine::profiles::Profiler>,
+    /// Analyst sync manifests and files.
+    pub sync: std::sync::Arc<dataport_engine::sync::SyncFiles>,
     pub options: WebOptions,
 }
 
@@ -97,6 +103,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// All HTTP routes.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.max_body_bytes;
+    let upload_limit = state.options.max_upload_bytes;
     // Everything here needs a bearer token: new routes are protected by default.
     let protected = Router::new()
         .route("/api/v1/query", post(query::post_query))
@@ -116,6 +123,16 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs", get(jobs::get_jobs))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/run", post(jobs::post_run))
+        .route("/api/v1/sync/manifest", get(sync::get_manifest))
+        .route("/api/v1/sync/files/{*path}", get(sync::get_file))
+        .route(
+            "/api/v1/sync/settings",
+            get(sync::get_settings).put(sync::put_settings),
+        )
+        .route(
+            "/api/v1/sync/upload",
+            post(sync::post_upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_bearer));
     let metrics = Router::new()
         .route("/metrics", get(health::get_metrics))

@@ -55,11 +55,16 @@ impl Server {
         let profiler = std::sync::Arc::new(dataport_engine::profiles::Profiler::new(
             std::sync::Arc::clone(auth.store()),
         ));
+        let sync = std::sync::Arc::new(dataport_engine::sync::SyncFiles::new(
+            std::sync::Arc::clone(auth.store()),
+            dir,
+        ));
         let app = dataport_web::router(AppState {
             engine,
             auth,
             jobs,
             profiler,
+            sync,
             options: web,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
