@@ -217,11 +217,10 @@ impl Profiler {
         view: &SnapshotCatalogProvider,
         table: &CatalogTable,
     ) -> Option<ProfileSummary> {
-        let served = match view.access(table) {
+        let access = view.access(table);
+        let served = match access {
             TableAccess::Full => self.stored(table).ok().flatten()?,
-            TableAccess::Restricted { .. } => {
-                self.cached(&restricted_key(table, &view.access(table)))?
-            }
+            TableAccess::Restricted { .. } => self.cached(&restricted_key(table, &access))?,
             TableAccess::Denied => return None,
         };
         Some(ProfileSummary::of(&served))
