@@ -32,6 +32,7 @@ forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|ar
 forbid dataport-engine 'dataport-web|dataport-flight|axum|tonic|arrow-flight|clap'
 forbid dataport-flight 'dataport-web|dataport-demo|clap'   # (axum comes with tonic's router)
 forbid dataport-web 'dataport-flight|clap|dataport-demo'
+forbid dataport-client 'dataport-(state|auth|connectors|engine|web|flight|demo)|axum|tonic|clap'
 echo "ok"
 
 step "cargo test"

@@ -9,7 +9,7 @@
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
@@ -128,13 +128,48 @@ pub fn sha256_file(path: &Path) -> io::Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
+/// A relative path of plain names: no `..`, no root, no empty parts, no backslashes.
+pub fn is_plain_relative(path: &str) -> bool {
+    !path.is_empty()
+        && !path.contains('\\')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .all(|part| !part.is_empty() && part != "." && part != "..")
+        && Path::new(path)
+            .components()
+            .all(|c| matches!(c, Component::Normal(_)))
+}
+
 /// Atomically replaces `path` with `bytes`.
 ///
 /// Creates missing parent directories, writes a dot-prefixed temporary file in the same
 /// directory, syncs it, renames it over `path` and syncs the directory. The temporary file is
 /// removed on any error.
 pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
-    let (dir, mut temp, mut file) = create_temp(path)?;
+    write_atomic_with_mode(path, bytes, None)
+}
+
+/// [`write_bytes_atomic`] for secrets: the file (and its temporary file, from the moment it
+/// exists) is readable by its owner only (mode 0600 on Unix).
+pub fn write_private_atomic(path: &Path, bytes: &[u8]) -> Result<(), WriteError> {
+    write_atomic_with_mode(path, bytes, Some(0o600))
+}
+
+/// Moves a finished, synced file to `dest` (creating `dest`'s folder) and syncs the folder, so
+/// `dest` holds either its old content or the whole new file, even after a crash.
+pub fn commit_file(from: &Path, dest: &Path) -> Result<(), WriteError> {
+    let dir = create_parent(dest)?;
+    fs::rename(from, dest).map_err(|source| WriteError::Rename {
+        from: from.to_path_buf(),
+        to: dest.to_path_buf(),
+        source,
+    })?;
+    sync_dir(&dir)
+}
+
+fn write_atomic_with_mode(path: &Path, bytes: &[u8], mode: Option<u32>) -> Result<(), WriteError> {
+    let (dir, mut temp, mut file) = create_temp_with_mode(path, mode)?;
     file.write_all(bytes).map_err(|source| WriteError::Io {
         path: temp.path.clone(),
         source,
@@ -619,9 +654,11 @@ impl Drop for TempGuard {
 /// Returns the directory (for the final sync), the guard owning the temporary name, and the
 /// open file.
 fn create_temp(dest: &Path) -> Result<(PathBuf, TempGuard, File), WriteError> {
-    let file_name = dest.file_name().ok_or_else(|| WriteError::NoFileName {
-        path: dest.to_path_buf(),
-    })?;
+    create_temp_with_mode(dest, None)
+}
+
+/// Creates `dest`'s folder (`.` for a bare file name) and returns it.
+fn create_parent(dest: &Path) -> Result<PathBuf, WriteError> {
     let dir = match dest.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
@@ -630,6 +667,18 @@ fn create_temp(dest: &Path) -> Result<(PathBuf, TempGuard, File), WriteError> {
         path: dir.clone(),
         source,
     })?;
+    Ok(dir)
+}
+
+/// [`create_temp`] with the new file's permission bits (Unix; ignored elsewhere).
+fn create_temp_with_mode(
+    dest: &Path,
+    mode: Option<u32>,
+) -> Result<(PathBuf, TempGuard, File), WriteError> {
+    let file_name = dest.file_name().ok_or_else(|| WriteError::NoFileName {
+        path: dest.to_path_buf(),
+    })?;
+    let dir = create_parent(dest)?;
     let mut attempt = 0;
     loop {
         let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
@@ -637,7 +686,15 @@ fn create_temp(dest: &Path) -> Result<(PathBuf, TempGuard, File), WriteError> {
         name.push(file_name);
         name.push(format!(".{}.{n}.tmp", std::process::id()));
         let path = dir.join(name);
-        match OpenOptions::new().write(true).create_new(true).open(&path) {
+        let mut options = OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        if let Some(mode) = mode {
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, mode);
+        }
+        #[cfg(not(unix))]
+        let _ = mode;
+        match options.open(&path) {
             Ok(file) => {
                 let guard = TempGuard { path, armed: true };
                 return Ok((dir, guard, file));
@@ -776,6 +833,34 @@ mod tests {
         write_bytes_atomic(&path, b"second").unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"second");
         assert_eq!(dir_entries(path.parent().unwrap()), vec!["readme.md"]);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn private_files_are_owner_only_even_when_replacing_a_shared_one() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("home/credentials.json");
+        write_bytes_atomic(&path, b"old").unwrap();
+        write_private_atomic(&path, b"{\"token\": \"t\"}").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"{\"token\": \"t\"}");
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(
+            dir_entries(path.parent().unwrap()),
+            vec!["credentials.json"]
+        );
+    }
+
+    #[test]
+    fn commit_file_moves_into_a_new_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let from = tmp.path().join("part");
+        fs::write(&from, b"bytes").unwrap();
+        let dest = tmp.path().join("a/b/file.parquet");
+        commit_file(&from, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), b"bytes");
+        assert!(!from.exists());
     }
 
     fn staged(path: &Path, batch: &RecordBatch) -> StagedFile {

@@ -2,9 +2,11 @@
 //! here beyond reading configuration and starting and stopping the parts.
 
 mod admin;
+mod client;
 mod config;
 mod jobs;
 mod profile;
+mod rsync;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -70,6 +72,22 @@ enum Command {
         #[command(flatten)]
         args: profile::ProfileArgs,
     },
+    /// Print an rsync filter of exactly the files a user may read (the rsync fallback of
+    /// `dataport pull`).
+    RsyncFilter {
+        #[command(flatten)]
+        store: admin::StoreArgs,
+        #[command(flatten)]
+        args: rsync::RsyncFilterArgs,
+    },
+    /// Log in to a Dataport server and store the token for pull and push.
+    Login(client::LoginArgs),
+    /// Revoke the stored token and forget it.
+    Logout,
+    /// Download the tables you may read (only what changed) and write DuckDB views over them.
+    Pull(client::PullArgs),
+    /// Upload your notes file and session transcripts.
+    Push(client::PushArgs),
     /// Show the newest entries of the query audit log.
     Audit {
         #[command(flatten)]
@@ -91,5 +109,10 @@ fn main() -> anyhow::Result<()> {
         Command::Audit { store, args } => admin::audit(&store, args),
         Command::Sync { store, args } => jobs::sync(&store, args),
         Command::Profile { store, args } => profile::profile(&store, args),
+        Command::RsyncFilter { store, args } => rsync::rsync_filter(&store, args),
+        Command::Login(args) => client::login(args),
+        Command::Logout => client::logout(),
+        Command::Pull(args) => client::pull(args),
+        Command::Push(args) => client::push(args),
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use dataport_auth::{Accounts, AuthOptions, Authenticator, StateStore};
+use dataport_auth::{Accounts, AuditLog, AuthOptions, Authenticator, StateStore};
 use dataport_catalog::CatalogOptions;
 use dataport_engine::{Engine, EngineOptions};
 use dataport_flight::{FlightOptions, FlightSqlServer, TlsFiles};
@@ -62,6 +62,101 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
 }
 
+/// Authentication as the configuration sets it up (the server's, and the commands that act
+/// for a user).
+pub(crate) fn authenticator(
+    config: &Config,
+    store: &Arc<StateStore>,
+    audit: Option<AuditLog>,
+) -> anyhow::Result<Authenticator> {
+    Authenticator::new(
+        Arc::clone(store),
+        AuthOptions {
+            issuer: config.issuer.clone(),
+            token_ttl: config.token_ttl,
+            refresh_grace: config.refresh_grace,
+            signing_key: config.signing_key.clone().map(|Secret(k)| k),
+            max_failed_logins: config.max_failed_logins,
+            audit,
+        },
+    )
+    .context("cannot set up authentication")
+}
+
+/// The query engine over the configured data dir, with `auth`'s grants.
+pub(crate) async fn engine(
+    config: &Config,
+    auth: &Authenticator,
+    audit: Option<AuditLog>,
+    watch: bool,
+) -> anyhow::Result<Engine> {
+    let mut engine_options = EngineOptions::new(&config.data_dir);
+    engine_options.grants = Some(Arc::new(auth.clone()));
+    engine_options.audit = audit;
+    engine_options.memory_limit = config.memory_limit;
+    engine_options.spill_dir = config.spill_dir.clone();
+    engine_options.query_timeout = config.query_timeout;
+    engine_options.target_partitions = config.target_partitions;
+    engine_options.datafusion = config.datafusion.clone();
+    let mut catalog_options = CatalogOptions::new(&config.data_dir);
+    catalog_options.refresh_interval = config.refresh_interval;
+    catalog_options.watch = watch;
+    Engine::try_new(engine_options, catalog_options)
+        .await
+        .context("cannot start the query engine")
+}
+
+/// How often restricted copies (`sync/views/`) that no account's manifest can list any more
+/// are removed, and how old such a copy must be.
+const SYNC_VIEWS_PRUNE_EVERY: Duration = Duration::from_secs(600);
+
+/// Every [`SYNC_VIEWS_PRUNE_EVERY`]: each account's view of the current snapshot decides
+/// which restricted copies are still current; the rest (older data versions, changed or
+/// revoked grants) are removed.
+async fn prune_sync_views(
+    sync: Arc<dataport_engine::sync::SyncFiles>,
+    engine: Engine,
+    accounts: Accounts,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(SYNC_VIEWS_PRUNE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let users = match accounts.users() {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list accounts; restricted copies are kept");
+                continue;
+            }
+        };
+        let views: Vec<_> = users
+            .into_iter()
+            .map(|u| {
+                engine.catalog_view(&dataport_engine::RequestContext::new(
+                    dataport_engine::Principal::new(u.name, u.groups),
+                    dataport_engine::Surface::Internal,
+                    "prune-sync-views",
+                ))
+            })
+            .collect();
+        let sync = Arc::clone(&sync);
+        let removed =
+            tokio::task::spawn_blocking(move || sync.prune_views(&views, SYNC_VIEWS_PRUNE_EVERY))
+                .await
+                .unwrap_or(0);
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed restricted sync copies no manifest lists any more"
+            );
+        }
+    }
+}
+
 /// `demo`: the scale of the demo dataset to make sure of, if any.
 async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     let data_dir = config.data_dir.clone();
@@ -101,33 +196,8 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     crate::admin::bootstrap(&config, &Accounts::new(Arc::clone(&store)), demo.is_some())
         .context("cannot create the first accounts")?;
     let audit = store.audit_log().context("cannot start the audit log")?;
-    let auth = Authenticator::new(
-        Arc::clone(&store),
-        AuthOptions {
-            issuer: config.issuer.clone(),
-            token_ttl: config.token_ttl,
-            refresh_grace: config.refresh_grace,
-            signing_key: config.signing_key.clone().map(|Secret(k)| k),
-            max_failed_logins: config.max_failed_logins,
-            audit: Some(audit.clone()),
-        },
-    )
-    .context("cannot set up authentication")?;
-
-    let mut engine_options = EngineOptions::new(&data_dir);
-    engine_options.grants = Some(Arc::new(auth.clone()));
-    engine_options.audit = Some(audit);
-    engine_options.memory_limit = config.memory_limit;
-    engine_options.spill_dir = config.spill_dir.clone();
-    engine_options.query_timeout = config.query_timeout;
-    engine_options.target_partitions = config.target_partitions;
-    engine_options.datafusion = config.datafusion.clone();
-    let mut catalog_options = CatalogOptions::new(&data_dir);
-    catalog_options.refresh_interval = config.refresh_interval;
-    catalog_options.watch = config.watch;
-    let engine = Engine::try_new(engine_options, catalog_options)
-        .await
-        .context("cannot start the query engine")?;
+    let auth = authenticator(&config, &store, Some(audit.clone()))?;
+    let engine = engine(&config, &auth, Some(audit), config.watch).await?;
     let snapshot = engine.catalog().snapshot();
     tracing::info!(
         data_dir = %data_dir.display(),
@@ -200,6 +270,12 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         Arc::clone(&store),
         &data_dir,
     ));
+    let pruner = tokio::spawn(prune_sync_views(
+        Arc::clone(&sync),
+        engine.clone(),
+        Accounts::new(Arc::clone(&store)),
+        cancel.clone(),
+    ));
     let app = dataport_web::router(AppState {
         engine: engine.clone(),
         auth,
@@ -261,6 +337,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         }
     }
     let _ = refresher.await;
+    let _ = pruner.await;
     for t in timers {
         let _ = t.await;
     }

@@ -13,9 +13,9 @@
 //! table the caller may not read.
 
 use std::collections::BTreeSet;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use datafusion::prelude::SessionContext;
 use dataport_catalog::write::ParquetFileWriter;
@@ -321,19 +321,7 @@ impl SyncFiles {
         table: &Arc<CatalogTable>,
         access: &TableAccess,
     ) -> Result<ManifestFile, SyncError> {
-        use sha2::Digest as _;
-        let key = {
-            let mut h = sha2::Sha256::new();
-            h.update(
-                format!(
-                    "{}|{}|{access:?}",
-                    table.qualified_name(),
-                    crate::profiles::data_version(table)
-                )
-                .as_bytes(),
-            );
-            hex::encode(h.finalize())[..24].to_string()
-        };
+        let key = view_key(table, access);
         let local_path = format!("{}/{}.parquet", table.schema_name(), table.name());
         let path = format!("{VIEWS_DIR}/{key}/{local_path}");
         let file = self.data_dir.join(&path);
@@ -390,9 +378,20 @@ impl SyncFiles {
         })
     }
 
-    /// Removes restricted copies no current manifest can list (older data versions, revoked
-    /// grants): every key folder not in `keep`.
-    pub fn prune_views(&self, keep: &BTreeSet<String>) -> usize {
+    /// Removes the restricted copies no manifest of `views` (one per account, on the current
+    /// snapshot) can list any more: older data versions, changed or revoked grants. Copies
+    /// younger than `min_age` stay, so one being written for a newer snapshot is never pulled
+    /// from under its writer or its first download.
+    pub fn prune_views(&self, views: &[SnapshotCatalogProvider], min_age: Duration) -> usize {
+        let keep: BTreeSet<String> = views
+            .iter()
+            .flat_map(|view| {
+                view.tables().filter_map(move |t| {
+                    let access = view.access(t);
+                    matches!(access, TableAccess::Restricted { .. }).then(|| view_key(t, &access))
+                })
+            })
+            .collect();
         let root = self.data_dir.join(VIEWS_DIR);
         let Ok(entries) = std::fs::read_dir(&root) else {
             return 0;
@@ -400,8 +399,20 @@ impl SyncFiles {
         let mut removed = 0;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if !keep.contains(&name) && std::fs::remove_dir_all(entry.path()).is_ok() {
-                removed += 1;
+            let young = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_none_or(|age| age < min_age);
+            if keep.contains(&name) || young {
+                continue;
+            }
+            match std::fs::remove_dir_all(entry.path()) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(path = %entry.path().display(), error = %e, "cannot remove an old restricted copy")
+                }
             }
         }
         removed
@@ -420,17 +431,22 @@ impl SyncFiles {
     }
 }
 
-/// A relative path of plain names: no `..`, no root, no empty parts, no backslashes.
-pub fn is_plain_relative(path: &str) -> bool {
-    !path.is_empty()
-        && !path.contains('\\')
-        && !path.contains('\0')
-        && path
-            .split('/')
-            .all(|part| !part.is_empty() && part != "." && part != "..")
-        && Path::new(path)
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)))
+pub use dataport_catalog::write::is_plain_relative;
+
+/// The folder of `table`'s restricted copy for `access`: one per table, data version and
+/// grant.
+fn view_key(table: &CatalogTable, access: &TableAccess) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    h.update(
+        format!(
+            "{}|{}|{access:?}",
+            table.qualified_name(),
+            crate::profiles::data_version(table)
+        )
+        .as_bytes(),
+    );
+    hex::encode(h.finalize())[..24].to_string()
 }
 
 fn rfc3339(t: SystemTime) -> String {

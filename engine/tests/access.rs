@@ -338,3 +338,44 @@ fn row_filters_are_checked_for_grants() {
         );
     }
 }
+
+#[tokio::test]
+async fn restricted_sync_copies_go_once_no_grant_lists_them() {
+    use dataport_engine::sync::{SyncFiles, SyncSettings};
+    use std::time::Duration;
+    let (engine, grants) = setup().await;
+    grants.0.lock().unwrap().push(grant(
+        "share",
+        Some("customer"),
+        Some("c_nationkey = 7"),
+        &["c_phone"],
+    ));
+    let tmp = tempfile::tempdir().unwrap();
+    let state = Arc::new(dataport_state::StateStore::open(tmp.path()).unwrap());
+    let sync = SyncFiles::new(state, tmp.path());
+    let share = who("share-user", &["share"]);
+    let manifest = sync
+        .manifest(&engine.catalog_view(&share), &SyncSettings::default())
+        .await
+        .unwrap();
+    assert!(manifest.tables[0].restricted);
+    let copy = tmp.path().join(&manifest.tables[0].files[0].path);
+    assert!(copy.is_file());
+    // still granted: kept, however old
+    assert_eq!(
+        sync.prune_views(&[engine.catalog_view(&share)], Duration::ZERO),
+        0
+    );
+    assert!(copy.is_file());
+    grants.0.lock().unwrap().clear();
+    // no longer listed, but young: a copy being written or first downloaded stays
+    assert_eq!(
+        sync.prune_views(&[engine.catalog_view(&share)], Duration::from_secs(3600)),
+        0
+    );
+    assert_eq!(
+        sync.prune_views(&[engine.catalog_view(&share)], Duration::ZERO),
+        1
+    );
+    assert!(!copy.exists());
+}

@@ -2,7 +2,8 @@
 may read; a share with a row filter or hidden columns is handed out as the caller's own copy,
 never as the raw file; files are served only when listed, checksummed, with ranges.
 
-(`dataport pull` and DuckDB over the pulled files are tested once the client exists.)
+The client (`dataport pull`/`push`, DuckDB over the pulled files, the rsync fallback) is tested
+in test_pull.py.
 """
 
 from __future__ import annotations

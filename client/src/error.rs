@@ -1,0 +1,91 @@
+//! What can go wrong on the analyst's side, each with what to do about it.
+
+use std::path::PathBuf;
+
+use dataport_catalog::write::WriteError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error(
+        "not logged in (no credentials at {path}): run `dataport login --server URL --user NAME` first"
+    )]
+    NotLoggedIn { path: PathBuf },
+
+    #[error("cannot use the credentials at {path}: {message}; run `dataport login` again")]
+    Credentials { path: PathBuf, message: String },
+
+    #[error(
+        "cannot find a config dir for the credentials: set DATAPORT_HOME (or HOME) to a folder"
+    )]
+    NoConfigDir,
+
+    #[error("'{url}' is not a server URL: give it as http://host:port or https://host")]
+    BadServerUrl { url: String },
+
+    #[error("cannot reach {url}: {source}; check the server URL and that the server is running")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+
+    #[error("the server did not accept the credentials ({message}); run `dataport login` again")]
+    Unauthorized { message: String },
+
+    #[error("the server refused {what}: HTTP {status}: {message}")]
+    Server {
+        what: String,
+        status: u16,
+        message: String,
+    },
+
+    #[error(
+        "the server sent an unusable manifest: {message}; is it a Dataport server of this version?"
+    )]
+    BadManifest { message: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(transparent)]
+    Write(#[from] WriteError),
+
+    #[error(
+        "{path} arrived damaged (SHA-256 {actual}, the manifest says {expected}); run the pull again"
+    )]
+    Checksum {
+        path: String,
+        expected: String,
+        actual: String,
+    },
+
+    #[error(
+        "{path} changed on the server during the pull; run the pull again to get the new version"
+    )]
+    Changed { path: String },
+
+    #[error(
+        "{count} of {total} files could not be downloaded (finished files are kept and partial ones resume on the next pull); first: {first}"
+    )]
+    Downloads {
+        count: usize,
+        total: usize,
+        first: String,
+    },
+
+    #[error("{message}")]
+    Input { message: String },
+}
+
+impl ClientError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! The analyst's end of Dataport: `dataport login`, `pull` and `push` on a laptop.
+//!
+//! It owns the local side of analyst sync: the stored credentials (a token in the user's config
+//! dir, owner-only), the pull that mirrors the caller's manifest into a folder (only changed
+//! files, by SHA-256, several at a time, resumable, verified, written atomically, with files no
+//! longer listed removed), the DuckDB views over the pulled files, and the upload of notes and
+//! transcripts. It speaks only the public HTTP API (`/api/v1/auth/*`, `/api/v1/sync/*`) and
+//! must not know the server's internals: the catalog, grants and restricted copies are the
+//! server's business; what reaches this crate is exactly what the caller may have.
+
+mod api;
+mod credentials;
+mod error;
+mod pull;
+mod push;
+mod views;
+
+pub use api::{Api, Manifest, ManifestColumn, ManifestFile, ManifestTable, Me, Session, Uploaded};
+pub use credentials::{Credentials, credentials_path};
+pub use error::ClientError;
+pub use pull::{PullOptions, PullProgress, PullReport, pull};
+pub use push::{PushOptions, PushReport, Sent, push};
+pub use views::{DuckDb, ViewsOutcome, views_sql};

@@ -1,0 +1,438 @@
+//! `dataport login`, `logout`, `pull` and `push`: the analyst's commands, wired to the
+//! `dataport-client` crate with a progress bar and one-line summaries.
+
+use std::io::{BufRead as _, IsTerminal as _, Write as _};
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use dataport_client::{
+    Api, ClientError, Credentials, DuckDb, PullOptions, PullProgress, PullReport, PushOptions,
+    ViewsOutcome, credentials_path,
+};
+
+use crate::admin::{out, time};
+use crate::jobs::human_bytes;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct LoginArgs {
+    /// The server's HTTP address, e.g. https://data.example.com or http://127.0.0.1:8080
+    #[arg(long, env = "DATAPORT_SERVER")]
+    server: String,
+    /// Your user name (asks for the password)
+    #[arg(long, required_unless_present = "token_stdin")]
+    user: Option<String>,
+    /// Read the password from the first line of standard input (for scripts)
+    #[arg(long, conflicts_with = "token_stdin")]
+    password_stdin: bool,
+    /// Store an API token read from standard input instead of logging in with a password
+    #[arg(long, conflicts_with = "user")]
+    token_stdin: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PullArgs {
+    /// The folder to pull into [default: ~/dataport]
+    #[arg(long, env = "DATAPORT_DIR")]
+    dir: Option<PathBuf>,
+    /// Every table you may read, ignoring your sync settings
+    #[arg(long)]
+    all: bool,
+    /// Downloads at a time
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Re-hash every local file instead of trusting unchanged size and modification time
+    #[arg(long)]
+    verify: bool,
+    /// Bandwidth cap for all downloads together, in bytes per second (suffixes K, M, G)
+    #[arg(long, value_name = "RATE", value_parser = parse_rate)]
+    limit_rate: Option<u64>,
+    /// The duckdb executable that applies views.sql to DIR/analytics.duckdb (default: duckdb
+    /// on PATH, if any)
+    #[arg(long, value_name = "PATH", conflicts_with = "no_duckdb")]
+    duckdb: Option<PathBuf>,
+    /// Only write views.sql
+    #[arg(long)]
+    no_duckdb: bool,
+    /// No progress and no summary; errors and warnings only (for hooks and cron)
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct PushArgs {
+    /// The pull folder, where --notes and --transcripts are by default [default: ~/dataport]
+    #[arg(long, env = "DATAPORT_DIR")]
+    dir: Option<PathBuf>,
+    /// Your notes file [default: DIR/notes.md]
+    #[arg(long, value_name = "FILE")]
+    notes: Option<PathBuf>,
+    /// Folder of session transcripts, *.jsonl [default: DIR/transcripts]
+    #[arg(long, value_name = "DIR")]
+    transcripts: Option<PathBuf>,
+    #[arg(long, short)]
+    quiet: bool,
+    /// Print the report as JSON
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, unit) = match s
+        .char_indices()
+        .find(|(_, c)| !c.is_ascii_digit() && *c != '.')
+    {
+        Some((i, _)) => s.split_at(i),
+        None => (s, ""),
+    };
+    let n: f64 = digits
+        .parse()
+        .map_err(|_| format!("'{s}' is not a rate such as 500K or 2M"))?;
+    let mult = match unit
+        .to_ascii_uppercase()
+        .trim_end_matches("B")
+        .trim_end_matches("I")
+    {
+        "" => 1.0,
+        "K" => 1024.0,
+        "M" => 1024.0 * 1024.0,
+        "G" => 1024.0 * 1024.0 * 1024.0,
+        _ => return Err(format!("'{s}': the unit must be K, M or G")),
+    };
+    let rate = (n * mult) as u64;
+    if rate == 0 {
+        return Err("the rate must be above 0".into());
+    }
+    Ok(rate)
+}
+
+/// `--dir`, else `~/dataport`.
+fn pull_dir(dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match dir {
+        Some(d) => Ok(d),
+        None => std::env::var_os("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| PathBuf::from(h).join("dataport"))
+            .context("no HOME to put ~/dataport in: give --dir DIR"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+pub(crate) fn login(args: LoginArgs) -> anyhow::Result<()> {
+    crate::jobs::init_cli_logging(true);
+    let path = credentials_path()?;
+    let api = Api::new(&args.server, None)?;
+    let creds = runtime()?.block_on(async {
+        if args.token_stdin {
+            let token = read_stdin_line().context("cannot read the token from standard input")?;
+            let api = api.with_token(token.clone());
+            let me = api.me().await?;
+            anyhow::Ok((
+                Credentials {
+                    server: api.server(),
+                    user: me.user,
+                    token,
+                    expires_at: None,
+                },
+                me.groups,
+            ))
+        } else {
+            let user = args.user.clone().unwrap_or_default();
+            let password = if args.password_stdin {
+                read_stdin_line().context("cannot read the password from standard input")?
+            } else {
+                if !std::io::stdin().is_terminal() {
+                    anyhow::bail!("no terminal to ask for the password: use --password-stdin");
+                }
+                rpassword::prompt_password(format!("Password for {user} at {}: ", api.server()))
+                    .context("cannot read the password")?
+            };
+            let session = api.login(&user, &password).await?;
+            Ok((
+                Credentials {
+                    server: api.server(),
+                    user: session.user,
+                    token: session.token,
+                    expires_at: Some(session.expires_at),
+                },
+                session.groups,
+            ))
+        }
+    })?;
+    let (creds, groups) = creds;
+    creds.save(&path)?;
+    out(format!(
+        "logged in to {} as {} ({}); token {}; saved in {}",
+        creds.server,
+        creds.user,
+        if groups.is_empty() {
+            "no groups".to_string()
+        } else {
+            format!("groups: {}", groups.join(", "))
+        },
+        creds
+            .expires_at
+            .map_or("without a known expiry".to_string(), |t| format!(
+                "valid until {}",
+                time(t)
+            )),
+        path.display()
+    ))
+}
+
+fn read_stdin_line() -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    let line = line.trim_end_matches(['\n', '\r']).to_string();
+    if line.is_empty() {
+        anyhow::bail!("standard input was empty");
+    }
+    Ok(line)
+}
+
+pub(crate) fn logout() -> anyhow::Result<()> {
+    crate::jobs::init_cli_logging(true);
+    let path = credentials_path()?;
+    let creds = match Credentials::load(&path) {
+        Ok(c) => c,
+        Err(ClientError::NotLoggedIn { .. }) => return out("not logged in"),
+        Err(e) => return Err(e.into()),
+    };
+    let api = Api::new(&creds.server, Some(creds.token.clone()))?;
+    match runtime()?.block_on(api.logout()) {
+        Ok(()) | Err(ClientError::Unauthorized { .. }) => {}
+        Err(e) => eprintln!("warning: the server did not revoke the token: {e}"),
+    }
+    Credentials::remove(&path)?;
+    out(format!("logged out of {} ({})", creds.server, creds.user))
+}
+
+pub(crate) fn pull(args: PullArgs) -> anyhow::Result<()> {
+    crate::jobs::init_cli_logging(true);
+    let path = credentials_path()?;
+    let options = PullOptions {
+        dir: pull_dir(args.dir.clone())?,
+        all: args.all,
+        jobs: usize::from(args.jobs),
+        verify: args.verify,
+        limit_rate: args.limit_rate,
+        duckdb: match (&args.duckdb, args.no_duckdb) {
+            (_, true) => DuckDb::Off,
+            (Some(p), _) => DuckDb::Path(p.clone()),
+            (None, false) => DuckDb::Auto,
+        },
+    };
+    let bar = ByteBar::new(args.quiet || args.json);
+    let report = runtime()?.block_on(async {
+        let (api, creds) = Credentials::connect(&path).await?;
+        dataport_client::pull(&api, &creds.user, &options, &bar).await
+    });
+    bar.clear();
+    let report = report?;
+    if args.json {
+        out(serde_json::to_string_pretty(&report).context("cannot encode the report")?)?;
+    } else if !args.quiet {
+        out(summary(&report))?;
+    }
+    match &report.views {
+        ViewsOutcome::NoDuckDb if !args.quiet && !args.json => eprintln!(
+            "no duckdb executable on PATH: run `duckdb {} < {}` (or pass --duckdb PATH)",
+            report.dir.join("analytics.duckdb").display(),
+            report.dir.join("views.sql").display()
+        ),
+        ViewsOutcome::Failed { duckdb, message } => eprintln!(
+            "warning: {} could not apply views.sql ({message}); the files are pulled, run it again once the database is not in use",
+            duckdb.display()
+        ),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn summary(r: &PullReport) -> String {
+    let mut s = format!(
+        "pulled {} tables ({} files) from {} as {} into {}: {} downloaded ({}",
+        r.tables,
+        r.files,
+        r.server,
+        r.user,
+        r.dir.display(),
+        r.downloaded,
+        human_bytes(r.downloaded_bytes)
+    );
+    if r.resumed_bytes > 0 {
+        s.push_str(&format!(", {} resumed", human_bytes(r.resumed_bytes)));
+    }
+    s.push_str(&format!("), {} unchanged", r.unchanged));
+    if r.repaired > 0 {
+        s.push_str(&format!(", {} damaged and replaced", r.repaired));
+    }
+    s.push_str(&format!(", {} removed", r.removed));
+    if !r.removed_tables.is_empty() {
+        s.push_str(&format!(
+            " (no longer yours: {})",
+            r.removed_tables.join(", ")
+        ));
+    }
+    s.push_str(&match &r.views {
+        ViewsOutcome::Applied { database, .. } => {
+            format!("; views in {}", database.display())
+        }
+        _ => "; views in views.sql".to_string(),
+    });
+    s.push_str(&format!(" ({:.1} s)", r.seconds));
+    s
+}
+
+pub(crate) fn push(args: PushArgs) -> anyhow::Result<()> {
+    crate::jobs::init_cli_logging(true);
+    let path = credentials_path()?;
+    let dir = pull_dir(args.dir)?;
+    let options = PushOptions {
+        notes: args.notes.unwrap_or_else(|| dir.join("notes.md")),
+        transcripts: args.transcripts.unwrap_or_else(|| dir.join("transcripts")),
+    };
+    let (report, server) = runtime()?.block_on(async {
+        let (api, _) = Credentials::connect(&path).await?;
+        let report = dataport_client::push(&api, &options).await?;
+        anyhow::Ok((report, api.server()))
+    })?;
+    if args.json {
+        return out(serde_json::to_string_pretty(&report).context("cannot encode the report")?);
+    }
+    if args.quiet {
+        return Ok(());
+    }
+    let stored = report.transcripts.iter().filter(|t| !t.unchanged).count();
+    out(format!(
+        "pushed to {server}: notes {}, {} transcripts ({stored} stored, {} unchanged)",
+        match &report.notes {
+            None => format!("not found at {}", options.notes.display()),
+            Some(n) if n.unchanged => "unchanged".to_string(),
+            Some(n) => format!("stored ({})", human_bytes(n.bytes)),
+        },
+        report.transcripts.len(),
+        report.transcripts.len() - stored
+    ))
+}
+
+/// A byte-progress line on a terminal: nothing otherwise.
+struct ByteBar {
+    on: bool,
+    state: Mutex<ByteState>,
+}
+
+struct ByteState {
+    files: usize,
+    finished: usize,
+    total: u64,
+    done: u64,
+    started: Instant,
+    drawn: Option<Instant>,
+}
+
+impl ByteBar {
+    fn new(quiet: bool) -> Self {
+        Self {
+            on: !quiet && std::io::stderr().is_terminal(),
+            state: Mutex::new(ByteState {
+                files: 0,
+                finished: 0,
+                total: 0,
+                done: 0,
+                started: Instant::now(),
+                drawn: None,
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ByteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn draw(&self, s: &mut ByteState, force: bool) {
+        if !self.on || s.files == 0 {
+            return;
+        }
+        if !force && s.drawn.is_some_and(|t| t.elapsed().as_millis() < 100) {
+            return;
+        }
+        s.drawn = Some(Instant::now());
+        let width = 24u64;
+        let filled = (s.done.min(s.total) * width)
+            .checked_div(s.total)
+            .unwrap_or(0);
+        let bar: String = (0..width)
+            .map(|i| if i < filled { '#' } else { '-' })
+            .collect();
+        let secs = s.started.elapsed().as_secs_f64().max(0.001);
+        let mut err = std::io::stderr();
+        let _ = write!(
+            err,
+            "\r\x1b[2K[{bar}] {} / {}  {}/{} files  {}/s",
+            human_bytes(s.done),
+            human_bytes(s.total),
+            s.finished,
+            s.files,
+            human_bytes((s.done as f64 / secs) as u64)
+        );
+        let _ = err.flush();
+    }
+
+    fn clear(&self) {
+        let s = self.lock();
+        if self.on && s.drawn.is_some() {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+impl PullProgress for ByteBar {
+    fn planned(&self, files: usize, bytes: u64) {
+        let mut s = self.lock();
+        s.files = files;
+        s.total = bytes;
+        s.started = Instant::now();
+        self.draw(&mut s, true);
+    }
+
+    fn advanced(&self, bytes: u64) {
+        let mut s = self.lock();
+        s.done += bytes;
+        self.draw(&mut s, false);
+    }
+
+    fn finished_file(&self, _local_path: &str) {
+        let mut s = self.lock();
+        s.finished += 1;
+        self.draw(&mut s, true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_rate;
+
+    #[test]
+    fn rates_take_binary_suffixes() {
+        assert_eq!(parse_rate("500"), Ok(500));
+        assert_eq!(parse_rate("500K"), Ok(500 * 1024));
+        assert_eq!(parse_rate("2M"), Ok(2 << 20));
+        assert_eq!(parse_rate("1.5MiB"), Ok(1_572_864));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+        assert!(parse_rate("3X").is_err());
+    }
+}
