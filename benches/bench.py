@@ -10,9 +10,17 @@ Usage (see BENCHMARKS.md; `benches/run.sh` builds a release binary and runs this
 Every figure is the median of `--runs` timed runs after one warm-up run. Nothing here asserts
 a timing; a scale-0.01 run in CI only proves that the harness works.
 
-Sections:
+Sections (see BENCHMARKS.md for what each measures and against what):
+- tpch: the 22 TPC-H queries through Dataport's Flight SQL, through in-process DataFusion with
+  default settings (`tpch-datafusion`, built next to the dataport binary) and through DuckDB,
+  results checked equal.
+- transfer: all of `lineitem` through Flight DoGet, HTTP Arrow IPC and HTTP JSON, against a
+  pyarrow Flight server holding it in memory; MB/s and the servers' peak RSS.
 - profile: the full profile of `lineitem` (`dataport profile --force`, the server's own
   profiler, timed by itself) against DuckDB's `SUMMARIZE` over the same Parquet file.
+- csv: `lineitem` as CSV (`tpchgen-cli csv`) to typed Parquet through a file-drop source
+  (`dataport sync`), against pyarrow's CSV reader + Parquet writer and DuckDB's COPY.
+- concurrency: 1, 8 and 50 Flight SQL clients running a mixed query set.
 """
 
 from __future__ import annotations
@@ -30,9 +38,19 @@ import tempfile
 import time
 from pathlib import Path
 
+import threading
+
 import duckdb
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.flight as flight
+import pyarrow.parquet as pq
+import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+E2E = ROOT / "tests" / "e2e"
+QUERIES = Path(os.environ.get("DATAPORT_TPCH_QUERIES", ROOT.parent / "shared" / "tpch" / "queries"))
+TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 
 
 def log(msg: str) -> None:
@@ -120,7 +138,196 @@ class Data:
         return p.stdout
 
 
-def bench_profile(data: Data, runs: int) -> list[dict]:
+
+def e2e():
+    """The end-to-end tests' helpers (server process, Flight SQL session, result comparison)."""
+    if str(E2E) not in sys.path:
+        sys.path.insert(0, str(E2E))
+    import e2e_util
+    return e2e_util
+
+
+class Running:
+    """`dataport serve` on the bench data, as admin; stopped on exit."""
+
+    def __init__(self, data: Data, log_dir: Path):
+        util = e2e()
+        util.BIN = data.binary
+        password = (data.path / "auth" / "admin-password").read_text().strip()
+        self.password = password
+        self.server = util.Server(data.path, [], log_dir, env={
+            "DATAPORT_ADMIN_PASSWORD": password,
+            # the transfer section moves all of lineitem as JSON
+            "DATAPORT_MAX_JSON_ROWS": "1000000000",
+            "DATAPORT_QUERY_TIMEOUT": "3600s",
+        })
+
+    def __enter__(self):
+        self.server.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.stop()
+
+    @property
+    def pid(self) -> int:
+        return self.server.proc.pid
+
+    def flight_session(self):
+        return e2e().FlightSession(self.server.flight, "admin", self.password, timeout=3600)
+
+
+def peak_rss_reset(pid: int) -> None:
+    """Start a new peak-RSS measurement of `pid` (Linux: `5` into clear_refs)."""
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mib(pid: int) -> float:
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", text).group(1)) / 1024
+    except (OSError, AttributeError):
+        return float("nan")
+
+
+def tpch_queries() -> list[tuple[str, str]]:
+    util = e2e()
+    return [(qid, util.tpch_sql(qid)) for qid in util.tpch_query_ids()]
+
+
+def duck_views(data: Data):
+    con = duckdb.connect()
+    for t in TPCH_TABLES:
+        con.execute(f"create view {t} as select * from read_parquet('{data.table(t)}')")
+    return con
+
+
+def datafusion_inprocess(data: Data, runs: int, out: Path, memory: bool) -> dict[str, dict]:
+    """`tpch-datafusion` (built next to the dataport binary): per query, median seconds and the
+    result read back."""
+    exe = data.binary.with_name("tpch-datafusion")
+    if not exe.is_file():
+        raise SystemExit(f"{exe} does not exist; build the workspace (benches/run.sh does)")
+    out.mkdir(parents=True, exist_ok=True)
+    args = [str(exe), "--tables", str(data.path / "parquet" / "tpch"), "--queries", str(QUERIES),
+            "--runs", str(runs), "--out", str(out)] + (["--memory"] if memory else [])
+    p = subprocess.run(args, capture_output=True, text=True)
+    if p.returncode != 0:
+        raise SystemExit(f"tpch-datafusion failed:\n{p.stderr[-3000:]}")
+    results = {}
+    for line in p.stdout.splitlines():
+        r = json.loads(line)
+        with pa.ipc.open_file(out / f"{r['query']}.arrow") as f:
+            table = f.read_all()
+        results[r["query"]] = {"seconds": statistics.median(r["seconds"]), "table": table}
+    return results
+
+
+def bench_tpch(data: Data, runs: int, work: Path) -> dict:
+    """The 22 queries: Flight SQL vs in-process DataFusion vs DuckDB, results checked equal."""
+    util = e2e()
+    queries = tpch_queries()
+    duck = duck_views(data)
+    log("  DataFusion in-process ...")
+    df = datafusion_inprocess(data, runs, work / "df", memory=False)
+    log("  DataFusion in-process, tables in memory ...")
+    df_mem = datafusion_inprocess(data, runs, work / "df-mem", memory=True)
+    rows, problems = [], []
+    totals = {"flight": 0.0, "df": 0.0, "df_mem": 0.0, "duck": 0.0}
+    with Running(data, work / "log-tpch") as srv, srv.flight_session() as session:
+        for qid, sql in queries:
+            flight_s, table = timed(lambda: session.sql(sql), runs)
+            duck_s, _ = timed(lambda: duck.sql(sql).to_arrow_table(), runs)
+            problems += util.diff_against_duckdb(qid, sql, table, duck)
+            problems += util.diff_against_duckdb(qid + " (in-process)", sql, df[qid]["table"], duck)
+            totals["flight"] += flight_s
+            totals["df"] += df[qid]["seconds"]
+            totals["df_mem"] += df_mem[qid]["seconds"]
+            totals["duck"] += duck_s
+            rows.append([qid, f"{flight_s:.3f}", f"{df[qid]['seconds']:.3f}",
+                         f"{df_mem[qid]['seconds']:.3f}", f"{duck_s:.3f}",
+                         ratio(flight_s, duck_s), ratio(df[qid]["seconds"], duck_s)])
+    duck.close()
+    if problems:
+        raise SystemExit("TPC-H results differ between the engines:\n" + "\n".join(problems[:20]))
+    rows.append(["**total**", f"**{totals['flight']:.3f}**", f"{totals['df']:.3f}",
+                 f"{totals['df_mem']:.3f}", f"{totals['duck']:.3f}",
+                 f"**{ratio(totals['flight'], totals['duck'])}**", ratio(totals["df"], totals["duck"])])
+    return {
+        "title": "TPC-H, 22 queries (seconds; results checked equal across the engines)",
+        "columns": ["query", "Dataport Flight SQL", "DataFusion in-process", "DataFusion, tables in memory",
+                    "DuckDB", "Flight / DuckDB", "DataFusion / DuckDB"],
+        "rows": rows,
+        "headline": ("TPC-H total, Flight SQL vs DuckDB in-process", totals["flight"], totals["duck"]),
+    }
+
+
+def http_post(srv: Running, sql: str, fmt: str, stream: bool = True) -> requests.Response:
+    s = srv.server
+    r = s.session.post(s.url("/api/v1/query"), params={"format": fmt}, json={"sql": sql},
+                       stream=stream, timeout=3600)
+    r.raise_for_status()
+    return r
+
+
+def bench_transfer(data: Data, runs: int, work: Path) -> dict:
+    """All of lineitem: Flight DoGet, HTTP Arrow IPC, HTTP JSON, and a pyarrow Flight server."""
+    sql = "select * from lineitem"
+    rows = []
+    with Running(data, work / "log-transfer") as srv, srv.flight_session() as session:
+        def flight_get():
+            return session.sql(sql)
+
+        def http_arrow():
+            with http_post(srv, sql, "arrow") as r:
+                return pa.ipc.open_stream(r.raw).read_all()
+
+        def http_json():
+            n = 0
+            with http_post(srv, sql, "json") as r:
+                for chunk in r.iter_content(1 << 20):
+                    n += len(chunk)
+            return n
+
+        measured = {}
+        for name, fn in [("Flight DoGet", flight_get), ("HTTP Arrow IPC", http_arrow), ("HTTP JSON", http_json)]:
+            peak_rss_reset(srv.pid)
+            secs, result = timed(fn, runs)
+            measured[name] = (secs, result, peak_rss_mib(srv.pid))
+        payload = measured["Flight DoGet"][1].nbytes
+        assert measured["HTTP Arrow IPC"][1].num_rows == measured["Flight DoGet"][1].num_rows
+    proc = subprocess.Popen([sys.executable, str(ROOT / "benches" / "pyarrow_flight_server.py"),
+                             str(data.table("lineitem"))], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(proc.stdout.readline())
+        client = flight.FlightClient(f"grpc://127.0.0.1:{port}")
+        peak_rss_reset(proc.pid)
+        ref_s, ref = timed(lambda: client.do_get(flight.Ticket(b"lineitem")).read_all(), runs)
+        ref_rss = peak_rss_mib(proc.pid)
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert ref.num_rows == measured["Flight DoGet"][1].num_rows
+    mb = payload / 1e6
+    for name, (secs, _, rss) in measured.items():
+        rows.append([name, f"{secs:.3f}", f"{mb / secs:,.0f}", f"{rss:,.0f}", ratio(secs, ref_s)])
+    rows.append(["pyarrow Flight server (reference, in memory)", f"{ref_s:.3f}", f"{mb / ref_s:,.0f}",
+                 f"{ref_rss:,.0f}", "1.00×"])
+    flight_s, json_s = measured["Flight DoGet"][0], measured["HTTP JSON"][0]
+    return {
+        "title": f"Result transfer: all of lineitem ({ref.num_rows:,} rows, {mb:,.0f} MB of Arrow payload)",
+        "columns": ["path", "seconds", "MB/s of Arrow payload", "server peak RSS (MiB)", "time / reference"],
+        "rows": rows,
+        "notes": [f"Flight DoGet is {json_s / flight_s:.1f}× as fast as HTTP JSON."],
+        "headline": ("lineitem via Flight DoGet vs the pyarrow Flight server", flight_s, ref_s),
+    }
+
+
+def bench_profile(data: Data, runs: int, work: Path) -> dict:
     """Full profile of lineitem vs DuckDB SUMMARIZE."""
     path = data.table("lineitem")
 
@@ -139,32 +346,184 @@ def bench_profile(data: Data, runs: int) -> list[dict]:
     # the same table on both sides
     assert profile["row_count"] == summary[0][10], (profile["row_count"], summary[0][10])
     assert len(profile["columns"]) == len(summary)
-    return [{
-        "what": f"profile of lineitem ({profile['row_count']:,} rows, {len(summary)} columns)",
-        "dataport_s": ours_s,
-        "peer": "DuckDB SUMMARIZE",
-        "peer_s": theirs_s,
-        "note": "Dataport also computes histograms, top values, duplicate keys, alerts",
-    }]
+    what = f"profile of lineitem ({profile['row_count']:,} rows, {len(summary)} columns)"
+    return {
+        "title": "Profile of lineitem vs DuckDB SUMMARIZE",
+        "columns": ["measurement", "Dataport (s)", "DuckDB SUMMARIZE (s)", "ratio"],
+        "rows": [[what, f"{ours_s:.3f}", f"{theirs_s:.3f}", ratio(ours_s, theirs_s)]],
+        "notes": ["Dataport also computes histograms, top values, duplicate keys, alerts."],
+        "headline": ("full profile of lineitem vs DuckDB SUMMARIZE", ours_s, theirs_s),
+    }
 
 
-SECTIONS = {"profile": bench_profile}
+def tpchgen_csv(data: Data) -> Path:
+    """lineitem as CSV from `tpchgen-cli csv` at the data's scale (generated once)."""
+    out = data.path / "bench-csv"
+    path = out / "lineitem.csv"
+    if path.is_file():
+        return path
+    exe = Path(sys.executable).with_name("tpchgen-cli")
+    out.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(exe), "csv", "-s", f"{data.scale:g}", "--tables", "lineitem",
+                    "--output-dir", str(out)], check=True, capture_output=True)
+    return path
 
 
-def markdown(results: dict[str, list[dict]], args, started: float) -> str:
+def bench_csv(data: Data, runs: int, work: Path) -> dict:
+    """CSV -> typed Parquet: a file-drop source vs pyarrow and DuckDB."""
+    csv = tpchgen_csv(data)
+    mb = csv.stat().st_size / 1e6
+
+    def ours():
+        d = Path(tempfile.mkdtemp(dir=work))
+        drops = d / "drops"
+        drops.mkdir()
+        os.link(csv, drops / "lineitem.csv")
+        cfg = d / "dataport.yaml"
+        cfg.write_text(f"sources:\n  - name: drops\n    type: files\n"
+                       f"    path: {drops}\n    schema: bench\n    mode: replace\n")
+        start = time.perf_counter()
+        p = subprocess.run([str(data.binary), "sync", "drops", "--quiet", "--config", str(cfg),
+                            "--data-dir", str(d / "data")], capture_output=True, text=True,
+                           env={**os.environ, "RUST_BACKTRACE": "0"})
+        elapsed = time.perf_counter() - start
+        if p.returncode != 0:
+            raise SystemExit(f"dataport sync failed:\n{p.stderr[-3000:]}")
+        out = d / "data" / "parquet" / "bench" / "lineitem.parquet"
+        meta = pq.read_metadata(out)
+        schema = pq.read_schema(out)
+        subprocess.run(["rm", "-rf", str(d)], check=True)
+        return elapsed, (meta.num_rows, schema)
+
+    def pyarrow_way():
+        out = work / "pyarrow-lineitem.parquet"
+        table = pacsv.read_csv(csv)
+        pq.write_table(table, out, compression="zstd")
+        return table.num_rows
+
+    con = duckdb.connect()
+
+    def duckdb_way():
+        out = work / "duckdb-lineitem.parquet"
+        con.execute(f"copy (select * from read_csv('{csv}')) to '{out}' (format parquet, compression zstd)")
+        return pq.read_metadata(out).num_rows
+
+    ours_s, (ours_rows, schema) = timed(ours, runs)
+    pa_s, pa_rows = timed(pyarrow_way, runs)
+    duck_s, duck_rows = timed(duckdb_way, runs)
+    con.close()
+    assert ours_rows == pa_rows == duck_rows, (ours_rows, pa_rows, duck_rows)
+    types = {f.name: str(f.type) for f in schema}
+    best = min(pa_s, duck_s)
+    rows = [
+        ["Dataport file drop (`dataport sync`, process included)", f"{ours_s:.3f}", f"{mb / ours_s:,.0f}", ratio(ours_s, best)],
+        ["pyarrow read_csv + write_table (zstd)", f"{pa_s:.3f}", f"{mb / pa_s:,.0f}", ratio(pa_s, best)],
+        ["DuckDB COPY (zstd)", f"{duck_s:.3f}", f"{mb / duck_s:,.0f}", ratio(duck_s, best)],
+    ]
+    return {
+        "title": f"CSV to typed Parquet: lineitem ({ours_rows:,} rows, {mb:,.0f} MB of CSV)",
+        "columns": ["path", "seconds", "MB/s of CSV", "time / fastest peer"],
+        "rows": rows,
+        "notes": ["Dataport's column types: " + ", ".join(f"{k} {v}" for k, v in types.items()) + "."],
+        "headline": ("lineitem CSV to Parquet vs the faster of pyarrow and DuckDB", ours_s, best),
+    }
+
+
+MIXED = [
+    ("q1", None), ("q6", None), ("q14", None), ("q3", None),
+    ("point lookup", "select * from orders where o_orderkey = {key}"),
+    ("small join", "select n_name, count(*) from supplier join nation on s_nationkey = n_nationkey group by 1"),
+    ("top customers", "select o_custkey, sum(o_totalprice) t from orders group by 1 order by 2 desc limit 10"),
+]
+
+
+def bench_concurrency(data: Data, runs: int, work: Path) -> dict:
+    """1, 8 and 50 clients, each its own Flight SQL connection, running the mixed set."""
+    util = e2e()
+    sqls = []
+    for name, sql in MIXED:
+        sqls.append((name, sql or util.tpch_sql(name)))
+    duration = 30.0 if data.scale >= 1 else 3.0
+    rows = []
+    with Running(data, work / "log-concurrency") as srv:
+        for clients in (1, 8, 50):
+            latencies, errors, lock = [], [], threading.Lock()
+            # log in first (Argon2 is deliberately slow): the clock measures queries only
+            sessions = [srv.flight_session() for _ in range(clients)]
+            peak_rss_reset(srv.pid)
+            stop = time.monotonic() + duration
+
+            def client(i: int):
+                session = sessions[i]
+                k = i
+                while time.monotonic() < stop:
+                    name, sql = sqls[k % len(sqls)]
+                    k += 1
+                    start = time.perf_counter()
+                    try:
+                        session.sql(sql.format(key=1 + (k * 7919) % 1000))
+                        with lock:
+                            latencies.append(time.perf_counter() - start)
+                    except Exception as e:  # noqa: BLE001
+                        with lock:
+                            errors.append(f"{name}: {e!r}"[:200])
+                session.close()
+
+            started = time.monotonic()
+            threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            wall = time.monotonic() - started
+            lat = sorted(latencies)
+            p = (lambda q: lat[min(len(lat) - 1, int(q * len(lat)))] if lat else float("nan"))
+            rows.append([str(clients), str(len(lat)), f"{len(lat) / wall:.1f}", f"{p(0.5) * 1000:.0f}",
+                         f"{p(0.99) * 1000:.0f}", str(len(errors)), f"{peak_rss_mib(srv.pid):,.0f}"])
+            if errors:
+                log(f"  {clients} clients: {len(errors)} errors, first: {errors[0]}")
+    return {
+        "title": f"Concurrency: Flight SQL clients running a mixed set for {duration:.0f} s "
+                 f"({', '.join(n for n, _ in MIXED)})",
+        "columns": ["clients", "queries", "queries/s", "p50 (ms)", "p99 (ms)", "errors", "server peak RSS (MiB)"],
+        "rows": rows,
+    }
+
+
+def ratio(ours: float, peer: float) -> str:
+    return f"{ours / peer:.2f}×" if peer > 0 else "n/a"
+
+
+SECTIONS = {
+    "tpch": bench_tpch,
+    "transfer": bench_transfer,
+    "profile": bench_profile,
+    "csv": bench_csv,
+    "concurrency": bench_concurrency,
+}
+
+
+def markdown(results: dict[str, dict], args, started: float) -> str:
     lines = [
         f"Machine: {machine()}.",
         f"Scale factor {args.scale:g}; median of {args.runs} runs after a warm-up; "
         f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; binary `{args.bin}`.",
         "",
-        "| section | measurement | Dataport (s) | peer | peer (s) | ratio (Dataport / peer) | note |",
-        "|---|---|---:|---|---:|---:|---|",
+        "| goal | Dataport (s) | peer (s) | ratio (Dataport / peer) |",
+        "|---|---:|---:|---:|",
     ]
-    for section, rows in results.items():
-        for r in rows:
-            ratio = r["dataport_s"] / r["peer_s"] if r["peer_s"] > 0 else float("nan")
-            lines.append(f"| {section} | {r['what']} | {r['dataport_s']:.3f} | {r['peer']} | "
-                         f"{r['peer_s']:.3f} | {ratio:.2f}× | {r['note']} |")
+    for r in results.values():
+        if "headline" in r:
+            what, ours, peer = r["headline"]
+            lines.append(f"| {what} | {ours:.3f} | {peer:.3f} | {ratio(ours, peer)} |")
+    for r in results.values():
+        lines += ["", f"**{r['title']}**", "",
+                  "| " + " | ".join(r["columns"]) + " |",
+                  "|" + "|".join("---" if i == 0 else "---:" for i in range(len(r["columns"]))) + "|"]
+        for row in r["rows"]:
+            lines.append("| " + " | ".join(row) + " |")
+        for note in r.get("notes", []):
+            lines += ["", note]
     return "\n".join(lines) + "\n"
 
 
@@ -199,9 +558,12 @@ def main() -> None:
     data.ensure()
     started = time.time()
     results = {}
-    for name in args.only or list(SECTIONS):
-        log(f"section {name} ...")
-        results[name] = SECTIONS[name](data, max(1, args.runs))
+    with tempfile.TemporaryDirectory(prefix="dataport-bench-") as work:
+        for name in args.only or list(SECTIONS):
+            log(f"section {name} ...")
+            section_dir = Path(work) / name
+            section_dir.mkdir()
+            results[name] = SECTIONS[name](data, max(1, args.runs), section_dir)
     table = markdown(results, args, started)
     write_results(args.out, table)
     print(table)

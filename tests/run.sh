@@ -32,6 +32,7 @@ forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|ar
 forbid dataport-engine 'dataport-web|dataport-flight|axum|tonic|arrow-flight|clap'
 forbid dataport-flight 'dataport-web|dataport-demo|clap'   # (axum comes with tonic's router)
 forbid dataport-web 'dataport-flight|clap|dataport-demo'
+forbid dataport-benches 'dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # the plain-DataFusion baseline
 forbid dataport-client 'dataport-(state|auth|connectors|engine|web|flight|demo)|axum|tonic|clap'
 echo "ok"
 
@@ -53,4 +54,6 @@ bench_tmp=$(mktemp -d)
 trap 'rm -rf "$bench_tmp"' EXIT
 "$venv/bin/python" benches/bench.py --scale 0.01 --runs 1 --data "$bench_tmp/data" \
   --out "$bench_tmp/BENCHMARKS.md" --bin "${CARGO_TARGET_DIR:-$root/target}/debug/dataport" >/dev/null
-grep -q "profile of lineitem" "$bench_tmp/BENCHMARKS.md"
+for section in "TPC-H, 22 queries" "Result transfer" "Profile of lineitem" "CSV to typed Parquet" "Concurrency"; do
+  grep -q "$section" "$bench_tmp/BENCHMARKS.md" || { echo "benchmark section missing: $section"; exit 1; }
+done

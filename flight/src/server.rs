@@ -39,7 +39,6 @@ pub fn serve(
         // Batches are already split below max_message_bytes; this is the hard stop.
         .max_encoding_message_size(options.max_message_bytes.max(MAX_DECODING_BYTES));
     let mut builder = Server::builder()
-        .tcp_nodelay(true)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
     if let Some(tls) = &options.tls {
@@ -57,7 +56,12 @@ pub fn serve(
     let router = builder.add_service(InterceptedService::new(flight, interceptor));
     Ok(async move {
         router
-            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown)
+            .serve_with_incoming_shutdown(
+                // the builder's `tcp_nodelay` covers only listeners tonic binds itself: without
+                // it, Nagle + delayed ACKs add ~40 ms to every call
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown,
+            )
             .await
             .map_err(FlightServeError::Transport)
     })
