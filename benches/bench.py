@@ -150,20 +150,33 @@ def e2e():
 class Running:
     """`dataport serve` on the bench data, as admin; stopped on exit."""
 
+    # Tables the server holds in memory (`--memory-tables`); set from `--memory-tables`.
+    MEMORY_TABLES = "tpch.*"
+
     def __init__(self, data: Data, log_dir: Path):
         util = e2e()
         util.BIN = data.binary
         password = (data.path / "auth" / "admin-password").read_text().strip()
         self.password = password
-        self.server = util.Server(data.path, [], log_dir, env={
+        env = {
             "DATAPORT_ADMIN_PASSWORD": password,
             # the transfer section moves all of lineitem as JSON
             "DATAPORT_MAX_JSON_ROWS": "1000000000",
             "DATAPORT_QUERY_TIMEOUT": "3600s",
-        })
+        }
+        if self.MEMORY_TABLES:
+            env["DATAPORT_MEMORY_TABLES"] = self.MEMORY_TABLES
+        self.server = util.Server(data.path, [], log_dir, env=env)
 
     def __enter__(self):
         self.server.start()
+        if self.MEMORY_TABLES:
+            # measure the server as configured: wait until its in-memory copies are loaded
+            def loaded():
+                r = self.server.get("/api/v1/catalog", timeout=60)
+                tables = [t for s in r.json()["schemas"] for t in s["tables"]]
+                return all(t.get("in_memory_bytes") for t in tables if t["schema"] == "tpch")
+            e2e().wait_for(loaded, timeout=1800, what="the in-memory tables")
         return self
 
     def __exit__(self, *exc):
@@ -507,7 +520,8 @@ def markdown(results: dict[str, dict], args, started: float) -> str:
     lines = [
         f"Machine: {machine()}.",
         f"Scale factor {args.scale:g}; median of {args.runs} runs after a warm-up; "
-        f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; binary `{args.bin}`.",
+        f"run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime(started))}; binary `{args.bin}`; "
+        f"server tables in memory: {('`' + args.memory_tables + '`') if args.memory_tables else 'none'}.",
         "",
         "| goal | Dataport (s) | peer (s) | ratio (Dataport / peer) |",
         "|---|---:|---:|---:|",
@@ -550,7 +564,10 @@ def main() -> None:
     ap.add_argument("--data", type=Path, help="data dir to use and keep (default: a cache dir per scale)")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")
+    ap.add_argument("--memory-tables", default=Running.MEMORY_TABLES,
+                    help="the server's --memory-tables (default tpch.*; '' for none)")
     args = ap.parse_args()
+    Running.MEMORY_TABLES = args.memory_tables
     if not args.bin.is_file():
         raise SystemExit(f"{args.bin} does not exist; build it (benches/run.sh does) or pass --bin")
     data_dir = args.data or Path(tempfile.gettempdir()) / f"dataport-bench-sf{args.scale:g}"

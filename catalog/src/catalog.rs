@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::description::{self, Descriptions};
 use crate::error::{CatalogError, Result};
+use crate::memory::{MemoryOptions, Residency, ResidentReport};
 use crate::scan::{self, ScannedTable};
 use crate::snapshot::{CatalogIssue, CatalogSnapshot, CatalogTable, resolve_foreign_keys};
 use crate::table::{ParquetTable, TableData};
@@ -30,6 +31,8 @@ pub struct CatalogOptions {
     pub watch: bool,
     /// How many footers are read at once when a table changed.
     pub footer_concurrency: usize,
+    /// Tables held in memory as Arrow after each refresh (none by default).
+    pub memory: MemoryOptions,
 }
 
 impl CatalogOptions {
@@ -40,6 +43,7 @@ impl CatalogOptions {
             refresh_interval: Duration::from_secs(60),
             watch: true,
             footer_concurrency: 16,
+            memory: MemoryOptions::default(),
         }
     }
 
@@ -87,6 +91,8 @@ struct Inner {
     config: SessionConfig,
     current: RwLock<Arc<CatalogSnapshot>>,
     refresh_lock: tokio::sync::Mutex<()>,
+    /// One in-memory load at a time.
+    resident_lock: tokio::sync::Mutex<()>,
     status: Mutex<RefreshStatus>,
     footer_loads: AtomicU64,
 }
@@ -113,6 +119,7 @@ impl Catalog {
                 config,
                 current: RwLock::new(Arc::new(CatalogSnapshot::default())),
                 refresh_lock: tokio::sync::Mutex::new(()),
+                resident_lock: tokio::sync::Mutex::new(()),
                 status: Mutex::new(RefreshStatus::default()),
                 footer_loads: AtomicU64::new(0),
             }),
@@ -167,6 +174,23 @@ impl Catalog {
             Ok(mut report) => {
                 status.snapshot_version = report.snapshot_version;
                 report.duration_ms = elapsed.as_millis() as u64;
+                drop(status);
+                if self.inner.options.memory.enabled() {
+                    // Copies of new or changed tables are read in the background; queries use
+                    // the files until a copy is complete.
+                    let catalog = self.clone();
+                    tokio::spawn(async move {
+                        let r = catalog.load_resident().await;
+                        if !r.loaded.is_empty() {
+                            tracing::info!(
+                                loaded = ?r.loaded,
+                                skipped = ?r.skipped,
+                                resident_bytes = r.resident_bytes,
+                                "in-memory tables updated"
+                            );
+                        }
+                    });
+                }
                 Ok(report)
             }
             Err(e) => {
@@ -174,6 +198,71 @@ impl Catalog {
                 Err(e)
             }
         }
+    }
+
+    /// Reads the chosen tables of the current snapshot into memory, within the budget
+    /// (see [`crate::memory`]); tables already decided are left as they are. The server calls
+    /// it after every refresh; it is idempotent.
+    pub async fn load_resident(&self) -> ResidentReport {
+        let options = &self.inner.options.memory;
+        let mut report = ResidentReport::default();
+        if !options.enabled() {
+            return report;
+        }
+        let _one = self.inner.resident_lock.lock().await;
+        let snapshot = self.snapshot();
+        let mut used: u64 = snapshot.tables().filter_map(|t| t.resident_bytes()).sum();
+        let partitions = self.inner.config.target_partitions();
+        for t in snapshot.tables() {
+            if !options.wants(t.schema_name(), t.name()) || t.data.residency.get().is_some() {
+                continue;
+            }
+            let name = t.qualified_name();
+            let skip = |why: String| {
+                let _ = t.data.residency.set(Residency::Skipped(why));
+            };
+            if !t.data.partition_keys.is_empty() {
+                skip("hive partitions: read from its files".into());
+                continue;
+            }
+            let left = options.budget.saturating_sub(used);
+            let estimate = datafusion::catalog::TableProvider::statistics(t.provider.as_ref())
+                .and_then(|s| s.total_byte_size.get_value().copied())
+                .unwrap_or(0) as u64;
+            if estimate > left {
+                skip(format!(
+                    "about {estimate} bytes uncompressed, {left} left of the memory budget"
+                ));
+                continue;
+            }
+            match crate::memory::read(t, partitions).await {
+                Ok(r) if r.bytes <= left => {
+                    used += r.bytes;
+                    let _ = t.data.residency.set(Residency::Loaded(Arc::new(r)));
+                    report.loaded.push(name);
+                }
+                Ok(r) => skip(format!(
+                    "{} bytes in memory, {left} left of the memory budget",
+                    r.bytes
+                )),
+                // not remembered: the next refresh tries again
+                Err(e) => {
+                    tracing::warn!(table = %name, error = %e, "cannot read the table into memory");
+                    report.skipped.push((name, e.to_string()));
+                }
+            }
+        }
+        for t in snapshot.tables() {
+            match t.data.residency.get() {
+                Some(Residency::Loaded(_)) => report.resident.push(t.qualified_name()),
+                Some(Residency::Skipped(why)) => {
+                    report.skipped.push((t.qualified_name(), why.clone()))
+                }
+                None => {}
+            }
+        }
+        report.resident_bytes = used;
+        report
     }
 
     async fn refresh_locked(&self) -> Result<RefreshReport> {

@@ -15,6 +15,7 @@
 mod catalog;
 pub mod description;
 mod error;
+pub mod memory;
 pub mod names;
 mod pin;
 pub mod profile;
@@ -27,6 +28,7 @@ pub mod write;
 
 pub use catalog::{Catalog, CatalogOptions, RefreshReport, RefreshStatus};
 pub use error::{CatalogError, ErrorKind, Result};
+pub use memory::{MemoryOptions, ResidentReport};
 pub use provider::{
     CATALOG_NAME, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider, TableAccess, TableFilter,
 };

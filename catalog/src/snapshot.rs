@@ -75,6 +75,15 @@ impl CatalogTable {
     }
 
     /// Schema (catalog namespace) name.
+    /// Bytes of this table's rows held in memory (see [`crate::memory`]), once its copy is
+    /// complete.
+    pub fn resident_bytes(&self) -> Option<u64> {
+        match self.data.residency.get() {
+            Some(crate::memory::Residency::Loaded(r)) => Some(r.bytes),
+            _ => None,
+        }
+    }
+
     pub fn schema_name(&self) -> &str {
         &self.schema
     }

@@ -39,6 +39,8 @@ pub(crate) struct TableData {
     /// Where this data's bytes are read from, one per scanned file: its pinned link, or the
     /// file itself where it could not be linked.
     pub(crate) read_from: Vec<PathBuf>,
+    /// The in-memory copy of these files' rows, once decided (see [`crate::memory`]).
+    pub(crate) residency: std::sync::OnceLock<crate::memory::Residency>,
     /// Keeps the files queries read (hard links) alive as long as this data is in use.
     _pins: crate::pin::Pins,
 }
@@ -133,6 +135,7 @@ impl TableData {
             rows,
             bytes: table.files.iter().map(|f| f.size).sum(),
             read_from: pinned.into_iter().map(|p| p.path).collect(),
+            residency: std::sync::OnceLock::new(),
             _pins: pins,
         })
     }
@@ -250,6 +253,19 @@ impl TableProvider for ParquetTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // A table with partition columns is never resident (its partition filters are exact
+        // by file pruning, which only the file scan does).
+        if self.partition_fields.is_empty()
+            && let Some(crate::memory::Residency::Loaded(resident)) = self.data.residency.get()
+        {
+            let source = datafusion_datasource::memory::MemorySourceConfig::try_new(
+                &resident.partitions,
+                Arc::clone(&self.schema),
+                projection.cloned(),
+            )?
+            .with_limit(limit);
+            return Ok(datafusion_datasource::source::DataSourceExec::from_data_source(source));
+        }
         let names = self.partition_names();
         let partition_filters: Vec<Expr> = if names.is_empty() {
             Vec::new()

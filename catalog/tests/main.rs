@@ -3,6 +3,7 @@
 
 mod common;
 mod layout;
+mod memory;
 mod metadata;
 mod profile;
 mod refresh;

@@ -231,6 +231,12 @@ pub(crate) struct CatalogSection {
     pub(crate) refresh_interval: Option<String>,
     /// Refresh on file events, default true.
     pub(crate) watch: Option<bool>,
+    /// Tables held in memory as Arrow (`schema.table`, `schema.*`, `*`), default none
+    /// (`DATAPORT_MEMORY_TABLES`, comma separated).
+    pub(crate) memory_tables: Option<Vec<String>>,
+    /// Memory for those tables together: bytes or a share of RAM, default `25%`
+    /// (`DATAPORT_MEMORY_BUDGET`).
+    pub(crate) memory_budget: Option<String>,
 }
 
 /// `log:` — logging.
@@ -273,6 +279,12 @@ pub(crate) struct Overrides {
     /// Periodic catalog rescan; 0s disables it [default: 60s]
     #[arg(long, env = "DATAPORT_REFRESH_INTERVAL")]
     pub(crate) refresh_interval: Option<String>,
+    /// Tables to hold in memory as Arrow, comma separated: schema.table, schema.* or * [default: none]
+    #[arg(long, env = "DATAPORT_MEMORY_TABLES", value_delimiter = ',')]
+    pub(crate) memory_tables: Option<Vec<String>>,
+    /// Memory for the in-memory tables together: bytes (4GiB) or share of RAM (25%) [default: 25%]
+    #[arg(long, env = "DATAPORT_MEMORY_BUDGET")]
+    pub(crate) memory_budget: Option<String>,
     /// Log format: human or json [default: human]
     #[arg(long, env = "DATAPORT_LOG_FORMAT")]
     pub(crate) log_format: Option<String>,
@@ -320,6 +332,7 @@ pub(crate) struct Config {
     pub(crate) datafusion: Vec<(String, String)>,
     pub(crate) refresh_interval: Duration,
     pub(crate) watch: bool,
+    pub(crate) memory_tables: dataport_catalog::MemoryOptions,
     pub(crate) log_format: LogFormat,
     pub(crate) log_level: String,
     pub(crate) flight_max_message_bytes: usize,
@@ -419,6 +432,32 @@ impl Config {
                 .or(file.catalog.refresh_interval.as_deref())
                 .unwrap_or("60s"),
         )?;
+        let tables: Vec<String> = o
+            .memory_tables
+            .clone()
+            .or(file.catalog.memory_tables.clone())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let memory_tables = dataport_catalog::MemoryOptions {
+            budget: if tables.is_empty() {
+                0
+            } else {
+                parse_memory(
+                    "catalog.memory_budget",
+                    o.memory_budget
+                        .as_deref()
+                        .or(file.catalog.memory_budget.as_deref())
+                        .unwrap_or("25%"),
+                )? as u64
+            },
+            tables,
+        };
+        memory_tables
+            .validate()
+            .map_err(|m| invalid("catalog.memory_tables", m))?;
         let log_format = match o
             .log_format
             .as_deref()
@@ -536,6 +575,7 @@ impl Config {
             datafusion: file.engine.datafusion.into_iter().collect(),
             refresh_interval,
             watch: file.catalog.watch.unwrap_or(true),
+            memory_tables,
             log_format,
             log_level: file.log.level.unwrap_or_else(|| "info".into()),
             flight_max_message_bytes,

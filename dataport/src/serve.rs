@@ -83,12 +83,14 @@ pub(crate) fn authenticator(
     .context("cannot set up authentication")
 }
 
-/// The query engine over the configured data dir, with `auth`'s grants.
+/// The query engine over the configured data dir, with `auth`'s grants. `serving`: the
+/// server's own (it watches the data dir and holds the in-memory tables); commands that only
+/// look (e.g. `rsync-filter`) pass false.
 pub(crate) async fn engine(
     config: &Config,
     auth: &Authenticator,
     audit: Option<AuditLog>,
-    watch: bool,
+    serving: bool,
 ) -> anyhow::Result<Engine> {
     let mut engine_options = EngineOptions::new(&config.data_dir);
     engine_options.grants = Some(Arc::new(auth.clone()));
@@ -100,7 +102,10 @@ pub(crate) async fn engine(
     engine_options.datafusion = config.datafusion.clone();
     let mut catalog_options = CatalogOptions::new(&config.data_dir);
     catalog_options.refresh_interval = config.refresh_interval;
-    catalog_options.watch = watch;
+    catalog_options.watch = serving && config.watch;
+    if serving {
+        catalog_options.memory = config.memory_tables.clone();
+    }
     Engine::try_new(engine_options, catalog_options)
         .await
         .context("cannot start the query engine")
@@ -197,7 +202,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         .context("cannot create the first accounts")?;
     let audit = store.audit_log().context("cannot start the audit log")?;
     let auth = authenticator(&config, &store, Some(audit.clone()))?;
-    let engine = engine(&config, &auth, Some(audit), config.watch).await?;
+    let engine = engine(&config, &auth, Some(audit), true).await?;
     let snapshot = engine.catalog().snapshot();
     tracing::info!(
         data_dir = %data_dir.display(),

@@ -33,6 +33,8 @@ pub(crate) struct TableBody {
     row_count: Option<u64>,
     size_bytes: u64,
     file_count: usize,
+    /// Bytes of the table held in memory as Arrow (`catalog.memory_tables`), once loaded.
+    in_memory_bytes: Option<u64>,
     columns: Vec<ColumnBody>,
     primary_key: Vec<String>,
     foreign_keys: Vec<ResolvedForeignKey>,
@@ -66,6 +68,7 @@ fn table_body(state: &AppState, view: &SnapshotCatalogProvider, t: &CatalogTable
         row_count: if restricted { None } else { t.row_count() },
         size_bytes: if restricted { 0 } else { t.size_bytes() },
         file_count: if restricted { 0 } else { t.file_count() },
+        in_memory_bytes: if restricted { None } else { t.resident_bytes() },
         columns: schema
             .fields()
             .iter()

@@ -155,3 +155,27 @@ server:
         assert!(e.to_string().starts_with(key), "{yaml}: {e}");
     }
 }
+
+#[test]
+fn memory_tables_come_with_a_budget() {
+    let none = load_yaml("catalog:\n  watch: false\n", Overrides::default()).unwrap();
+    assert!(!none.memory_tables.enabled());
+    let yaml = "catalog:\n  memory_tables: [tpch.lineitem, 'sales.*']\n  memory_budget: 2GiB\n";
+    let c = load_yaml(yaml, Overrides::default()).unwrap();
+    assert_eq!(c.memory_tables.tables, ["tpch.lineitem", "sales.*"]);
+    assert_eq!(c.memory_tables.budget, 2 << 30);
+    // the command line wins; the budget defaults to a share of RAM
+    let c = load_yaml(
+        yaml,
+        Overrides {
+            memory_tables: Some(vec!["tpch.*".into()]),
+            memory_budget: Some("25%".into()),
+            ..Overrides::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(c.memory_tables.tables, ["tpch.*"]);
+    assert!(c.memory_tables.budget > 0);
+    let e = load_yaml("catalog:\n  memory_tables: [tpch]\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().contains("catalog.memory_tables"), "{e}");
+}
