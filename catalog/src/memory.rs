@@ -9,11 +9,22 @@
 //!
 //! Tables with hive partitions stay on their files: the partition-column filters they answer
 //! exactly are applied by pruning files, which a copy in memory does not have.
+//!
+//! Loading also estimates each key-like column's distinct values (HyperLogLog, DataFusion's
+//! `approx_distinct`, one pass over the copy), which Parquet statistics lack. The engine gives
+//! them to the planner with the scan's row counts ([`crate::CatalogSnapshot::resident_distinct_counts_for`]),
+//! so join and aggregate estimates, and with them each hash join's build side, rest on the
+//! data rather than on guesses.
 
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, BinaryViewArray, RecordBatch, StringViewArray};
-use arrow::datatypes::DataType;
+use arrow::array::{Array, ArrayRef, BinaryViewArray, RecordBatch, StringViewArray, UInt64Array};
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::Column;
+use datafusion::datasource::MemTable;
+use datafusion::error::DataFusionError;
+use datafusion::functions_aggregate::expr_fn::approx_distinct;
+use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionContext;
 use serde::Serialize;
@@ -66,6 +77,8 @@ impl MemoryOptions {
 pub(crate) struct Resident {
     pub(crate) partitions: Vec<Vec<RecordBatch>>,
     pub(crate) bytes: u64,
+    /// Estimated distinct values per column of the table's schema; `None` where not counted.
+    pub(crate) distinct: Arc<[Option<usize>]>,
 }
 
 /// What a table's copy is, once decided.
@@ -141,10 +154,82 @@ pub(crate) async fn read(
                 .collect()
         })
         .collect();
+    let distinct = match distinct_counts(&ctx, &table.arrow_schema(), &parts).await {
+        Ok(d) => d,
+        Err(e) => {
+            // only estimates are lost: the copy serves queries all the same
+            tracing::warn!(table = %table.qualified_name(), error = %e, "cannot estimate distinct values");
+            vec![None; table.arrow_schema().fields().len()]
+        }
+    };
     Ok(Resident {
         partitions: parts,
         bytes,
+        distinct: distinct.into(),
     })
+}
+
+/// Whether a column of this type gets a distinct-count estimate: the types of join and
+/// grouping keys.
+fn countable(data_type: &DataType) -> bool {
+    data_type.is_integer()
+        || matches!(
+            data_type,
+            DataType::Date32
+                | DataType::Date64
+                | DataType::Timestamp(_, _)
+                | DataType::Decimal32(_, _)
+                | DataType::Decimal64(_, _)
+                | DataType::Decimal128(_, _)
+                | DataType::Decimal256(_, _)
+                | DataType::Utf8
+                | DataType::LargeUtf8
+                | DataType::Utf8View
+                | DataType::Binary
+                | DataType::BinaryView
+        )
+}
+
+/// Distinct values per column of `schema` in `parts`, estimated in one aggregate pass.
+async fn distinct_counts(
+    ctx: &SessionContext,
+    schema: &SchemaRef,
+    parts: &[Vec<RecordBatch>],
+) -> Result<Vec<Option<usize>>, DataFusionError> {
+    let mut out = vec![None; schema.fields().len()];
+    let counted: Vec<usize> = (0..schema.fields().len())
+        .filter(|&i| countable(schema.field(i).data_type()))
+        .collect();
+    if counted.is_empty() || parts.iter().all(Vec::is_empty) {
+        return Ok(out);
+    }
+    let exprs: Vec<Expr> = counted
+        .iter()
+        .map(|&i| {
+            approx_distinct(Expr::Column(Column::new_unqualified(
+                schema.field(i).name(),
+            )))
+            .alias(format!("c{i}"))
+        })
+        .collect();
+    let table = MemTable::try_new(Arc::clone(schema), parts.to_vec())?;
+    let batches = ctx
+        .read_table(Arc::new(table))?
+        .aggregate(vec![], exprs)?
+        .collect()
+        .await?;
+    if let Some(batch) = batches.iter().find(|b| b.num_rows() > 0) {
+        for (k, &i) in counted.iter().enumerate() {
+            let estimate = batch
+                .column(k)
+                .as_any()
+                .downcast_ref::<UInt64Array>()
+                .filter(|a| a.is_valid(0))
+                .and_then(|a| usize::try_from(a.value(0)).ok());
+            out[i] = estimate;
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -77,6 +77,15 @@ impl CatalogTable {
     /// Schema (catalog namespace) name.
     /// Bytes of this table's rows held in memory (see [`crate::memory`]), once its copy is
     /// complete.
+    /// Estimated distinct values per column of this table's in-memory copy (see
+    /// [`crate::memory`]); `None` when it has none.
+    pub fn resident_distinct_counts(&self) -> Option<Arc<[Option<usize>]>> {
+        match self.data.residency.get() {
+            Some(crate::memory::Residency::Loaded(r)) => Some(Arc::clone(&r.distinct)),
+            _ => None,
+        }
+    }
+
     pub fn resident_bytes(&self) -> Option<u64> {
         match self.data.residency.get() {
             Some(crate::memory::Residency::Loaded(r)) => Some(r.bytes),
@@ -209,6 +218,14 @@ impl CatalogSnapshot {
     }
     pub fn table_count(&self) -> usize {
         self.schemas.values().map(BTreeMap::len).sum()
+    }
+    /// Estimated distinct values per column of the in-memory table whose scans carry
+    /// `schema`, the very `Arc` its provider hands out (a scan knows its schema, not its
+    /// table's name). Linear in the number of tables; the planner asks a few times per join.
+    pub fn resident_distinct_counts_for(&self, schema: &SchemaRef) -> Option<Arc<[Option<usize>]>> {
+        self.tables()
+            .find(|t| Arc::ptr_eq(&t.arrow_schema(), schema))
+            .and_then(|t| t.resident_distinct_counts())
     }
     /// The table `schema.name`.
     pub fn table(&self, schema: &str, name: &str) -> Option<&Arc<CatalogTable>> {

@@ -110,3 +110,28 @@ async fn tables_over_the_budget_stay_on_their_files() {
             .contains("10000")
     );
 }
+
+#[tokio::test]
+async fn loading_estimates_distinct_values_per_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids: Vec<i64> = (0..3000).map(|i| i % 1000).collect();
+    write_table(&dir.path().join("parquet/s/t.parquet"), &ids);
+    let catalog = open_with(dir.path(), all(1 << 30)).await;
+    catalog.load_resident().await;
+    let snap = catalog.snapshot();
+    let table = snap.table("s", "t").unwrap();
+    let distinct = table.resident_distinct_counts().unwrap();
+    // `id` repeats 1,000 values; `name` is "n<id>" (HyperLogLog: within a few percent)
+    assert_eq!(distinct.len(), 2);
+    for estimate in distinct.iter() {
+        let n = estimate.unwrap();
+        assert!((950..=1050).contains(&n), "{distinct:?}");
+    }
+    // a scan finds them by the schema it carries; another schema finds nothing
+    assert_eq!(
+        snap.resident_distinct_counts_for(&table.arrow_schema()),
+        Some(distinct)
+    );
+    let other = Arc::new(arrow::datatypes::Schema::clone(&table.arrow_schema()));
+    assert!(snap.resident_distinct_counts_for(&other).is_none());
+}

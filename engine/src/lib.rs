@@ -22,6 +22,7 @@ mod metrics;
 mod placeholders;
 pub mod policy;
 pub mod profiles;
+mod statistics;
 pub mod sync;
 pub mod wire;
 
