@@ -820,6 +820,22 @@ def tpch_sql(qid: str) -> str:
     return main_query(path.read_text())
 
 
+def tpch_diffs_over_flight(location: str, duck) -> list[str]:
+    """Every TPC-H query through Flight SQL (ADBC) at `location`, compared with `duck`'s answer."""
+    conn = adbc_connect(location)
+    problems = []
+    try:
+        for qid in tpch_query_ids():
+            sql = tpch_sql(qid)
+            with conn.cursor() as cur:
+                cur.execute(sql)
+                table = cur.fetch_arrow_table()
+            problems += diff_against_duckdb(qid, sql, table, duck)
+    finally:
+        conn.close()
+    return problems
+
+
 def diff_against_duckdb(qid: str, sql: str, table: pa.Table, duck) -> list[str]:
     """Compares a server result (Arrow) with DuckDB's answer to the same SQL: same column count,
     same rows as a multiset with numeric tolerance, and sorted by the top-level ORDER BY.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e_util import TPCH_TABLES, adbc_connect, diff_against_duckdb, tpch_query_ids, tpch_sql, wait_for
+from e2e_util import TPCH_TABLES, tpch_diffs_over_flight, wait_for
 
 
 def resident(srv) -> dict[str, int | None]:
@@ -37,17 +37,7 @@ def test_tables_are_held_in_memory_and_listed(memory_server, server):
 
 
 def test_tpch_from_memory_matches_duckdb(memory_server, duck):
-    conn = adbc_connect(memory_server.flight)
-    problems = []
-    try:
-        for qid in tpch_query_ids():
-            sql = tpch_sql(qid)
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                table = cur.fetch_arrow_table()
-            problems += diff_against_duckdb(qid, sql, table, duck)
-    finally:
-        conn.close()
+    problems = tpch_diffs_over_flight(memory_server.flight, duck)
     assert not problems, "\n".join(problems)
 
 

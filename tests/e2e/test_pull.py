@@ -25,8 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from e2e_util import (BIN, TPCH_TABLES, adbc_connect, diff_against_duckdb, tpch_query_ids,
-                      tpch_sql, wait_for, write_parquet_atomic)
+from e2e_util import BIN, TPCH_TABLES, tpch_diffs_over_flight, wait_for, write_parquet_atomic
 
 FILTER = "c_nationkey = 7"
 HIDDEN = ["c_phone", "c_acctbal"]
@@ -177,17 +176,9 @@ def test_pulled_views_answer_tpch_like_the_server(server, insider_pull):
     comments = con.execute("select count(*) from duckdb_views() where schema_name = 'tpch' "
                            "and comment is not null").fetchone()[0]
     assert comments > 0
-    conn = adbc_connect(server.flight)
-    problems = []
     try:
-        for qid in tpch_query_ids():
-            sql = tpch_sql(qid)
-            with conn.cursor() as cur:
-                cur.execute(sql)
-                table = cur.fetch_arrow_table()
-            problems += diff_against_duckdb(qid, sql, table, con)
+        problems = tpch_diffs_over_flight(server.flight, con)
     finally:
-        conn.close()
         con.close()
     assert not problems, "\n".join(problems)
 
