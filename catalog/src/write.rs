@@ -66,6 +66,14 @@ pub enum WriteError {
     #[error("failed to sync directory {path} after renaming into it: {source}")]
     SyncDir { path: PathBuf, source: io::Error },
 
+    /// A complete file could not be linked under a temporary name next to its destination.
+    #[error("failed to link {from} as {to}: {source}")]
+    Link {
+        from: PathBuf,
+        to: PathBuf,
+        source: io::Error,
+    },
+
     /// Reading the size of the finished file failed.
     #[error("failed to read metadata of {path}: {source}")]
     Metadata { path: PathBuf, source: io::Error },
@@ -334,6 +342,69 @@ pub struct StagedFile {
 }
 
 impl StagedFile {
+    /// Stages the complete Parquet file `from`, already synced (as
+    /// [`ParquetFileWriter::finish`] leaves it), for `dest` without copying it: it gets a
+    /// temporary name in `dest`'s folder (a hard link, then `from` is removed), so
+    /// [`commit_table`] can put it into place. `from` must be on the same file system as
+    /// `dest` ([`WriteError::Link`] with [`io::ErrorKind::CrossesDevices`] otherwise, and
+    /// `from` is left as it was).
+    pub fn adopt(from: &Path, dest: &Path) -> Result<Self, WriteError> {
+        let file_name = dest.file_name().ok_or_else(|| WriteError::NoFileName {
+            path: dest.to_path_buf(),
+        })?;
+        let dir = create_parent(dest)?;
+        let mut attempt = 0;
+        let temp = loop {
+            let path = temp_name(&dir, file_name);
+            match fs::hard_link(from, &path) {
+                Ok(()) => break TempGuard { path, armed: true },
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists && attempt < TEMP_NAME_ATTEMPTS =>
+                {
+                    attempt += 1;
+                }
+                Err(source) => {
+                    return Err(WriteError::Link {
+                        from: from.to_path_buf(),
+                        to: path,
+                        source,
+                    });
+                }
+            }
+        };
+        // The new name is durable once the folder is; the journal of the commit is written
+        // into the same folder.
+        sync_dir(&dir)?;
+        let io_error = |source: io::Error| WriteError::Io {
+            path: temp.path.clone(),
+            source,
+        };
+        let sha256 = sha256_file(&temp.path).map_err(io_error)?;
+        let file = File::open(&temp.path).map_err(io_error)?;
+        let bytes = file.metadata().map_err(io_error)?.len();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).map_err(|source| {
+            WriteError::Parquet {
+                path: temp.path.clone(),
+                source,
+            }
+        })?;
+        let rows = parquet::file::reader::FileReader::metadata(&reader)
+            .file_metadata()
+            .num_rows();
+        fs::remove_file(from).map_err(|source| WriteError::Io {
+            path: from.to_path_buf(),
+            source,
+        })?;
+        Ok(Self {
+            temp,
+            dest: dest.to_path_buf(),
+            dir,
+            rows: u64::try_from(rows).unwrap_or(0),
+            bytes,
+            sha256,
+        })
+    }
+
     /// SHA-256 of the file's bytes (lowercase hex).
     pub fn sha256(&self) -> &str {
         &self.sha256
@@ -670,6 +741,15 @@ fn create_parent(dest: &Path) -> Result<PathBuf, WriteError> {
     Ok(dir)
 }
 
+/// A fresh `.<name>.<pid>.<n>.tmp` path in `dir`.
+fn temp_name(dir: &Path, file_name: &std::ffi::OsStr) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = OsString::from(".");
+    name.push(file_name);
+    name.push(format!(".{}.{n}.tmp", std::process::id()));
+    dir.join(name)
+}
+
 /// [`create_temp`] with the new file's permission bits (Unix; ignored elsewhere).
 fn create_temp_with_mode(
     dest: &Path,
@@ -681,11 +761,7 @@ fn create_temp_with_mode(
     let dir = create_parent(dest)?;
     let mut attempt = 0;
     loop {
-        let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
-        let mut name = OsString::from(".");
-        name.push(file_name);
-        name.push(format!(".{}.{n}.tmp", std::process::id()));
-        let path = dir.join(name);
+        let path = temp_name(&dir, file_name);
         let mut options = OpenOptions::new();
         options.write(true).create_new(true);
         #[cfg(unix)]
@@ -867,6 +943,49 @@ mod tests {
         let mut w = ParquetFileWriter::try_new(path, batch.schema()).unwrap();
         w.write(batch).unwrap();
         w.finish_staged().unwrap()
+    }
+
+    #[test]
+    fn an_adopted_file_is_committed_as_it_is() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("parquet");
+        let dest = root.join("s/t.parquet");
+        let old = staged(&dest, &sample_batch());
+        commit_table(&journal_path(&root, "s", "t"), vec![old], &[]).unwrap();
+
+        // A complete file staged elsewhere on the same file system.
+        let source = tmp.path().join("tmp/sync/part-00000.parquet");
+        let mut w = ParquetFileWriter::try_new(&source, sample_batch().schema()).unwrap();
+        w.write(&sample_batch()).unwrap();
+        w.write(&sample_batch()).unwrap();
+        let written = w.finish().unwrap();
+        let bytes = fs::read(&source).unwrap();
+
+        let adopted = StagedFile::adopt(&source, &dest).unwrap();
+        assert!(!source.exists(), "the staged name is gone");
+        assert_eq!(adopted.sha256(), written.sha256);
+        assert_eq!(adopted.rows(), 6);
+        assert_eq!(adopted.bytes(), bytes.len() as u64);
+        assert_ne!(
+            fs::read(&dest).unwrap(),
+            bytes,
+            "not in place before the commit"
+        );
+        commit_table(&journal_path(&root, "s", "t"), vec![adopted], &[]).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
+        assert_eq!(
+            dir_entries(&root.join("s")),
+            vec!["t.parquet"],
+            "no temporary file or journal left"
+        );
+
+        // Dropped before a commit, an adopted file leaves nothing behind.
+        let mut w = ParquetFileWriter::try_new(&source, sample_batch().schema()).unwrap();
+        w.write(&sample_batch()).unwrap();
+        w.finish().unwrap();
+        drop(StagedFile::adopt(&source, &dest).unwrap());
+        assert_eq!(dir_entries(&root.join("s")), vec!["t.parquet"]);
+        assert_eq!(fs::read(&dest).unwrap(), bytes);
     }
 
     #[test]

@@ -8,8 +8,8 @@
 //!   `.ndjson` and `.json` (JSON lines: one object per line), `.parquet`.
 //! - A writer still uploading must use a name the connector skips and rename the file when it
 //!   is complete: names starting with `.` or `_`, or ending in `.tmp` or `.part`.
-//! - Types are inferred over the whole file (CSV: integers, floats, booleans, dates and
-//!   timestamps, else text; JSON: its own types), then the table's `column_types` in
+//! - Types are the whole file's (CSV: integers, floats, booleans, dates and timestamps, else
+//!   text, by the rules of [`Inference`]; JSON: its own types), then the table's `column_types` in
 //!   `data_description.md` override them (e.g. `STRING` keeps the leading zeros of codes,
 //!   `NUMERIC(10,2)` gives decimals). A declared column a file does not have rejects the file.
 //! - `mode: replace` (default): the newest file (by modification time, then name) replaces the
@@ -46,7 +46,10 @@ use serde::{Deserialize, Serialize};
 use crate::connector::{Connector, SourceTable, SyncContext, TableSync};
 use crate::error::{ConnectorError, Result};
 use crate::sink::{SEQ_COLUMN, TableTarget, WriteMode, Written};
-use crate::typed::{CsvPart, csv_to_parquet, map_type, type_batch, with_seq};
+use crate::typed::{
+    CsvOptions, CsvPart, Inference, SAMPLE_ROWS, csv_to_parquet, map_type, read_header,
+    text_batches, type_batch, with_seq,
+};
 
 /// Rows per batch while converting.
 const BATCH_ROWS: usize = 8192;
@@ -385,43 +388,92 @@ impl Connector for FilesConnector {
             }
         }
 
-        // One schema for every file of the run.
-        let schema = final_schema(
+        // One schema for every file of the run. CSV types come from a sample of each file
+        // first; the conversion checks every row against them and, where the whole file
+        // gives other types, everything is converted again with those.
+        let ranked = table.target.ranks_rows();
+        let mut schema = final_schema(
             probed.iter().map(|(_, p)| &p.schema),
             &declared,
             stored.as_deref(),
         );
+        let mut outcomes: Vec<Option<Result<Staged>>> = probed.iter().map(|_| None).collect();
+        let mut first_pass = true;
+        loop {
+            let mut seq = 1u64;
+            for (i, (file, probe)) in probed.iter().enumerate() {
+                if matches!(outcomes[i], Some(Err(_))) {
+                    continue;
+                }
+                let verb = if first_pass {
+                    "converting"
+                } else {
+                    "converting again (types of all rows)"
+                };
+                ctx.progress
+                    .step(&qualified, &format!("{verb} {}", file.name));
+                let job = Convert {
+                    table: qualified.clone(),
+                    file: file.clone(),
+                    probe: probe.clone(),
+                    schema: Arc::clone(&schema),
+                    declared: declared.clone(),
+                    out: ctx.staging.join(format!("part-{i:05}.parquet")),
+                    seq: ranked.then_some(seq),
+                    infer: first_pass && !probe.complete,
+                };
+                let outcome = match blocking(&qualified, move || job.run()).await {
+                    Ok(done) => {
+                        seq += done.rows;
+                        Ok(done)
+                    }
+                    Err(e) if is_file_fault(&e) => Err(e),
+                    Err(e) => return Err(e),
+                };
+                outcomes[i] = Some(outcome);
+            }
+            if !first_pass || probed.iter().all(|(_, p)| p.complete) {
+                break;
+            }
+            first_pass = false;
+            let whole: Vec<Schema> = probed
+                .iter()
+                .zip(&outcomes)
+                .filter_map(|((_, probe), outcome)| match outcome {
+                    Some(Ok(done)) => Some(
+                        done.inferred
+                            .as_ref()
+                            .map_or_else(|| probe.schema.clone(), normalized),
+                    ),
+                    _ => None,
+                })
+                .collect();
+            let retyped = final_schema(whole.iter(), &declared, stored.as_deref());
+            if retyped == schema {
+                break;
+            }
+            tracing::info!(
+                source = %self.name, table = %qualified,
+                "later rows do not fit the types of the first {SAMPLE_ROWS}; converting again with the types of all rows"
+            );
+            schema = retyped;
+        }
 
-        // Stage each file, numbering rows across files so later files win.
         let mut staged: Vec<PathBuf> = Vec::new();
         let mut loaded: Vec<DropFile> = Vec::new();
-        let mut seq = 1u64;
         let mut rows = 0u64;
         let mut bytes = 0u64;
-        for (i, (file, probe)) in probed.into_iter().enumerate() {
-            ctx.progress
-                .step(&qualified, &format!("converting {}", file.name));
-            let out = ctx.staging.join(format!("part-{i:05}.parquet"));
-            let job = Convert {
-                table: qualified.clone(),
-                file: file.clone(),
-                probe,
-                schema: Arc::clone(&schema),
-                declared: declared.clone(),
-                out: out.clone(),
-                seq,
-            };
-            match blocking(&qualified, move || job.run()).await {
-                Ok(n) => {
-                    seq += n;
-                    rows += n;
+        for ((file, _), outcome) in probed.into_iter().zip(outcomes) {
+            match outcome {
+                Some(Ok(Staged { unfit: Some(e), .. })) | Some(Err(e)) => rejected.push((file, e)),
+                Some(Ok(done)) => {
+                    rows += done.rows;
                     bytes += file.size;
                     ctx.progress.bytes(&qualified, file.size);
-                    staged.push(out);
+                    staged.push(done.path);
                     loaded.push(file);
                 }
-                Err(e) if is_file_fault(&e) => rejected.push((file, e)),
-                Err(e) => return Err(e),
+                None => {}
             }
         }
         if !rejected.is_empty() {
@@ -554,6 +606,8 @@ struct Probe {
     schema: Schema,
     /// The text starts with a UTF-8 byte order mark.
     bom: bool,
+    /// The types were inferred from every row (else from the first [`SAMPLE_ROWS`]).
+    complete: bool,
 }
 
 fn probe(table: &str, path: &Path, format: FileFormat) -> Result<Probe> {
@@ -569,13 +623,29 @@ fn probe(table: &str, path: &Path, format: FileFormat) -> Result<Probe> {
 fn probe_csv(table: &str, path: &Path) -> Result<Probe> {
     let mut reader = BufReader::with_capacity(BUFFER, open_decoded(path)?);
     let bom = skip_bom(&mut reader).map_err(|e| ConnectorError::io(path, e))?;
-    let (schema, _) = arrow::csv::reader::Format::default()
-        .with_header(true)
-        .infer_schema(&mut reader, None)
-        .map_err(|e| decode(table, path, e))?;
+    let Some(names) = read_header(&mut reader).map_err(|e| ConnectorError::io(path, e))? else {
+        return Ok(Probe {
+            schema: Schema::empty(),
+            bom,
+            complete: true,
+        });
+    };
+    let mut inference = Inference::new(names.clone());
+    let mut rows = 0usize;
+    let mut complete = true;
+    for batch in text_batches(&names, &mut reader).map_err(|e| decode(table, path, e))? {
+        let batch = batch.map_err(|e| decode(table, path, e))?;
+        rows += batch.num_rows();
+        inference.observe(&batch);
+        if rows >= SAMPLE_ROWS {
+            complete = false;
+            break;
+        }
+    }
     Ok(Probe {
-        schema: normalized(&schema),
+        schema: normalized(&inference.schema()),
         bom,
+        complete,
     })
 }
 
@@ -587,6 +657,7 @@ fn probe_json(table: &str, path: &Path) -> Result<Probe> {
     Ok(Probe {
         schema: normalized(&schema),
         bom,
+        complete: true,
     })
 }
 
@@ -605,6 +676,7 @@ fn probe_parquet(table: &str, path: &Path) -> Result<Probe> {
     Ok(Probe {
         schema: normalized(&Schema::new(fields)),
         bom: false,
+        complete: true,
     })
 }
 
@@ -762,7 +834,7 @@ fn unify(a: &DataType, b: &DataType) -> DataType {
     }
 }
 
-/// One file to stage as typed Parquet with the sequence column.
+/// One file to stage as typed Parquet.
 struct Convert {
     table: String,
     file: DropFile,
@@ -770,21 +842,46 @@ struct Convert {
     schema: SchemaRef,
     declared: BTreeMap<String, DataType>,
     out: PathBuf,
-    /// The sequence number of the file's first row.
-    seq: u64,
+    /// The sequence number of the file's first row, when rows are ranked ([`SEQ_COLUMN`]).
+    seq: Option<u64>,
+    /// Infer CSV types over every row while converting (the probe saw a sample).
+    infer: bool,
+}
+
+/// A converted file.
+struct Staged {
+    path: PathBuf,
+    rows: u64,
+    /// With [`Convert::infer`]: the types of all the file's rows.
+    inferred: Option<Schema>,
+    /// With [`Convert::infer`]: a value that did not fit (nothing was staged).
+    unfit: Option<ConnectorError>,
 }
 
 impl Convert {
-    /// Rows staged.
-    fn run(self) -> Result<u64> {
-        match self.file.format {
-            FileFormat::Csv => self.csv(),
-            FileFormat::Json => self.json(),
-            FileFormat::Parquet => self.parquet(),
+    fn run(self) -> Result<Staged> {
+        let (rows, inferred, unfit) = match self.file.format {
+            FileFormat::Csv => self.csv()?,
+            FileFormat::Json => (self.json()?, None, None),
+            FileFormat::Parquet => (self.parquet()?, None, None),
+        };
+        Ok(Staged {
+            path: self.out,
+            rows,
+            inferred,
+            unfit,
+        })
+    }
+
+    /// The staged file's schema: the run's, with the sequence column if rows are ranked.
+    fn staged_schema(&self) -> SchemaRef {
+        match self.seq {
+            Some(_) => with_seq(&self.schema),
+            None => Arc::clone(&self.schema),
         }
     }
 
-    fn csv(&self) -> Result<u64> {
+    fn csv(&self) -> Result<(u64, Option<Schema>, Option<ConnectorError>)> {
         // `csv_to_parquet` matches columns by the header's names, which must not carry a BOM.
         let source = if self.probe.bom {
             let copy = self.out.with_extension("csv");
@@ -793,25 +890,33 @@ impl Convert {
         } else {
             self.file.path.clone()
         };
-        let mut seq = self.seq;
         let parts = [CsvPart {
             path: source.clone(),
             has_header: true,
         }];
-        let converted = csv_to_parquet(&self.table, &parts, &[], &self.schema, &self.out, &mut seq)
-            .map_err(|e| match e {
-                ConnectorError::Decode {
-                    table,
-                    what,
-                    message,
-                } if what == source.display().to_string() => ConnectorError::Decode {
-                    table,
-                    what: self.file.path.display().to_string(),
-                    message,
-                },
-                other => other,
-            })?;
-        Ok(converted.rows)
+        let options = CsvOptions {
+            seq: self.seq,
+            infer: self.infer,
+        };
+        let original = |e: ConnectorError| match e {
+            ConnectorError::Decode {
+                table,
+                what,
+                message,
+            } if what == source.display().to_string() => ConnectorError::Decode {
+                table,
+                what: self.file.path.display().to_string(),
+                message,
+            },
+            other => other,
+        };
+        let converted = csv_to_parquet(&self.table, &parts, &[], &self.schema, &self.out, options)
+            .map_err(original)?;
+        Ok((
+            converted.rows,
+            converted.inferred,
+            converted.unfit.map(original),
+        ))
     }
 
     fn json(&self) -> Result<u64> {
@@ -841,11 +946,12 @@ impl Convert {
             .with_coerce_primitive(true)
             .build(reader)
             .map_err(|e| decode(&self.table, path, e))?;
-        let mut writer = ParquetFileWriter::try_new(&self.out, with_seq(&self.schema))?;
+        let mut writer = ParquetFileWriter::try_new(&self.out, self.staged_schema())?;
         let mut rows = 0u64;
         for batch in json {
             let batch = batch.map_err(|e| json_error(&self.table, path, e))?;
-            let typed = type_batch(&self.table, &batch, &self.schema, rows, self.seq + rows)?;
+            let seq = self.seq.map(|s| s + rows);
+            let typed = type_batch(&self.table, &batch, &self.schema, rows, seq)?;
             writer.write(&typed)?;
             rows += batch.num_rows() as u64;
         }
@@ -859,11 +965,12 @@ impl Convert {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
             .map_err(|e| decode(&self.table, path, e))?;
-        let mut writer = ParquetFileWriter::try_new(&self.out, with_seq(&self.schema))?;
+        let mut writer = ParquetFileWriter::try_new(&self.out, self.staged_schema())?;
         let mut rows = 0u64;
         for batch in reader {
             let batch = batch.map_err(|e| decode(&self.table, path, e))?;
-            let typed = type_batch(&self.table, &batch, &self.schema, rows, self.seq + rows)?;
+            let seq = self.seq.map(|s| s + rows);
+            let typed = type_batch(&self.table, &batch, &self.schema, rows, seq)?;
             writer.write(&typed)?;
             rows += batch.num_rows() as u64;
         }

@@ -30,7 +30,9 @@ use datafusion::functions_window::expr_fn::row_number;
 use datafusion::logical_expr::{ExprFunctionExt, cast, col, lit};
 use datafusion::prelude::{Expr, ParquetReadOptions, SessionConfig, SessionContext};
 use dataport_catalog::description::PartitionGranularity;
-use dataport_catalog::write::{ParquetFileWriter, StagedFile, commit_table, journal_path};
+use dataport_catalog::write::{
+    ParquetFileWriter, StagedFile, WriteError, commit_table, journal_path,
+};
 use futures::StreamExt;
 
 use crate::error::{ConnectorError, Result};
@@ -67,6 +69,12 @@ pub struct TableTarget {
 impl TableTarget {
     pub fn qualified(&self) -> String {
         format!("{}.{}", self.schema, self.name)
+    }
+
+    /// Whether staged rows need [`SEQ_COLUMN`]: only a primary key's de-duplication ranks
+    /// them. Without it, staged files may leave the column out.
+    pub fn ranks_rows(&self) -> bool {
+        !self.primary_key.is_empty()
     }
 }
 
@@ -187,6 +195,9 @@ impl Sink {
             }
         }
         let current = self.current_files(t)?;
+        if let Some(written) = self.put_in_place(t, staged, &new_schema, mode, &current)? {
+            return Ok(written);
+        }
         let stored = match mode {
             WriteMode::Merge => self.current_schema(t)?,
             WriteMode::Replace => None,
@@ -301,6 +312,57 @@ impl Sink {
             files_removed,
             digests,
         })
+    }
+
+    /// Replaces an unpartitioned table without a primary key by its one staged file without
+    /// [`SEQ_COLUMN`], which is already the table (same columns, types and writer settings):
+    /// the file is moved into place instead of being read and written again. `None` when
+    /// that does not apply (or the staging folder is on another file system).
+    fn put_in_place(
+        &self,
+        t: &TableTarget,
+        staged: &[PathBuf],
+        staged_schema: &Schema,
+        mode: WriteMode,
+        current: &[PathBuf],
+    ) -> Result<Option<Written>> {
+        let [file] = staged else {
+            return Ok(None);
+        };
+        if mode != WriteMode::Replace
+            || t.partitioning.is_some()
+            || t.ranks_rows()
+            || staged_schema.field_with_name(SEQ_COLUMN).is_ok()
+        {
+            return Ok(None);
+        }
+        let dest = self.file_of(t);
+        let adopted = match StagedFile::adopt(file, &dest) {
+            Ok(f) => f,
+            Err(WriteError::Link { source, .. })
+                if source.kind() == std::io::ErrorKind::CrossesDevices =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let digests = vec![(dest.clone(), adopted.sha256().to_string())];
+        let deletes: Vec<PathBuf> = current.iter().filter(|p| **p != dest).cloned().collect();
+        let files_removed = deletes.len();
+        commit_table(
+            &journal_path(&self.parquet_root, &t.schema, &t.name),
+            vec![adopted],
+            &deletes,
+        )?;
+        let (rows, bytes) = self.totals(t)?;
+        Ok(Some(Written {
+            rows,
+            columns: staged_schema.fields().len() as u64,
+            bytes,
+            files_written: 1,
+            files_removed,
+            digests,
+        }))
     }
 
     /// Rows and bytes of the table's files, from their footers.
@@ -450,7 +512,8 @@ pub(crate) fn widens(from: &DataType, to: &DataType) -> bool {
 }
 
 /// `df` with exactly `target`'s columns (missing ones NULL, types cast), plus the sequence
-/// column: kept when `keep_seq` (new rows), 0 otherwise (stored rows rank below new ones).
+/// column: kept when `keep_seq` (new rows) and `df` has one, 0 otherwise (stored rows rank
+/// below new ones; rows staged without one are not ranked).
 fn align(df: DataFrame, target: &Schema, keep_seq: bool) -> Result<DataFrame> {
     let have = df.schema().clone();
     let mut exprs: Vec<Expr> = Vec::with_capacity(target.fields().len() + 1);
@@ -465,7 +528,8 @@ fn align(df: DataFrame, target: &Schema, keep_seq: bool) -> Result<DataFrame> {
         };
         exprs.push(e.alias(f.name()));
     }
-    exprs.push(if keep_seq {
+    let has_seq = have.field_with_unqualified_name(SEQ_COLUMN).is_ok();
+    exprs.push(if keep_seq && has_seq {
         col(SEQ_COLUMN)
     } else {
         lit(0u64).alias(SEQ_COLUMN)

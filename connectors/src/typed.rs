@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, UInt64Array, new_null_array};
+use arrow::array::{Array, ArrayRef, StringArray, UInt64Array, new_null_array};
 use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
@@ -22,6 +22,10 @@ use crate::sink::SEQ_COLUMN;
 /// Rows per batch while converting.
 const BATCH_ROWS: usize = 8192;
 
+/// Rows of a CSV file whose values decide its column types before it is converted
+/// ([`Inference`]); the conversion can then check every other row against them.
+pub const SAMPLE_ROWS: usize = 100_000;
+
 /// A CSV file to convert.
 #[derive(Debug, Clone)]
 pub struct CsvPart {
@@ -31,16 +35,37 @@ pub struct CsvPart {
 }
 
 /// What a conversion produced.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Default)]
 pub struct Converted {
     pub rows: u64,
     /// Bytes of CSV read (after decompression).
     pub text_bytes: u64,
+    /// With [`CsvOptions::infer`]: the column types every row of the input gives
+    /// ([`Inference`]), nullable, in the header's order.
+    pub inferred: Option<Schema>,
+    /// With [`CsvOptions::infer`]: the first value that did not fit its column. Writing
+    /// stopped there (nothing was staged) while reading went on to infer the types, so the
+    /// caller can convert again with them or report this error.
+    pub unfit: Option<ConnectorError>,
 }
 
-/// Streams CSV parts into the staged Parquet file `out` with `schema` plus a sequence column
-/// ([`SEQ_COLUMN`]) numbering rows in arrival order from `*seq` on, so a merge can keep the
-/// last version of a key.
+/// How [`csv_to_parquet`] numbers and checks rows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CsvOptions {
+    /// The sequence number of the first row: the staged file gets [`SEQ_COLUMN`] numbering
+    /// rows in arrival order, so a merge can keep the last version of a key. `None`: no
+    /// sequence column (nothing to de-duplicate).
+    pub seq: Option<u64>,
+    /// Infer column types over every row while converting (see [`Converted::inferred`]).
+    pub infer: bool,
+}
+
+/// Typed batches queued between the CSV reader and the Parquet encoder.
+const QUEUED_BATCHES: usize = 4;
+
+/// Streams CSV parts into the staged Parquet file `out` with `schema` (plus the sequence
+/// column when [`CsvOptions::seq`] is set). Parsing and typing run on the calling thread,
+/// Parquet encoding on a second one.
 ///
 /// `columns` names the columns of headerless parts, in order; a part with a header is matched
 /// by name, and a column missing from it is NULL. Empty fields are NULL (the source does not
@@ -51,16 +76,71 @@ pub fn csv_to_parquet(
     columns: &[String],
     schema: &SchemaRef,
     out: &Path,
-    seq: &mut u64,
+    options: CsvOptions,
 ) -> Result<Converted> {
-    let out_schema = with_seq(schema);
-    let mut writer = ParquetFileWriter::try_new(out, Arc::clone(&out_schema))?;
+    let out_schema = match options.seq {
+        Some(_) => with_seq(schema),
+        None => Arc::clone(schema),
+    };
+    let writer = ParquetFileWriter::try_new(out, out_schema)?;
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Encode>(QUEUED_BATCHES);
+        let encoder = scope.spawn(move || encode(writer, rx));
+        let read = read_parts(table, parts, columns, schema, options, &tx);
+        // Finish the file only when every row arrived and fit.
+        if matches!(&read, Ok(c) if c.unfit.is_none()) {
+            // A send fails only when the encoder stopped on an error, which `join` reports.
+            let _ = tx.send(Encode::Finish);
+        }
+        drop(tx);
+        let encoded = encoder.join().map_err(|_| ConnectorError::Decode {
+            table: table.to_string(),
+            what: out.display().to_string(),
+            message: "the Parquet encoder thread panicked".into(),
+        })?;
+        match (read, encoded) {
+            // An encoder error explains why the reader stopped early.
+            (_, Err(e)) => Err(e),
+            (read, Ok(())) => read,
+        }
+    })
+}
+
+/// What the reader hands the encoder thread.
+enum Encode {
+    Batch(RecordBatch),
+    /// Every batch was sent: write the footer. A closed channel without it abandons the file.
+    Finish,
+}
+
+fn encode(mut writer: ParquetFileWriter, rx: std::sync::mpsc::Receiver<Encode>) -> Result<()> {
+    for message in rx {
+        match message {
+            Encode::Batch(batch) => writer.write(&batch)?,
+            Encode::Finish => {
+                writer.finish()?;
+                return Ok(());
+            }
+        }
+    }
+    // Dropping the writer removes its temporary file.
+    Ok(())
+}
+
+/// Reads, types and sends every part's rows; see [`csv_to_parquet`].
+fn read_parts(
+    table: &str,
+    parts: &[CsvPart],
+    columns: &[String],
+    schema: &SchemaRef,
+    options: CsvOptions,
+    tx: &std::sync::mpsc::SyncSender<Encode>,
+) -> Result<Converted> {
     let mut total = Converted::default();
-    let null = regex::Regex::new("^$").map_err(|e| ConnectorError::Decode {
-        table: table.to_string(),
-        what: "CSV".into(),
-        message: e.to_string(),
-    })?;
+    let mut seq = options.seq;
+    let mut inference: Option<Inference> = None;
+    // Once a value did not fit (with `infer`), rows are only read to infer types.
+    let mut writing = true;
     for part in parts {
         let file = File::open(&part.path).map_err(|e| ConnectorError::io(&part.path, e))?;
         let counting = Counting {
@@ -76,29 +156,280 @@ pub fn csv_to_parquet(
         } else {
             columns.to_vec()
         };
-        let text_schema = Arc::new(Schema::new(
-            names
-                .iter()
-                .map(|n| Field::new(n, DataType::Utf8, true))
-                .collect::<Vec<_>>(),
-        ));
-        let csv = arrow::csv::ReaderBuilder::new(text_schema)
-            .with_header(false)
-            .with_null_regex(null.clone())
-            .with_batch_size(BATCH_ROWS)
-            .build_buffered(&mut reader)
-            .map_err(|e| decode_error(table, &part.path, e))?;
-        for batch in csv {
+        if options.infer {
+            match &inference {
+                None => inference = Some(Inference::new(names.clone())),
+                Some(i) if i.names() != names.as_slice() => {
+                    return Err(ConnectorError::Decode {
+                        table: table.to_string(),
+                        what: part.path.display().to_string(),
+                        message: "the parts of one input must name the same columns".into(),
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        for batch in
+            text_batches(&names, &mut reader).map_err(|e| decode_error(table, &part.path, e))?
+        {
             let batch = batch.map_err(|e| decode_error(table, &part.path, e))?;
-            let typed = type_batch(table, &batch, schema, total.rows, *seq)?;
-            *seq += batch.num_rows() as u64;
+            if let Some(i) = inference.as_mut() {
+                i.observe(&batch);
+            }
+            if writing {
+                match type_batch(table, &batch, schema, total.rows, seq) {
+                    Ok(typed) => {
+                        if tx.send(Encode::Batch(typed)).is_err() {
+                            // The encoder failed; its error is reported by the caller.
+                            return Ok(total);
+                        }
+                    }
+                    Err(e) if options.infer => {
+                        total.unfit = Some(e);
+                        writing = false;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            if let Some(s) = seq.as_mut() {
+                *s += batch.num_rows() as u64;
+            }
             total.rows += batch.num_rows() as u64;
-            writer.write(&typed)?;
         }
         total.text_bytes += reader.get_ref().bytes;
     }
-    writer.finish()?;
+    total.inferred = inference.map(|i| i.schema());
     Ok(total)
+}
+
+/// The rows of a CSV text (after its header, if any) as batches of `names` text columns.
+pub fn text_batches<R: BufRead>(
+    names: &[String],
+    reader: R,
+) -> std::result::Result<arrow::csv::reader::BufReader<R>, arrow::error::ArrowError> {
+    let text_schema = Arc::new(Schema::new(
+        names
+            .iter()
+            .map(|n| Field::new(n, DataType::Utf8, true))
+            .collect::<Vec<_>>(),
+    ));
+    // Empty fields are NULL: the reader's default without a null pattern.
+    arrow::csv::ReaderBuilder::new(text_schema)
+        .with_header(false)
+        .with_batch_size(BATCH_ROWS)
+        .build_buffered(reader)
+}
+
+/// Column types of CSV text, decided value by value, so a sample and the whole input use one
+/// rule. A column's type is the narrowest that holds every non-empty value it saw:
+/// booleans (`true`/`false`, any case); integers (`-?[0-9]+` that fit 64 bits); floats
+/// (decimal or exponent notation, `NaN`, `nan`, `inf`, `-inf`; integers mixed with floats are
+/// floats); dates (`YYYY-MM-DD`); timestamps (`YYYY-MM-DD[T ]hh:mm:ss`, optionally with up to
+/// nine fractional digits and a suffix such as a zone; dates mixed with timestamps are
+/// timestamps, at the finest precision seen). Anything else, or a mix of kinds, is text; a
+/// column without values is `Null`. These are Arrow's CSV inference rules, with ASCII digits.
+#[derive(Debug, Clone)]
+pub struct Inference {
+    names: Vec<String>,
+    /// Per column, one bit per kind of value seen ([`kind`]).
+    seen: Vec<u16>,
+}
+
+const KIND_BOOLEAN: u16 = 1 << 0;
+const KIND_INTEGER: u16 = 1 << 1;
+const KIND_FLOAT: u16 = 1 << 2;
+const KIND_DATE: u16 = 1 << 3;
+const KIND_SECONDS: u16 = 1 << 4;
+const KIND_MILLIS: u16 = 1 << 5;
+const KIND_MICROS: u16 = 1 << 6;
+const KIND_NANOS: u16 = 1 << 7;
+const KIND_TEXT: u16 = 1 << 8;
+
+impl Inference {
+    /// Nothing seen yet for the columns `names`.
+    pub fn new(names: Vec<String>) -> Self {
+        let seen = vec![0; names.len()];
+        Self { names, seen }
+    }
+
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Takes in a batch of text columns, in the order of the names.
+    pub fn observe(&mut self, text: &RecordBatch) {
+        for (seen, column) in self.seen.iter_mut().zip(text.columns()) {
+            if *seen & KIND_TEXT != 0 {
+                continue;
+            }
+            let Some(values) = column.as_any().downcast_ref::<StringArray>() else {
+                *seen |= KIND_TEXT;
+                continue;
+            };
+            let (offsets, bytes, nulls) =
+                (values.value_offsets(), values.value_data(), values.nulls());
+            for (i, range) in offsets.windows(2).enumerate() {
+                if nulls.is_some_and(|n| n.is_null(i)) {
+                    continue;
+                }
+                let value = bytes
+                    .get(range[0] as usize..range[1] as usize)
+                    .unwrap_or_default();
+                *seen |= kind(value);
+                if *seen & KIND_TEXT != 0 {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The columns with their types so far (all nullable).
+    pub fn schema(&self) -> Schema {
+        Schema::new(
+            self.names
+                .iter()
+                .zip(&self.seen)
+                .map(|(n, seen)| Field::new(n, type_of(*seen), true))
+                .collect::<Vec<_>>(),
+        )
+    }
+}
+
+/// The type of a column that saw the kinds `seen`.
+fn type_of(seen: u16) -> DataType {
+    const TEMPORAL: u16 = KIND_DATE | KIND_SECONDS | KIND_MILLIS | KIND_MICROS | KIND_NANOS;
+    match seen {
+        0 => DataType::Null,
+        KIND_BOOLEAN => DataType::Boolean,
+        KIND_INTEGER => DataType::Int64,
+        KIND_FLOAT | 0b110 => DataType::Float64,
+        t if t & !TEMPORAL == 0 => {
+            if t & KIND_NANOS != 0 {
+                DataType::Timestamp(TimeUnit::Nanosecond, None)
+            } else if t & KIND_MICROS != 0 {
+                DataType::Timestamp(TimeUnit::Microsecond, None)
+            } else if t & KIND_MILLIS != 0 {
+                DataType::Timestamp(TimeUnit::Millisecond, None)
+            } else if t & KIND_SECONDS != 0 {
+                DataType::Timestamp(TimeUnit::Second, None)
+            } else {
+                DataType::Date32
+            }
+        }
+        _ => DataType::Utf8,
+    }
+}
+
+/// The kind of one non-empty value (kinds exclude each other, so the order of the checks
+/// only matters for speed).
+fn kind(b: &[u8]) -> u16 {
+    if b.first() == Some(&b'"') {
+        KIND_TEXT
+    } else if is_integer(b) {
+        let fits = b.len() < 19 || std::str::from_utf8(b).is_ok_and(|s| s.parse::<i64>().is_ok());
+        if fits { KIND_INTEGER } else { KIND_TEXT }
+    } else if is_float(b) || matches!(b, b"NaN" | b"nan" | b"inf" | b"-inf") {
+        KIND_FLOAT
+    } else if is_date(b) {
+        KIND_DATE
+    } else if let Some(k) = timestamp_kind(b) {
+        k
+    } else if b.eq_ignore_ascii_case(b"true") || b.eq_ignore_ascii_case(b"false") {
+        KIND_BOOLEAN
+    } else {
+        KIND_TEXT
+    }
+}
+
+/// The number of ASCII digits at the start of `b`.
+fn digits(b: &[u8]) -> usize {
+    b.iter().take_while(|c| c.is_ascii_digit()).count()
+}
+
+/// `-?[0-9]+`
+fn is_integer(b: &[u8]) -> bool {
+    let b = b.strip_prefix(b"-").unwrap_or(b);
+    !b.is_empty() && digits(b) == b.len()
+}
+
+/// `-?(([0-9]*\.[0-9]+|[0-9]+\.[0-9]*)([eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+)`
+fn is_float(b: &[u8]) -> bool {
+    let b = b.strip_prefix(b"-").unwrap_or(b);
+    let whole = digits(b);
+    let mut rest = &b[whole..];
+    let mut mantissa_digits = whole;
+    let dotted = rest.first() == Some(&b'.');
+    if dotted {
+        let fraction = digits(&rest[1..]);
+        mantissa_digits += fraction;
+        rest = &rest[1 + fraction..];
+    }
+    if mantissa_digits == 0 {
+        return false;
+    }
+    match rest.first() {
+        None => dotted,
+        Some(b'e' | b'E') => {
+            let exp = &rest[1..];
+            let exp = exp
+                .strip_prefix(b"-")
+                .or_else(|| exp.strip_prefix(b"+"))
+                .unwrap_or(exp);
+            !exp.is_empty() && digits(exp) == exp.len()
+        }
+        Some(_) => false,
+    }
+}
+
+/// `YYYY-MM-DD` by shape (digits and dashes; the value is checked by the cast).
+fn is_date(b: &[u8]) -> bool {
+    b.len() == 10 && date_prefix(b)
+}
+
+fn date_prefix(b: &[u8]) -> bool {
+    b.len() >= 10
+        && digits(&b[..4]) == 4
+        && b[4] == b'-'
+        && digits(&b[5..7]) == 2
+        && b[7] == b'-'
+        && digits(&b[8..10]) == 2
+}
+
+/// `YYYY-MM-DD[T ]hh:mm:ss`, then nothing, a suffix that does not start with a digit or `.`,
+/// or `.` and 1–9 fractional digits (the precision) and such a suffix. A suffix holds no line
+/// break after its first character.
+fn timestamp_kind(b: &[u8]) -> Option<u16> {
+    if b.len() < 19
+        || !date_prefix(b)
+        || !matches!(b[10], b'T' | b' ')
+        || digits(&b[11..13]) != 2
+        || b[13] != b':'
+        || digits(&b[14..16]) != 2
+        || b[16] != b':'
+        || digits(&b[17..19]) != 2
+    {
+        return None;
+    }
+    let suffix_ok = |s: &[u8]| s.len() <= 1 || !s[1..].contains(&b'\n');
+    let rest = &b[19..];
+    match rest.first() {
+        None => Some(KIND_SECONDS),
+        Some(b'.') => {
+            let fraction = digits(&rest[1..]);
+            let suffix = &rest[1 + fraction..];
+            if !suffix_ok(suffix) {
+                return None;
+            }
+            match fraction {
+                1..=3 => Some(KIND_MILLIS),
+                4..=6 => Some(KIND_MICROS),
+                7..=9 => Some(KIND_NANOS),
+                _ => None,
+            }
+        }
+        Some(c) if c.is_ascii_digit() => None,
+        Some(_) => suffix_ok(rest).then_some(KIND_SECONDS),
+    }
 }
 
 /// The Arrow type of a type name as Keboola metadata and `column_types` in
@@ -149,14 +480,15 @@ pub fn with_seq(schema: &SchemaRef) -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Casts a batch of text columns to `schema` (by name) and appends the sequence column.
-/// `rows_before` numbers rows in error messages (1-based over the whole input).
+/// Casts a batch of text columns to `schema` (by name) and appends the sequence column
+/// numbering rows from `seq_start`, if given. `rows_before` numbers rows in error messages
+/// (1-based over the whole input).
 pub fn type_batch(
     table: &str,
     text: &RecordBatch,
     schema: &SchemaRef,
     rows_before: u64,
-    seq_start: u64,
+    seq_start: Option<u64>,
 ) -> Result<RecordBatch> {
     let n = text.num_rows();
     let mut arrays: Vec<ArrayRef> = Vec::with_capacity(schema.fields().len() + 1);
@@ -167,10 +499,16 @@ pub fn type_batch(
         };
         arrays.push(array);
     }
-    arrays.push(Arc::new(UInt64Array::from_iter_values(
-        seq_start..seq_start + n as u64,
-    )));
-    RecordBatch::try_new(with_seq(schema), arrays).map_err(|e| ConnectorError::Decode {
+    let out_schema = match seq_start {
+        Some(start) => {
+            arrays.push(Arc::new(UInt64Array::from_iter_values(
+                start..start + n as u64,
+            )));
+            with_seq(schema)
+        }
+        None => Arc::clone(schema),
+    };
+    RecordBatch::try_new(out_schema, arrays).map_err(|e| ConnectorError::Decode {
         table: table.to_string(),
         what: "a batch".into(),
         message: e.to_string(),
@@ -333,6 +671,105 @@ mod tests {
         let mut rest = String::new();
         r.read_to_string(&mut rest).unwrap();
         assert_eq!(rest, "\"1\",\"2\",\"3\"\n");
+    }
+
+    /// The type `values` (one per row, none empty) give one column, by [`Inference`] and by
+    /// Arrow's own CSV inference.
+    fn both_inferences(values: &[&str]) -> (DataType, DataType) {
+        let csv = format!("c\n{}\n", values.join("\n"));
+        let (arrow_schema, _) = arrow::csv::reader::Format::default()
+            .with_header(true)
+            .infer_schema(csv.as_bytes(), None)
+            .unwrap();
+        let mut inference = Inference::new(vec!["c".into()]);
+        let mut reader = std::io::Cursor::new(csv.into_bytes());
+        read_header(&mut reader).unwrap();
+        for batch in text_batches(&["c".to_string()], reader).unwrap() {
+            inference.observe(&batch.unwrap());
+        }
+        (
+            inference.schema().field(0).data_type().clone(),
+            arrow_schema.field(0).data_type().clone(),
+        )
+    }
+
+    #[test]
+    fn inference_follows_arrows_csv_rules() {
+        let single = [
+            "1",
+            "-1",
+            "007",
+            "9223372036854775807",
+            "9223372036854775808",
+            "-9223372036854775808",
+            "12345678901234567890",
+            "1.5",
+            ".5",
+            "5.",
+            "-0.25",
+            "1e5",
+            "1E-5",
+            "-1.5e+3",
+            "1.5e",
+            "e5",
+            ".",
+            "-",
+            "NaN",
+            "nan",
+            "inf",
+            "-inf",
+            "Infinity",
+            "true",
+            "FALSE",
+            "True",
+            "yes",
+            "2020-01-01",
+            "2020-1-01",
+            "2020-01-01x",
+            "2020-01-01T10:00:00",
+            "2020-01-01 10:00:00",
+            "2020-01-01T10:00:00Z",
+            "2020-01-01T10:00:00+02:00",
+            "2020-01-01T10:00:00.1",
+            "2020-01-01T10:00:00.123Z",
+            "2020-01-01T10:00:00.1234",
+            "2020-01-01T10:00:00.123456789",
+            "2020-01-01T10:00:00.1234567890",
+            "2020-01-01T10:00:001",
+            "2020-01-01T10:00",
+            "abc",
+            " 1",
+            "1 ",
+        ];
+        for v in single {
+            let (ours, arrows) = both_inferences(&[v]);
+            assert_eq!(ours, arrows, "{v:?}");
+        }
+        let mixed: [&[&str]; 7] = [
+            &["1", "2.5"],
+            &["1", "true"],
+            &["2020-01-01", "2020-01-01T10:00:00"],
+            &["2020-01-01T10:00:00", "2020-01-01T10:00:00.123456"],
+            &["2020-01-01", "1"],
+            &["1", "NaN"],
+            &["1", "x", "2"],
+        ];
+        for values in mixed {
+            let (ours, arrows) = both_inferences(values);
+            assert_eq!(ours, arrows, "{values:?}");
+        }
+    }
+
+    #[test]
+    fn a_column_without_values_has_no_type_yet() {
+        let mut inference = Inference::new(vec!["a".into(), "b".into()]);
+        let mut reader = std::io::Cursor::new(b"1,\n2,\n".to_vec());
+        for batch in text_batches(&["a".into(), "b".into()], &mut reader).unwrap() {
+            inference.observe(&batch.unwrap());
+        }
+        let schema = inference.schema();
+        assert_eq!(schema.field(0).data_type(), &DataType::Int64);
+        assert_eq!(schema.field(1).data_type(), &DataType::Null);
     }
 
     #[test]

@@ -537,3 +537,120 @@ fn a_schema_that_is_no_identifier_is_refused() {
         Err(e) => assert!(e.to_string().contains("schema 'Up Loads'"), "{e}"),
     }
 }
+
+/// A CSV of `rows` rows, `id` numbering them from 0, then the columns `other` gives per row.
+fn numbered_csv(header: &str, rows: usize, other: impl Fn(usize) -> String) -> Vec<u8> {
+    let mut csv = format!("id,{header}\n");
+    for i in 0..rows {
+        csv.push_str(&format!("{i},{}\n", other(i)));
+    }
+    csv.into_bytes()
+}
+
+#[tokio::test]
+async fn types_come_from_every_row_not_only_the_first() {
+    let env = Env::new("");
+    let sample = dataport_connectors::typed::SAMPLE_ROWS;
+    // Past the rows that decide the types first: a float among integers, a code among
+    // numbers, the first value of a column empty until then.
+    let csv = numbered_csv("n,code,late,day", sample + 10, |i| {
+        let n = if i == sample + 5 {
+            "1.5".to_string()
+        } else {
+            i.to_string()
+        };
+        let code = if i == sample + 7 {
+            "A7".to_string()
+        } else {
+            (i % 100).to_string()
+        };
+        let late = if i == sample + 3 { "42" } else { "" };
+        format!("{n},{code},{late},2024-06-01")
+    });
+    env.put("big.csv", &csv, 60);
+    let report = env.sync("replace").await;
+    ok(&report);
+    assert_eq!(report.tables[0].rows, (sample + 10) as u64);
+    let b = query(
+        &env.table("big"),
+        &format!(
+            "select * from t where id in (5, {}, {}, {}) order by id",
+            sample + 3,
+            sample + 5,
+            sample + 7
+        ),
+    )
+    .await;
+    assert_eq!(data_type(&b, "id"), DataType::Int64);
+    assert_eq!(data_type(&b, "n"), DataType::Float64);
+    assert!(is_text(&data_type(&b, "code")));
+    assert_eq!(data_type(&b, "late"), DataType::Int64);
+    assert_eq!(data_type(&b, "day"), DataType::Date32);
+    assert_eq!(
+        text(&b, "n"),
+        opt(&[
+            Some("5.0"),
+            Some(&format!("{}.0", sample + 3)),
+            Some("1.5"),
+            Some(&format!("{}.0", sample + 7))
+        ])
+    );
+    let code = |i: usize| (i % 100).to_string();
+    assert_eq!(
+        text(&b, "code"),
+        opt(&[
+            Some("5"),
+            Some(&code(sample + 3)),
+            Some(&code(sample + 5)),
+            Some("A7")
+        ])
+    );
+    assert_eq!(text(&b, "late"), opt(&[None, Some("42"), None, None]));
+    // Only the table is left: no staged or temporary file of either conversion.
+    assert_eq!(
+        walk(&env.dir.path().join("parquet")),
+        vec![env.table("big")]
+    );
+    assert!(walk(&env.dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn a_bad_value_after_the_first_rows_rejects_the_file_with_its_row() {
+    let env = Env::new("");
+    let sample = dataport_connectors::typed::SAMPLE_ROWS;
+    // Shaped like a date, so the column stays a date column, but no day of the calendar.
+    let csv = numbered_csv("day", sample + 10, |i| {
+        if i == sample + 4 {
+            "2024-13-45".into()
+        } else {
+            "2024-06-01".into()
+        }
+    });
+    env.put("days.csv", &csv, 60);
+    let report = env.sync("replace").await;
+    assert_eq!(report.outcome(), "error", "{report:#?}");
+    let error = report.tables[0].error.clone().unwrap();
+    assert!(
+        error.contains(&format!("row {}", sample + 5))
+            && error.contains("column 'day'")
+            && error.contains("2024-13-45"),
+        "{error}"
+    );
+    assert!(!env.table("days").exists());
+    assert!(walk(&env.dir.path().join("parquet")).is_empty());
+    assert_eq!(files_in(&env.drop_dir().join("rejected")).len(), 2);
+}
+
+#[tokio::test]
+async fn append_without_a_primary_key_keeps_every_row() {
+    let env = Env::new("");
+    let table = env.table("log");
+    env.put("log.csv", b"id,v\n1,a\n", 100);
+    ok(&env.sync("append").await);
+    env.put("log.csv", b"id,v\n1,a\n2,b\n", 50);
+    ok(&env.sync("append").await);
+    let b = query(&table, "select id, v from t order by id, v").await;
+    assert_eq!(ints(&b, "id"), vec![1, 1, 2]);
+    assert_eq!(text(&b, "v"), opt(&[Some("a"), Some("a"), Some("b")]));
+    assert!(b.schema().field_with_name("__dp_seq").is_err());
+}

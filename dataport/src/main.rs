@@ -11,6 +11,12 @@ mod serve;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc, as DataFusion's own binaries use: query execution allocates and frees many
+/// short-lived buffers from several threads, and mimalloc reuses freed memory per thread
+/// instead of returning it to the kernel and faulting it in again.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Dataport: a governed SQL server over a directory of Parquet tables.
 #[derive(Debug, Parser)]
 #[command(name = "dataport", version, about)]

@@ -13,11 +13,13 @@ use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{ParamValues, ScalarValue, TableReference};
 use datafusion::execution::SessionState;
 use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::TaskContext;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::memory_pool::{FairSpillPool, MemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::logical_expr::{LogicalPlan, LogicalPlanBuilder};
-use datafusion::physical_plan::{SendableRecordBatchStream, execute_stream};
+use datafusion::physical_plan::stream::{RecordBatchReceiverStream, RecordBatchStreamAdapter};
+use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execute_stream};
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use dataport_auth::{AuditEntry, AuditLog, GrantSource, Principal};
@@ -25,7 +27,7 @@ use dataport_catalog::{
     CATALOG_NAME, Catalog, CatalogOptions, CatalogSnapshot, CatalogTable, SEARCH_PATH_SCHEMA,
     SnapshotCatalogProvider,
 };
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use tracing::Instrument;
 
 use crate::error::{EngineError, Result};
@@ -378,7 +380,7 @@ impl Engine {
         };
         let physical = state.create_physical_plan(&plan).await?;
         let physical = crate::cooperative::everywhere(physical)?;
-        let stream = execute_stream(physical, state.task_ctx())?;
+        let stream = execute_for_client(physical, state.task_ctx())?;
         Ok((stream, snapshot))
     }
 
@@ -760,6 +762,47 @@ pub struct QueryStream {
     done: bool,
 }
 
+/// Runs `plan` with its batches converted to the client's types ([`wire::result_schema`])
+/// inside each partition, so the conversion runs in parallel; the partitions are then merged
+/// as `execute_stream` merges them (one task per partition, a bounded channel).
+fn execute_for_client(
+    plan: Arc<dyn ExecutionPlan>,
+    task: Arc<TaskContext>,
+) -> datafusion::error::Result<SendableRecordBatchStream> {
+    let target = wire::result_schema(&plan.schema());
+    let convert = |target: SchemaRef| {
+        move |batch: datafusion::error::Result<RecordBatch>| {
+            batch.and_then(|b| Ok(wire::to_client_batch(b, &target)?))
+        }
+    };
+    let partitions = plan.properties().output_partitioning().partition_count();
+    if partitions <= 1 {
+        let stream = execute_stream(plan, task)?;
+        return Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&target),
+            stream.map(convert(target)),
+        )));
+    }
+    let mut builder = RecordBatchReceiverStream::builder(Arc::clone(&target), partitions);
+    for partition in 0..partitions {
+        let mut stream = plan
+            .execute(partition, Arc::clone(&task))?
+            .map(convert(Arc::clone(&target)));
+        let tx = builder.tx();
+        builder.spawn(async move {
+            while let Some(batch) = stream.next().await {
+                let failed = batch.is_err();
+                // A closed channel means the query's stream was dropped: stop.
+                if tx.send(batch).await.is_err() || failed {
+                    break;
+                }
+            }
+            Ok(())
+        });
+    }
+    Ok(builder.build())
+}
+
 impl std::fmt::Debug for QueryStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("QueryStream")
@@ -799,17 +842,9 @@ impl Stream for QueryStream {
         match self.inner.as_mut().poll_next(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(batch))) => {
-                let schema = Arc::clone(&self.schema);
-                match wire::to_client_batch(batch, &schema) {
-                    Ok(batch) => {
-                        self.guard.rows += batch.num_rows() as u64;
-                        self.guard.bytes += batch.get_array_memory_size() as u64;
-                        Poll::Ready(Some(Ok(batch)))
-                    }
-                    Err(e) => self.fail(EngineError::Internal {
-                        message: format!("converting a result batch: {e}"),
-                    }),
-                }
+                self.guard.rows += batch.num_rows() as u64;
+                self.guard.bytes += batch.get_array_memory_size() as u64;
+                Poll::Ready(Some(Ok(batch)))
             }
             Poll::Ready(Some(Err(e))) => self.fail(e.into()),
             Poll::Ready(None) => {

@@ -29,7 +29,7 @@ pub use client::{Client, ClientPolicy, TableDetail};
 use crate::connector::{Connector, SourceTable, SyncContext, TableSync};
 use crate::error::{ConnectorError, Result};
 use crate::sink::{Partitioning, TableTarget, WriteMode};
-use crate::typed::{Converted, csv_to_parquet};
+use crate::typed::{Converted, CsvOptions, csv_to_parquet};
 
 /// Seconds in a day.
 const DAY: i64 = 86_400;
@@ -252,7 +252,11 @@ impl Connector for KeboolaConnector {
                 .download(file, &dir, &|n| ctx.progress.bytes(&name, n))
                 .await?;
             // Newer chunks (walked first) rank above older ones in the merge.
-            let mut seq = ((MAX_CHUNKS - i.min(MAX_CHUNKS)) as u64) << 40;
+            let seq = ((MAX_CHUNKS - i.min(MAX_CHUNKS)) as u64) << 40;
+            let options = CsvOptions {
+                seq: table.target.ranks_rows().then_some(seq),
+                infer: false,
+            };
             let out = dir.join("staged.parquet");
             let (table_name, cols, sch, out2) = (
                 name.clone(),
@@ -261,7 +265,7 @@ impl Connector for KeboolaConnector {
                 out.clone(),
             );
             let converted = tokio::task::spawn_blocking(move || {
-                csv_to_parquet(&table_name, &download.parts, &cols, &sch, &out2, &mut seq)
+                csv_to_parquet(&table_name, &download.parts, &cols, &sch, &out2, options)
             })
             .await
             .map_err(|e| ConnectorError::Decode {
