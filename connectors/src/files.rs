@@ -48,7 +48,7 @@ use crate::error::{ConnectorError, Result};
 use crate::sink::{SEQ_COLUMN, TableTarget, WriteMode, Written};
 use crate::typed::{
     CsvOptions, CsvPart, Inference, SAMPLE_ROWS, csv_to_parquet, map_type, read_header,
-    text_batches, type_batch, with_seq,
+    staged_schema, text_batches, type_batch,
 };
 
 /// Rows per batch while converting.
@@ -873,14 +873,6 @@ impl Convert {
         })
     }
 
-    /// The staged file's schema: the run's, with the sequence column if rows are ranked.
-    fn staged_schema(&self) -> SchemaRef {
-        match self.seq {
-            Some(_) => with_seq(&self.schema),
-            None => Arc::clone(&self.schema),
-        }
-    }
-
     fn csv(&self) -> Result<(u64, Option<Schema>, Option<ConnectorError>)> {
         // `csv_to_parquet` matches columns by the header's names, which must not carry a BOM.
         let source = if self.probe.bom {
@@ -946,7 +938,8 @@ impl Convert {
             .with_coerce_primitive(true)
             .build(reader)
             .map_err(|e| decode(&self.table, path, e))?;
-        let mut writer = ParquetFileWriter::try_new(&self.out, self.staged_schema())?;
+        let mut writer =
+            ParquetFileWriter::try_new(&self.out, staged_schema(&self.schema, self.seq))?;
         let mut rows = 0u64;
         for batch in json {
             let batch = batch.map_err(|e| json_error(&self.table, path, e))?;
@@ -965,7 +958,8 @@ impl Convert {
         let reader = ParquetRecordBatchReaderBuilder::try_new(file)
             .and_then(|b| b.with_batch_size(BATCH_ROWS).build())
             .map_err(|e| decode(&self.table, path, e))?;
-        let mut writer = ParquetFileWriter::try_new(&self.out, self.staged_schema())?;
+        let mut writer =
+            ParquetFileWriter::try_new(&self.out, staged_schema(&self.schema, self.seq))?;
         let mut rows = 0u64;
         for batch in reader {
             let batch = batch.map_err(|e| decode(&self.table, path, e))?;

@@ -78,11 +78,7 @@ pub fn csv_to_parquet(
     out: &Path,
     options: CsvOptions,
 ) -> Result<Converted> {
-    let out_schema = match options.seq {
-        Some(_) => with_seq(schema),
-        None => Arc::clone(schema),
-    };
-    let writer = ParquetFileWriter::try_new(out, out_schema)?;
+    let writer = ParquetFileWriter::try_new(out, staged_schema(schema, options.seq))?;
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Encode>(QUEUED_BATCHES);
         let encoder = scope.spawn(move || encode(writer, rx));
@@ -473,8 +469,12 @@ fn decimal(length: Option<&str>) -> Option<DataType> {
     (s >= 0 && s as u8 <= p).then_some(DataType::Decimal128(p, s))
 }
 
-/// `schema` plus the sequence column.
-pub fn with_seq(schema: &SchemaRef) -> SchemaRef {
+/// The schema of a staged file of `schema`'s rows: plus the sequence column when the rows are
+/// numbered (`seq` is the first row's number).
+pub fn staged_schema(schema: &SchemaRef, seq: Option<u64>) -> SchemaRef {
+    if seq.is_none() {
+        return Arc::clone(schema);
+    }
     let mut fields: Vec<Arc<Field>> = schema.fields().iter().cloned().collect();
     fields.push(Arc::new(Field::new(SEQ_COLUMN, DataType::UInt64, false)));
     Arc::new(Schema::new(fields))
@@ -499,15 +499,12 @@ pub fn type_batch(
         };
         arrays.push(array);
     }
-    let out_schema = match seq_start {
-        Some(start) => {
-            arrays.push(Arc::new(UInt64Array::from_iter_values(
-                start..start + n as u64,
-            )));
-            with_seq(schema)
-        }
-        None => Arc::clone(schema),
-    };
+    if let Some(start) = seq_start {
+        arrays.push(Arc::new(UInt64Array::from_iter_values(
+            start..start + n as u64,
+        )));
+    }
+    let out_schema = staged_schema(schema, seq_start);
     RecordBatch::try_new(out_schema, arrays).map_err(|e| ConnectorError::Decode {
         table: table.to_string(),
         what: "a batch".into(),

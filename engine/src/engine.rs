@@ -260,9 +260,9 @@ impl Engine {
             }
             Ok(Ok(s)) => s,
         };
-        let schema = wire::result_schema(&stream.schema());
+        // Batches already have the client's types (`execute_for_client`).
         Ok(QueryStream {
-            schema,
+            schema: stream.schema(),
             inner: stream,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout: self.0.options.query_timeout,
