@@ -10,14 +10,19 @@ use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_writer::{
+    ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
+};
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::errors::ParquetError;
 use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::writer::SerializedFileWriter;
 
 /// Zstandard level used for every Parquet file written by Dataport.
 pub const PARQUET_ZSTD_LEVEL: i32 = 3;
@@ -201,7 +206,15 @@ pub struct ParquetFileWriter {
     dir: PathBuf,
     /// Declared before `temp` so the file handle is closed before the temporary file is removed
     /// on drop.
-    writer: ArrowWriter<HashingFile>,
+    file: SerializedFileWriter<HashingFile>,
+    groups: ArrowRowGroupWriterFactory,
+    schema: SchemaRef,
+    /// Row groups handed out so far (by [`row_group`](Self::row_group) or for `write`).
+    started: usize,
+    /// Rows per row group.
+    group_rows: usize,
+    /// The row group [`write`](Self::write) fills.
+    current: Option<RowGroupEncoder>,
     /// Removes the temporary file on drop unless it was renamed into place.
     temp: TempGuard,
     rows: u64,
@@ -220,29 +233,38 @@ impl std::fmt::Debug for ParquetFileWriter {
 impl ParquetFileWriter {
     /// Opens a temporary file next to `path` and prepares to write batches of `schema`.
     pub fn try_new(path: &Path, schema: SchemaRef) -> Result<Self, WriteError> {
-        let props = writer_properties().map_err(|source| WriteError::Parquet {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let parquet = |source| parquet_error(path, source);
+        let props = writer_properties().map_err(parquet)?;
         let (dir, temp, file) = create_temp(path)?;
         // On error `temp` is dropped here and removes the temporary file.
         let file = HashingFile {
             file,
             hasher: sha2::Sha256::default(),
         };
-        let writer = ArrowWriter::try_new(file, schema, Some(props)).map_err(|source| {
-            WriteError::Parquet {
-                path: path.to_path_buf(),
-                source,
-            }
-        })?;
+        // The Arrow writer sets up the Parquet schema and the embedded Arrow schema; row
+        // groups are encoded through the lower-level writer so they can be built anywhere.
+        let (file, groups) = ArrowWriter::try_new(file, Arc::clone(&schema), Some(props))
+            .and_then(ArrowWriter::into_serialized_writer)
+            .map_err(parquet)?;
         Ok(Self {
             path: path.to_path_buf(),
             dir,
-            writer,
+            file,
+            groups,
+            schema,
+            started: 0,
+            group_rows: PARQUET_MAX_ROW_GROUP_ROWS,
+            current: None,
             temp,
             rows: 0,
         })
+    }
+
+    /// Row groups of at most `rows` rows (at least one) instead of
+    /// [`PARQUET_MAX_ROW_GROUP_ROWS`]; set before the first row.
+    pub fn with_row_group_rows(mut self, rows: usize) -> Self {
+        self.group_rows = rows.max(1);
+        self
     }
 
     /// Final location of the file.
@@ -250,21 +272,79 @@ impl ParquetFileWriter {
         &self.path
     }
 
-    /// Rows written so far.
+    /// Rows written so far (including those of the row group `write` has open).
     pub fn rows_written(&self) -> u64 {
-        self.rows
+        self.rows + self.current.as_ref().map_or(0, |open| open.rows as u64)
     }
 
     /// Appends `batch`; its schema must match the one given to [`try_new`](Self::try_new).
+    /// Rows are encoded on the calling thread, into full row groups.
     pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
-        self.writer
-            .write(batch)
-            .map_err(|source| WriteError::Parquet {
-                path: self.path.clone(),
-                source,
-            })?;
-        self.rows += batch.num_rows() as u64;
+        let mut offset = 0;
+        while offset < batch.num_rows() {
+            let current = match self.current.take() {
+                Some(group) => group,
+                None => self.row_group()?,
+            };
+            let mut current = current;
+            let len = current.room().min(batch.num_rows() - offset);
+            current.write(&batch.slice(offset, len))?;
+            offset += len;
+            if current.room() == 0 {
+                let encoded = current.finish()?;
+                self.append_row_group(encoded)?;
+            } else {
+                self.current = Some(current);
+            }
+        }
         Ok(())
+    }
+
+    /// An empty row group of this file, to be filled on any thread and added with
+    /// [`append_row_group`](Self::append_row_group), in the order they were handed out. This
+    /// is how several threads encode one file at once.
+    pub fn row_group(&mut self) -> Result<RowGroupEncoder, WriteError> {
+        let writers = self
+            .groups
+            .create_column_writers(self.started)
+            .map_err(|source| self.parquet(source))?;
+        self.started += 1;
+        Ok(RowGroupEncoder {
+            path: self.path.clone(),
+            schema: Arc::clone(&self.schema),
+            writers,
+            rows: 0,
+            capacity: self.group_rows,
+        })
+    }
+
+    /// Writes an encoded row group after the ones written so far (first the one
+    /// [`write`](Self::write) has open, if any).
+    pub fn append_row_group(&mut self, group: EncodedRowGroup) -> Result<(), WriteError> {
+        if let Some(open) = self.current.take() {
+            let open = open.finish()?;
+            self.append_encoded(open)?;
+        }
+        self.append_encoded(group)
+    }
+
+    fn append_encoded(&mut self, group: EncodedRowGroup) -> Result<(), WriteError> {
+        if group.rows == 0 {
+            return Ok(());
+        }
+        let appended = self.file.next_row_group().and_then(|mut row_group| {
+            for chunk in group.chunks {
+                chunk.append_to_row_group(&mut row_group)?;
+            }
+            row_group.close().map(|_| ())
+        });
+        appended.map_err(|source| self.parquet(source))?;
+        self.rows += group.rows;
+        Ok(())
+    }
+
+    fn parquet(&self, source: ParquetError) -> WriteError {
+        parquet_error(&self.path, source)
     }
 
     /// Writes the Parquet footer, syncs the file, renames it into place and syncs the directory.
@@ -282,40 +362,155 @@ impl ParquetFileWriter {
     }
 }
 
+/// A Parquet failure while writing `path`.
+fn parquet_error(path: &Path, source: ParquetError) -> WriteError {
+    WriteError::Parquet {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// One row group of a [`ParquetFileWriter`]'s file, encoded apart from it: `Send`, so it can
+/// be filled on another thread. Holds up to [`PARQUET_MAX_ROW_GROUP_ROWS`] rows (or the
+/// file's [`with_row_group_rows`](ParquetFileWriter::with_row_group_rows)).
+pub struct RowGroupEncoder {
+    path: PathBuf,
+    schema: SchemaRef,
+    writers: Vec<ArrowColumnWriter>,
+    rows: usize,
+    capacity: usize,
+}
+
+impl std::fmt::Debug for RowGroupEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RowGroupEncoder")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RowGroupEncoder {
+    /// Rows this group can still take.
+    pub fn room(&self) -> usize {
+        self.capacity.saturating_sub(self.rows)
+    }
+
+    /// Encodes `batch` (of the file's schema, at most [`room`](Self::room) rows).
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<(), WriteError> {
+        if batch.num_rows() > self.room() {
+            return Err(self.parquet(ParquetError::General(format!(
+                "a row group holds at most {} rows; {} more do not fit",
+                self.capacity,
+                batch.num_rows()
+            ))));
+        }
+        let fits = batch.num_columns() == self.schema.fields().len()
+            && self
+                .schema
+                .fields()
+                .iter()
+                .zip(batch.columns())
+                .all(|(field, column)| field.data_type() == column.data_type());
+        if !fits {
+            return Err(self.parquet(ParquetError::General(format!(
+                "the batch's columns ({}) do not match the file's schema ({})",
+                batch.schema(),
+                self.schema
+            ))));
+        }
+        let mut writers = self.writers.iter_mut();
+        let written = self
+            .schema
+            .fields()
+            .iter()
+            .zip(batch.columns())
+            .try_for_each(|(field, column)| {
+                compute_leaves(field, column)?.iter().try_for_each(|leaf| {
+                    writers
+                        .next()
+                        .ok_or_else(|| {
+                            ParquetError::General("the batch has more columns than the file".into())
+                        })?
+                        .write(leaf)
+                })
+            });
+        written.map_err(|source| self.parquet(source))?;
+        self.rows += batch.num_rows();
+        Ok(())
+    }
+
+    /// The encoded column chunks, for [`ParquetFileWriter::append_row_group`].
+    pub fn finish(self) -> Result<EncodedRowGroup, WriteError> {
+        let chunks = self
+            .writers
+            .into_iter()
+            .map(ArrowColumnWriter::close)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| parquet_error(&self.path, source))?;
+        Ok(EncodedRowGroup {
+            chunks,
+            rows: self.rows as u64,
+        })
+    }
+
+    fn parquet(&self, source: ParquetError) -> WriteError {
+        parquet_error(&self.path, source)
+    }
+}
+
+/// A row group's compressed column chunks, waiting to be appended to its file.
+pub struct EncodedRowGroup {
+    chunks: Vec<ArrowColumnChunk>,
+    rows: u64,
+}
+
+impl std::fmt::Debug for EncodedRowGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EncodedRowGroup")
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ParquetFileWriter {
     /// Writes the footer and syncs the file but leaves it under its temporary name, for a
     /// [`commit_table`] that puts several files into place as one change.
     pub fn finish_staged(self) -> Result<StagedFile, WriteError> {
+        let mut this = self;
+        if let Some(open) = this.current.take() {
+            let open = open.finish()?;
+            this.append_encoded(open)?;
+        }
         let Self {
             path,
             dir,
-            writer,
+            mut file,
             temp,
             rows,
-        } = self;
-        let mut writer = writer;
-        let metadata = writer.finish().map_err(|source| WriteError::Parquet {
-            path: path.clone(),
-            source,
-        })?;
-        let hashing = writer.inner();
+            ..
+        } = this;
+        let metadata = file
+            .finish()
+            .map_err(|source| parquet_error(&path, source))?;
+        let hashing = file.inner();
         let sha256 = {
             use sha2::Digest as _;
             hex::encode(hashing.hasher.clone().finalize())
         };
-        let file = &hashing.file;
-        file.sync_all().map_err(|source| WriteError::Sync {
+        let handle = &hashing.file;
+        handle.sync_all().map_err(|source| WriteError::Sync {
             path: temp.path.clone(),
             source,
         })?;
-        let bytes = file
+        let bytes = handle
             .metadata()
             .map_err(|source| WriteError::Metadata {
                 path: temp.path.clone(),
                 source,
             })?
             .len();
-        drop(writer);
+        drop(file);
         let rows = u64::try_from(metadata.file_metadata().num_rows()).unwrap_or(rows);
         Ok(StagedFile {
             temp,
@@ -868,6 +1063,119 @@ mod tests {
         assert!(matches!(column.compression(), Compression::ZSTD(_)));
         assert!(column.column_index_offset().is_some());
         assert!(column.offset_index_offset().is_some());
+    }
+
+    fn numbers(range: std::ops::Range<i64>) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from_iter_values(range.clone())),
+                Arc::new(StringArray::from_iter(
+                    range.map(|i| (i % 3 != 0).then(|| format!("n{i}"))),
+                )),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn read_back(path: &Path) -> (Vec<i64>, Vec<usize>) {
+        let file_reader = SerializedFileReader::new(File::open(path).unwrap()).unwrap();
+        let groups = (0..file_reader.metadata().num_row_groups())
+            .map(|i| file_reader.metadata().row_group(i).num_rows() as usize)
+            .collect();
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut ids = Vec::new();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let column = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<Int64Array>()
+                .unwrap();
+            ids.extend(column.values().iter().copied());
+        }
+        (ids, groups)
+    }
+
+    #[test]
+    fn writes_split_into_row_groups_of_the_set_size() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        let mut writer = ParquetFileWriter::try_new(&path, numbers(0..0).schema())
+            .unwrap()
+            .with_row_group_rows(40);
+        writer.write(&numbers(0..25)).unwrap();
+        writer.write(&numbers(25..100)).unwrap();
+        let written = writer.finish().unwrap();
+        assert_eq!(written.rows, 100);
+        let (ids, groups) = read_back(&path);
+        assert_eq!(ids, (0..100).collect::<Vec<_>>());
+        assert_eq!(groups, vec![40, 40, 20]);
+        assert_eq!(written.sha256, sha256_file(&path).unwrap());
+    }
+
+    #[test]
+    fn row_groups_encoded_on_other_threads_are_appended_in_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        let mut writer = ParquetFileWriter::try_new(&path, numbers(0..0).schema())
+            .unwrap()
+            .with_row_group_rows(50);
+        let groups: Vec<RowGroupEncoder> = (0..3).map(|_| writer.row_group().unwrap()).collect();
+        // encode them at once, finishing in reverse order
+        let encoded: Vec<EncodedRowGroup> = std::thread::scope(|scope| {
+            let handles: Vec<_> = groups
+                .into_iter()
+                .enumerate()
+                .map(|(i, mut group)| {
+                    scope.spawn(move || {
+                        let start = i as i64 * 50;
+                        assert_eq!(group.room(), 50);
+                        group.write(&numbers(start..start + 30)).unwrap();
+                        group.write(&numbers(start + 30..start + 50)).unwrap();
+                        assert_eq!(group.room(), 0);
+                        let err = group.write(&numbers(0..1)).unwrap_err();
+                        assert!(err.to_string().contains("at most 50 rows"), "{err}");
+                        std::thread::sleep(std::time::Duration::from_millis(30 * (3 - i as u64)));
+                        group.finish().unwrap()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for group in encoded {
+            writer.append_row_group(group).unwrap();
+        }
+        // rows written the ordinary way follow the appended groups
+        writer.write(&numbers(150..160)).unwrap();
+        assert_eq!(writer.rows_written(), 160);
+        let written = writer.finish().unwrap();
+        assert_eq!(written.rows, 160);
+        let (ids, groups) = read_back(&path);
+        assert_eq!(ids, (0..160).collect::<Vec<_>>());
+        assert_eq!(groups, vec![50, 50, 50, 10]);
+    }
+
+    #[test]
+    fn a_row_group_refuses_a_batch_of_another_schema() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("t.parquet");
+        let mut writer = ParquetFileWriter::try_new(&path, numbers(0..0).schema()).unwrap();
+        let mut group = writer.row_group().unwrap();
+        let err = group
+            .write(&sample_batch().project(&[1]).unwrap())
+            .unwrap_err();
+        assert!(err.to_string().contains("do not match"), "{err}");
+        drop(group);
+        drop(writer);
+        assert!(dir_entries(tmp.path()).is_empty());
     }
 
     #[test]

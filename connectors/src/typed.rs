@@ -1,5 +1,5 @@
 //! Text to typed Arrow: CSV files (plain or gzip, with or without a header row) streamed into
-//! a staged Parquet file of the target schema, batch by batch, so memory stays flat however
+//! a staged Parquet file of the target schema, batch by batch, so memory stays bounded however
 //! large the export. A value that does not fit its column fails the whole file with its row
 //! number, column and value.
 
@@ -13,7 +13,11 @@ use arrow::compute::{CastOptions, cast_with_options};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
-use dataport_catalog::write::ParquetFileWriter;
+use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
+
+use dataport_catalog::write::{
+    EncodedRowGroup, PARQUET_MAX_ROW_GROUP_ROWS, ParquetFileWriter, RowGroupEncoder,
+};
 use flate2::read::MultiGzDecoder;
 
 use crate::error::{ConnectorError, Result};
@@ -60,12 +64,14 @@ pub struct CsvOptions {
     pub infer: bool,
 }
 
-/// Typed batches queued between the CSV reader and the Parquet encoder.
-const QUEUED_BATCHES: usize = 4;
+/// Most row groups encoded at once, each on its own thread.
+const MAX_ENCODERS: usize = 4;
 
 /// Streams CSV parts into the staged Parquet file `out` with `schema` (plus the sequence
-/// column when [`CsvOptions::seq`] is set). Parsing and typing run on the calling thread,
-/// Parquet encoding on a second one.
+/// column when [`CsvOptions::seq`] is set). Parsing and typing run on the calling thread;
+/// row groups are encoded on up to one thread per core ([`MAX_ENCODERS`]), several at once,
+/// and appended to the file in order. The reader may run up to a row group ahead of each
+/// encoder, so memory is bounded by a few row groups, whatever the size of the input.
 ///
 /// `columns` names the columns of headerless parts, in order; a part with a header is matched
 /// by name, and a column missing from it is NULL. Empty fields are NULL (the source does not
@@ -78,49 +84,244 @@ pub fn csv_to_parquet(
     out: &Path,
     options: CsvOptions,
 ) -> Result<Converted> {
-    let writer = ParquetFileWriter::try_new(out, staged_schema(schema, options.seq))?;
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Encode>(QUEUED_BATCHES);
-        let encoder = scope.spawn(move || encode(writer, rx));
-        let read = read_parts(table, parts, columns, schema, options, &tx);
-        // Finish the file only when every row arrived and fit.
-        if matches!(&read, Ok(c) if c.unfit.is_none()) {
-            // A send fails only when the encoder stopped on an error, which `join` reports.
-            let _ = tx.send(Encode::Finish);
-        }
-        drop(tx);
-        let encoded = encoder.join().map_err(|_| ConnectorError::Decode {
-            table: table.to_string(),
-            what: out.display().to_string(),
-            message: "the Parquet encoder thread panicked".into(),
-        })?;
-        match (read, encoded) {
-            // An encoder error explains why the reader stopped early.
-            (_, Err(e)) => Err(e),
-            (read, Ok(())) => read,
-        }
-    })
+    convert(
+        table,
+        parts,
+        columns,
+        schema,
+        out,
+        options,
+        PARQUET_MAX_ROW_GROUP_ROWS,
+    )
 }
 
-/// What the reader hands the encoder thread.
-enum Encode {
-    Batch(RecordBatch),
-    /// Every batch was sent: write the footer. A closed channel without it abandons the file.
-    Finish,
+/// [`csv_to_parquet`] with row groups of `group_rows` rows.
+fn convert(
+    table: &str,
+    parts: &[CsvPart],
+    columns: &[String],
+    schema: &SchemaRef,
+    out: &Path,
+    options: CsvOptions,
+    group_rows: usize,
+) -> Result<Converted> {
+    let mut writer = ParquetFileWriter::try_new(out, staged_schema(schema, options.seq))?
+        .with_row_group_rows(group_rows);
+    let encoders = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, MAX_ENCODERS);
+    let read = std::thread::scope(|scope| {
+        let mut groups = Groups::start(scope, encoders, table, out);
+        let read = read_parts(
+            table,
+            parts,
+            columns,
+            schema,
+            options,
+            &mut groups,
+            &mut writer,
+        );
+        // Complete the file only when every row arrived and fit; otherwise dropping the
+        // writer removes its temporary file.
+        let complete = matches!(&read, Ok(c) if c.unfit.is_none());
+        let closed = groups.close(&mut writer, complete);
+        match (read, closed) {
+            (Err(e), _) | (Ok(_), Err(e)) => Err(e),
+            (Ok(read), Ok(())) => Ok(read),
+        }
+    })?;
+    if read.unfit.is_none() {
+        writer.finish()?;
+    }
+    Ok(read)
 }
 
-fn encode(mut writer: ParquetFileWriter, rx: std::sync::mpsc::Receiver<Encode>) -> Result<()> {
-    for message in rx {
-        match message {
-            Encode::Batch(batch) => writer.write(&batch)?,
-            Encode::Finish => {
-                writer.finish()?;
-                return Ok(());
+/// A row group for an encoder thread: the group, and its rows as they are read.
+struct Job {
+    index: usize,
+    encoder: RowGroupEncoder,
+    batches: Receiver<RecordBatch>,
+}
+
+/// Encodes the row groups it is given, one after the other, and hands them back by index.
+fn encode_groups(jobs: Receiver<Job>, done: Sender<(usize, Result<EncodedRowGroup>)>) {
+    for job in jobs {
+        let Job {
+            index,
+            mut encoder,
+            batches,
+        } = job;
+        let mut encoded = Ok(());
+        for batch in &batches {
+            encoded = encoder.write(&batch);
+            if encoded.is_err() {
+                break;
             }
         }
+        // On an error the batch channel closes here, which stops the reader.
+        drop(batches);
+        let result = encoded
+            .and_then(|()| encoder.finish())
+            .map_err(ConnectorError::from);
+        if done.send((index, result)).is_err() {
+            return;
+        }
     }
-    // Dropping the writer removes its temporary file.
-    Ok(())
+}
+
+/// The reader's side of the encoders: starts row groups, feeds the open one, and appends
+/// finished groups to the file in order.
+struct Groups<'scope> {
+    jobs: Vec<SyncSender<Job>>,
+    workers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
+    done: Receiver<(usize, Result<EncodedRowGroup>)>,
+    /// The open group's batch channel and the rows it can still take.
+    open: Option<(SyncSender<RecordBatch>, usize)>,
+    started: usize,
+    appended: usize,
+    finished: std::collections::BTreeMap<usize, EncodedRowGroup>,
+    table: &'scope str,
+    out: &'scope Path,
+}
+
+impl<'scope> Groups<'scope> {
+    fn start<'env>(
+        scope: &'scope std::thread::Scope<'scope, 'env>,
+        encoders: usize,
+        table: &'scope str,
+        out: &'scope Path,
+    ) -> Self {
+        let (done_tx, done) = std::sync::mpsc::channel();
+        let (jobs, workers) = (0..encoders)
+            .map(|_| {
+                // one group waiting per encoder while it encodes another
+                let (tx, rx) = sync_channel::<Job>(1);
+                let done = done_tx.clone();
+                (tx, scope.spawn(move || encode_groups(rx, done)))
+            })
+            .unzip();
+        Self {
+            jobs,
+            workers,
+            done,
+            open: None,
+            started: 0,
+            appended: 0,
+            finished: Default::default(),
+            table,
+            out,
+        }
+    }
+
+    /// Adds `batch`'s rows to the open group, starting groups as they fill.
+    fn send(&mut self, writer: &mut ParquetFileWriter, batch: RecordBatch) -> Result<()> {
+        let rows = batch.num_rows();
+        let mut offset = 0;
+        while offset < rows {
+            let (tx, room) = match self.open.take() {
+                Some(open) => open,
+                None => self.open_group(writer)?,
+            };
+            let len = room.min(rows - offset);
+            if tx.send(batch.slice(offset, len)).is_err() {
+                // the encoder stopped on an error, which it reported
+                return Err(self.failure());
+            }
+            offset += len;
+            if room > len {
+                self.open = Some((tx, room - len));
+            } else {
+                drop(tx);
+                self.append(writer, false)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn open_group(
+        &mut self,
+        writer: &mut ParquetFileWriter,
+    ) -> Result<(SyncSender<RecordBatch>, usize)> {
+        let encoder = writer.row_group()?;
+        let room = encoder.room();
+        // the reader may run a whole group ahead of a busy encoder
+        let (tx, batches) = sync_channel(room.div_ceil(BATCH_ROWS) + 1);
+        let job = Job {
+            index: self.started,
+            encoder,
+            batches,
+        };
+        let worker = self.started % self.jobs.len();
+        if self.jobs[worker].send(job).is_err() {
+            return Err(self.failure());
+        }
+        self.started += 1;
+        Ok((tx, room))
+    }
+
+    /// Appends the groups that are done, in order; with `wait`, every group started.
+    fn append(&mut self, writer: &mut ParquetFileWriter, wait: bool) -> Result<()> {
+        loop {
+            while let Some(group) = self.finished.remove(&self.appended) {
+                writer.append_row_group(group)?;
+                self.appended += 1;
+            }
+            let next = if wait && self.appended < self.started {
+                self.done.recv().map_err(|_| self.stopped())?
+            } else {
+                match self.done.try_recv() {
+                    Ok(next) => next,
+                    Err(_) => return Ok(()),
+                }
+            };
+            let (index, group) = next;
+            self.finished.insert(index, group?);
+        }
+    }
+
+    /// Closes the open group, appends every group when `complete`, and stops the encoders.
+    fn close(mut self, writer: &mut ParquetFileWriter, complete: bool) -> Result<()> {
+        self.open = None;
+        let appended = if complete {
+            self.append(writer, true)
+        } else {
+            Ok(())
+        };
+        self.jobs.clear();
+        // join every worker, also after one that panicked
+        let mut panicked = false;
+        for worker in self.workers.drain(..) {
+            panicked |= worker.join().is_err();
+        }
+        if panicked {
+            return Err(ConnectorError::Decode {
+                table: self.table.to_string(),
+                what: self.out.display().to_string(),
+                message: "a Parquet encoder thread panicked".into(),
+            });
+        }
+        appended
+    }
+
+    /// The error an encoder reported, once a channel to it closed. Stops the encoders.
+    fn failure(&mut self) -> ConnectorError {
+        self.jobs.clear();
+        self.open = None;
+        while let Ok((_, result)) = self.done.recv() {
+            if let Err(e) = result {
+                return e;
+            }
+        }
+        self.stopped()
+    }
+
+    fn stopped(&self) -> ConnectorError {
+        ConnectorError::Decode {
+            table: self.table.to_string(),
+            what: self.out.display().to_string(),
+            message: "a Parquet encoder thread stopped unexpectedly".into(),
+        }
+    }
 }
 
 /// Reads, types and sends every part's rows; see [`csv_to_parquet`].
@@ -130,7 +331,8 @@ fn read_parts(
     columns: &[String],
     schema: &SchemaRef,
     options: CsvOptions,
-    tx: &std::sync::mpsc::SyncSender<Encode>,
+    groups: &mut Groups<'_>,
+    writer: &mut ParquetFileWriter,
 ) -> Result<Converted> {
     let mut total = Converted::default();
     let mut seq = options.seq;
@@ -174,12 +376,7 @@ fn read_parts(
             }
             if writing {
                 match type_batch(table, &batch, schema, total.rows, seq) {
-                    Ok(typed) => {
-                        if tx.send(Encode::Batch(typed)).is_err() {
-                            // The encoder failed; its error is reported by the caller.
-                            return Ok(total);
-                        }
-                    }
+                    Ok(typed) => groups.send(writer, typed)?,
                     Err(e) if options.infer => {
                         total.unfit = Some(e);
                         writing = false;
@@ -773,5 +970,123 @@ mod tests {
     fn empty_input_has_no_header() {
         let mut r = std::io::Cursor::new(Vec::new());
         assert!(read_header(&mut r).unwrap().is_none());
+    }
+
+    fn lines(rows: std::ops::Range<usize>, bad_at: Option<usize>) -> String {
+        let mut csv = String::from("id,name,day\n");
+        for i in rows {
+            let day = if Some(i) == bad_at {
+                "soon".to_string()
+            } else {
+                format!("2024-01-{:02}", i % 28 + 1)
+            };
+            csv.push_str(&format!("{i},n{},{day}\n", i % 97));
+        }
+        csv
+    }
+
+    fn converted_ids(path: &Path) -> (Vec<i64>, Vec<i64>) {
+        use parquet::file::reader::FileReader;
+        let file = File::open(path).unwrap();
+        let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
+        let groups = (0..reader.metadata().num_row_groups())
+            .map(|i| reader.metadata().row_group(i).num_rows())
+            .collect();
+        let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            File::open(path).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        let mut ids = Vec::new();
+        for batch in batches {
+            let batch = batch.unwrap();
+            let column = batch
+                .column(0)
+                .as_any()
+                .downcast_ref::<arrow::array::Int64Array>()
+                .unwrap();
+            ids.extend(column.values().iter().copied());
+        }
+        (ids, groups)
+    }
+
+    fn id_name_day() -> SchemaRef {
+        Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, true),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("day", DataType::Date32, true),
+        ]))
+    }
+
+    #[test]
+    fn row_groups_encoded_at_once_keep_the_rows_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        // two parts, the second without a header, groups smaller than a batch
+        let first = dir.path().join("a.csv");
+        std::fs::write(&first, lines(0..20_000, None)).unwrap();
+        let second = dir.path().join("b.csv");
+        let rest = lines(20_000..23_456, None);
+        std::fs::write(&second, rest.split_once('\n').unwrap().1).unwrap();
+        let parts = [
+            CsvPart {
+                path: first,
+                has_header: true,
+            },
+            CsvPart {
+                path: second,
+                has_header: false,
+            },
+        ];
+        let columns = ["id", "name", "day"].map(String::from);
+        let out = dir.path().join("out/t.parquet");
+        let converted = convert(
+            "t",
+            &parts,
+            &columns,
+            &id_name_day(),
+            &out,
+            CsvOptions::default(),
+            3_000,
+        )
+        .unwrap();
+        assert_eq!(converted.rows, 23_456);
+        let (ids, groups) = converted_ids(&out);
+        assert_eq!(ids, (0..23_456).collect::<Vec<_>>());
+        assert_eq!(groups.len(), 8);
+        assert!(groups[..7].iter().all(|&g| g == 3_000), "{groups:?}");
+        assert_eq!(groups[7], 2_456);
+    }
+
+    #[test]
+    fn a_bad_value_in_a_later_group_fails_the_file_with_its_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("a.csv");
+        std::fs::write(&input, lines(0..30_000, Some(25_000))).unwrap();
+        let parts = [CsvPart {
+            path: input,
+            has_header: true,
+        }];
+        let out_dir = dir.path().join("out");
+        let out = out_dir.join("t.parquet");
+        let err = convert(
+            "t",
+            &parts,
+            &[],
+            &id_name_day(),
+            &out,
+            CsvOptions::default(),
+            1_000,
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.contains("25001") && message.contains("soon"),
+            "{message}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&out_dir)
+            .map(|d| d.collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "no file is left behind: {left:?}");
     }
 }

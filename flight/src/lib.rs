@@ -13,6 +13,7 @@
 //! tables are stored; those are the engine's and the catalog's.
 
 mod auth;
+mod doget;
 pub mod error;
 mod metadata;
 mod server;

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::time::Duration;
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::{Any, Command};
 use arrow_flight::{
     Action, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo, HandshakeRequest, PollInfo,
@@ -13,12 +13,12 @@ use arrow_flight::{
 };
 use prost::Message;
 use tokio::net::TcpListener;
-use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::AuthInterceptor;
+use crate::doget::FlightRoutes;
 use crate::error::FlightServeError;
 use crate::service::FlightSqlServer;
 
@@ -34,10 +34,13 @@ pub fn serve(
 ) -> Result<impl Future<Output = Result<(), FlightServeError>> + Send, FlightServeError> {
     let options = server.options().clone();
     let interceptor = AuthInterceptor::new(server.authenticator().clone());
-    let flight = FlightServiceServer::new(Dataport(server))
-        .max_decoding_message_size(MAX_DECODING_BYTES)
+    let flight = FlightRoutes::new(
+        Dataport(server),
+        interceptor,
+        MAX_DECODING_BYTES,
         // Batches are already split below max_message_bytes; this is the hard stop.
-        .max_encoding_message_size(options.max_message_bytes.max(MAX_DECODING_BYTES));
+        options.max_message_bytes.max(MAX_DECODING_BYTES),
+    );
     let mut builder = Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)));
@@ -53,7 +56,7 @@ pub fn serve(
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(FlightServeError::Tls)?;
     }
-    let router = builder.add_service(InterceptedService::new(flight, interceptor));
+    let router = builder.add_service(flight);
     Ok(async move {
         router
             .serve_with_incoming_shutdown(
@@ -68,7 +71,8 @@ pub fn serve(
 }
 
 /// The Flight SQL service plus `GetSchema` and `PollFlightInfo`.
-struct Dataport(FlightSqlServer);
+#[derive(Clone)]
+pub(crate) struct Dataport(FlightSqlServer);
 
 type Inner = FlightSqlServer;
 
