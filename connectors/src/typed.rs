@@ -282,12 +282,14 @@ impl<'scope> Groups<'scope> {
     /// Closes the open group, appends every group when `complete`, and stops the encoders.
     fn close(mut self, writer: &mut ParquetFileWriter, complete: bool) -> Result<()> {
         self.open = None;
+        // Encoders still take the groups queued for them, then end; so waiting below ends
+        // even when one of them died.
+        self.jobs.clear();
         let appended = if complete {
             self.append(writer, true)
         } else {
             Ok(())
         };
-        self.jobs.clear();
         // join every worker, also after one that panicked
         let mut panicked = false;
         for worker in self.workers.drain(..) {

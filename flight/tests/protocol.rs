@@ -315,3 +315,41 @@ async fn bad_input_gets_clear_errors() {
     // and the server still serves
     assert_eq!(rows(&query(&mut c, "select 1").await), 1);
 }
+
+#[tokio::test]
+async fn do_get_is_authenticated_and_framed_like_every_call() {
+    let server = start(FlightOptions::default()).await;
+    let c = client(server.addr).await;
+    let auth = format!("Bearer {}", c.token().unwrap());
+    let mut f = raw(server.addr).await;
+    let sql = "select value, repeat('x', 100000) as wide from generate_series(1, 100)";
+    let info = f
+        .get_flight_info(with_auth(statement(sql), &auth))
+        .await
+        .unwrap()
+        .into_inner();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    for (header, what) in [
+        (None, "no credentials"),
+        (Some("Bearer dpt_bogus"), "bogus token"),
+    ] {
+        let request = match header {
+            Some(h) => with_auth(ticket.clone(), h),
+            None => Request::new(ticket.clone()),
+        };
+        let e = f.do_get(request).await.unwrap_err();
+        assert_eq!(e.code(), Code::Unauthenticated, "{what}: {e}");
+    }
+    // the caller's own credentials fetch the rows: 10 MB, in several messages
+    let stream = f
+        .do_get(with_auth(ticket, &auth))
+        .await
+        .unwrap()
+        .into_inner();
+    let messages: Vec<arrow_flight::FlightData> = stream.map(|m| m.unwrap()).collect().await;
+    assert!(messages.len() > 3, "{} messages", messages.len());
+    let batches = arrow_flight::utils::flight_data_to_batches(&messages).unwrap();
+    let total: usize = batches.iter().map(|b| b.num_rows()).sum();
+    assert_eq!(total, 100);
+    assert!(messages.iter().all(|m| m.encoded_len() <= 4 << 20));
+}
