@@ -85,17 +85,7 @@ def machine() -> str:
 def timed(fn, runs: int) -> tuple[float, object]:
     """Median seconds of `runs` calls after a warm-up, and the last result. `fn` may return
     `(seconds, result)` to report a time it measured itself."""
-    fn()
-    times, result = [], None
-    for _ in range(runs):
-        start = time.perf_counter()
-        out = fn()
-        elapsed = time.perf_counter() - start
-        if isinstance(out, tuple) and len(out) == 2 and isinstance(out[0], float):
-            elapsed, out = out
-        times.append(elapsed)
-        result = out
-    return statistics.median(times), result
+    return timed_interleaved({"only": fn}, runs)["only"]
 
 
 def timed_interleaved(fns: dict, runs: int, before=None, after=None) -> dict:
