@@ -16,7 +16,7 @@ use arrow::util::display::FormatOptions;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
 use dataport_catalog::write::{
-    EncodedRowGroup, PARQUET_MAX_ROW_GROUP_ROWS, ParquetFileWriter, RowGroupEncoder,
+    EncodedRowGroup, PARQUET_MAX_ROW_GROUP_ROWS, ParquetFileWriter, ParquetLayout, RowGroupEncoder,
 };
 use flate2::read::MultiGzDecoder;
 
@@ -67,11 +67,15 @@ pub struct CsvOptions {
 /// Most row groups encoded at once, each on its own thread.
 const MAX_ENCODERS: usize = 4;
 
+/// Rows typed before the file is opened: they decide its layout ([`ParquetLayout::for_sample`]).
+const LAYOUT_SAMPLE_ROWS: usize = 8 * BATCH_ROWS;
+
 /// Streams CSV parts into the staged Parquet file `out` with `schema` (plus the sequence
 /// column when [`CsvOptions::seq`] is set). Parsing and typing run on the calling thread;
 /// row groups are encoded on up to one thread per core ([`MAX_ENCODERS`]), several at once,
 /// and appended to the file in order. The reader may run up to a row group ahead of each
-/// encoder, so memory is bounded by a few row groups, whatever the size of the input.
+/// encoder, so memory is bounded by a few row groups, whatever the size of the input. The
+/// first [`LAYOUT_SAMPLE_ROWS`] typed rows choose which columns get a dictionary.
 ///
 /// `columns` names the columns of headerless parts, in order; a part with a header is matched
 /// by name, and a column missing from it is NULL. Empty fields are NULL (the source does not
@@ -105,35 +109,37 @@ fn convert(
     options: CsvOptions,
     group_rows: usize,
 ) -> Result<Converted> {
-    let mut writer = ParquetFileWriter::try_new(out, staged_schema(schema, options.seq))?
-        .with_row_group_rows(group_rows);
     let encoders = std::thread::available_parallelism()
         .map_or(1, std::num::NonZeroUsize::get)
         .clamp(1, MAX_ENCODERS);
-    let read = std::thread::scope(|scope| {
-        let mut groups = Groups::start(scope, encoders, table, out);
-        let read = read_parts(
-            table,
-            parts,
-            columns,
-            schema,
-            options,
-            &mut groups,
-            &mut writer,
-        );
+    let file = FileTarget {
+        out,
+        schema: staged_schema(schema, options.seq),
+        group_rows,
+    };
+    let (read, writer) = std::thread::scope(|scope| {
+        let mut groups = Groups::start(scope, encoders, table, &file);
+        let read = read_parts(table, parts, columns, schema, options, &mut groups, scope);
         // Complete the file only when every row arrived and fit; otherwise dropping the
         // writer removes its temporary file.
         let complete = matches!(&read, Ok(c) if c.unfit.is_none());
-        let closed = groups.close(&mut writer, complete);
+        let closed = groups.close(complete);
         match (read, closed) {
             (Err(e), _) | (Ok(_), Err(e)) => Err(e),
-            (Ok(read), Ok(())) => Ok(read),
+            (Ok(read), Ok(writer)) => Ok((read, writer)),
         }
     })?;
-    if read.unfit.is_none() {
+    if let Some(writer) = writer {
         writer.finish()?;
     }
     Ok(read)
+}
+
+/// The staged file a conversion writes, opened once its first rows are typed.
+struct FileTarget<'a> {
+    out: &'a Path,
+    schema: SchemaRef,
+    group_rows: usize,
 }
 
 /// A row group for an encoder thread: the group, and its rows as they are read.
@@ -169,9 +175,15 @@ fn encode_groups(jobs: Receiver<Job>, done: Sender<(usize, Result<EncodedRowGrou
     }
 }
 
-/// The reader's side of the encoders: starts row groups, feeds the open one, and appends
-/// finished groups to the file in order.
+/// The reader's side of the encoders: opens the file, starts row groups, feeds the open one,
+/// and appends finished groups to the file in order.
 struct Groups<'scope> {
+    file: &'scope FileTarget<'scope>,
+    /// Open once [`LAYOUT_SAMPLE_ROWS`] rows (or all, if fewer) are typed.
+    writer: Option<ParquetFileWriter>,
+    /// The typed rows that choose the file's layout, until it is open.
+    sample: Vec<RecordBatch>,
+    sample_rows: usize,
     jobs: Vec<SyncSender<Job>>,
     workers: Vec<std::thread::ScopedJoinHandle<'scope, ()>>,
     done: Receiver<(usize, Result<EncodedRowGroup>)>,
@@ -181,7 +193,6 @@ struct Groups<'scope> {
     appended: usize,
     finished: std::collections::BTreeMap<usize, EncodedRowGroup>,
     table: &'scope str,
-    out: &'scope Path,
 }
 
 impl<'scope> Groups<'scope> {
@@ -189,7 +200,7 @@ impl<'scope> Groups<'scope> {
         scope: &'scope std::thread::Scope<'scope, 'env>,
         encoders: usize,
         table: &'scope str,
-        out: &'scope Path,
+        file: &'scope FileTarget<'scope>,
     ) -> Self {
         let (done_tx, done) = std::sync::mpsc::channel();
         let (jobs, workers) = (0..encoders)
@@ -201,6 +212,10 @@ impl<'scope> Groups<'scope> {
             })
             .unzip();
         Self {
+            file,
+            writer: None,
+            sample: Vec::new(),
+            sample_rows: 0,
             jobs,
             workers,
             done,
@@ -209,18 +224,26 @@ impl<'scope> Groups<'scope> {
             appended: 0,
             finished: Default::default(),
             table,
-            out,
         }
     }
 
-    /// Adds `batch`'s rows to the open group, starting groups as they fill.
-    fn send(&mut self, writer: &mut ParquetFileWriter, batch: RecordBatch) -> Result<()> {
+    /// Adds `batch`'s rows to the file: to the layout sample until the file is open, then to
+    /// the open group, starting groups as they fill.
+    fn send(&mut self, batch: RecordBatch) -> Result<()> {
+        if self.writer.is_none() {
+            self.sample_rows += batch.num_rows();
+            self.sample.push(batch);
+            if self.sample_rows >= LAYOUT_SAMPLE_ROWS {
+                self.open_file(self.file.group_rows)?;
+            }
+            return Ok(());
+        }
         let rows = batch.num_rows();
         let mut offset = 0;
         while offset < rows {
             let (tx, room) = match self.open.take() {
                 Some(open) => open,
-                None => self.open_group(writer)?,
+                None => self.open_group()?,
             };
             let len = room.min(rows - offset);
             if tx.send(batch.slice(offset, len)).is_err() {
@@ -232,17 +255,41 @@ impl<'scope> Groups<'scope> {
                 self.open = Some((tx, room - len));
             } else {
                 drop(tx);
-                self.append(writer, false)?;
+                self.append(false)?;
             }
         }
         Ok(())
     }
 
-    fn open_group(
-        &mut self,
-        writer: &mut ParquetFileWriter,
-    ) -> Result<(SyncSender<RecordBatch>, usize)> {
-        let encoder = writer.row_group()?;
+    /// Opens the file with the layout the sample calls for, for row groups of up to
+    /// `group_rows` rows, and sends the sample to it.
+    fn open_file(&mut self, group_rows: usize) -> Result<()> {
+        let sample = std::mem::take(&mut self.sample);
+        let schema = &self.file.schema;
+        // a sample that cannot be joined only loses the layout choice
+        let layout = arrow::compute::concat_batches(schema, &sample)
+            .map(|rows| ParquetLayout::for_sample(&rows, group_rows))
+            .unwrap_or_default();
+        let writer =
+            ParquetFileWriter::try_new_with_layout(self.file.out, Arc::clone(schema), &layout)?
+                .with_row_group_rows(self.file.group_rows);
+        self.writer = Some(writer);
+        sample.into_iter().try_for_each(|batch| self.send(batch))
+    }
+
+    fn writer(&mut self) -> Result<&mut ParquetFileWriter> {
+        match self.writer.as_mut() {
+            Some(writer) => Ok(writer),
+            None => Err(ConnectorError::Decode {
+                table: self.table.to_string(),
+                what: self.file.out.display().to_string(),
+                message: "a row group was started before its file was opened".into(),
+            }),
+        }
+    }
+
+    fn open_group(&mut self) -> Result<(SyncSender<RecordBatch>, usize)> {
+        let encoder = self.writer()?.row_group()?;
         let room = encoder.room();
         // the reader may run a whole group ahead of a busy encoder
         let (tx, batches) = sync_channel(room.div_ceil(BATCH_ROWS) + 1);
@@ -260,10 +307,10 @@ impl<'scope> Groups<'scope> {
     }
 
     /// Appends the groups that are done, in order; with `wait`, every group started.
-    fn append(&mut self, writer: &mut ParquetFileWriter, wait: bool) -> Result<()> {
+    fn append(&mut self, wait: bool) -> Result<()> {
         loop {
             while let Some(group) = self.finished.remove(&self.appended) {
-                writer.append_row_group(group)?;
+                self.writer()?.append_row_group(group)?;
                 self.appended += 1;
             }
             let next = if wait && self.appended < self.started {
@@ -280,16 +327,19 @@ impl<'scope> Groups<'scope> {
     }
 
     /// Closes the open group, appends every group when `complete`, and stops the encoders.
-    fn close(mut self, writer: &mut ParquetFileWriter, complete: bool) -> Result<()> {
+    /// Returns the file to finish when `complete`.
+    fn close(mut self, complete: bool) -> Result<Option<ParquetFileWriter>> {
+        // a file shorter than the sample is all sample, so its rows are all there will be
+        let opened = if complete && self.writer.is_none() {
+            self.open_file(self.sample_rows)
+        } else {
+            Ok(())
+        };
         self.open = None;
         // Encoders still take the groups queued for them, then end; so waiting below ends
         // even when one of them died.
         self.jobs.clear();
-        let appended = if complete {
-            self.append(writer, true)
-        } else {
-            Ok(())
-        };
+        let appended = opened.and_then(|()| if complete { self.append(true) } else { Ok(()) });
         // join every worker, also after one that panicked
         let mut panicked = false;
         for worker in self.workers.drain(..) {
@@ -298,11 +348,12 @@ impl<'scope> Groups<'scope> {
         if panicked {
             return Err(ConnectorError::Decode {
                 table: self.table.to_string(),
-                what: self.out.display().to_string(),
+                what: self.file.out.display().to_string(),
                 message: "a Parquet encoder thread panicked".into(),
             });
         }
-        appended
+        appended?;
+        Ok(if complete { self.writer.take() } else { None })
     }
 
     /// The error an encoder reported, once a channel to it closed. Stops the encoders.
@@ -320,25 +371,64 @@ impl<'scope> Groups<'scope> {
     fn stopped(&self) -> ConnectorError {
         ConnectorError::Decode {
             table: self.table.to_string(),
-            what: self.out.display().to_string(),
+            what: self.file.out.display().to_string(),
             message: "a Parquet encoder thread stopped unexpectedly".into(),
         }
     }
 }
 
-/// Reads, types and sends every part's rows; see [`csv_to_parquet`].
-fn read_parts(
+/// Text batches waiting for the inference thread.
+const OBSERVE_QUEUE: usize = 16;
+
+/// [`Inference`] on a thread of its own (the reader is the conversion's longest thread).
+struct Observer<'scope> {
+    names: Vec<String>,
+    batches: SyncSender<RecordBatch>,
+    thread: std::thread::ScopedJoinHandle<'scope, Inference>,
+}
+
+impl<'scope> Observer<'scope> {
+    fn start<'env>(scope: &'scope std::thread::Scope<'scope, 'env>, names: Vec<String>) -> Self {
+        let (batches, received) = sync_channel::<RecordBatch>(OBSERVE_QUEUE);
+        let mut inference = Inference::new(names.clone());
+        let thread = scope.spawn(move || {
+            for batch in received {
+                inference.observe(&batch);
+            }
+            inference
+        });
+        Self {
+            names,
+            batches,
+            thread,
+        }
+    }
+
+    fn observe(&self, batch: &RecordBatch) -> bool {
+        self.batches.send(batch.clone()).is_ok()
+    }
+
+    /// The types of every value observed.
+    fn finish(self) -> Option<Schema> {
+        drop(self.batches);
+        self.thread.join().ok().map(|i| i.schema())
+    }
+}
+
+/// Reads, types and sends every part's rows; see [`csv_to_parquet`]. With
+/// [`CsvOptions::infer`], the types are checked on a thread of `scope` ([`Observer`]).
+fn read_parts<'scope>(
     table: &str,
     parts: &[CsvPart],
     columns: &[String],
     schema: &SchemaRef,
     options: CsvOptions,
     groups: &mut Groups<'_>,
-    writer: &mut ParquetFileWriter,
+    scope: &'scope std::thread::Scope<'scope, '_>,
 ) -> Result<Converted> {
+    let mut observer: Option<Observer<'scope>> = None;
     let mut total = Converted::default();
     let mut seq = options.seq;
-    let mut inference: Option<Inference> = None;
     // Once a value did not fit (with `infer`), rows are only read to infer types.
     let mut writing = true;
     for part in parts {
@@ -357,9 +447,9 @@ fn read_parts(
             columns.to_vec()
         };
         if options.infer {
-            match &inference {
-                None => inference = Some(Inference::new(names.clone())),
-                Some(i) if i.names() != names.as_slice() => {
+            match &observer {
+                None => observer = Some(Observer::start(scope, names.clone())),
+                Some(o) if o.names != names => {
                     return Err(ConnectorError::Decode {
                         table: table.to_string(),
                         what: part.path.display().to_string(),
@@ -373,12 +463,18 @@ fn read_parts(
             text_batches(&names, &mut reader).map_err(|e| decode_error(table, &part.path, e))?
         {
             let batch = batch.map_err(|e| decode_error(table, &part.path, e))?;
-            if let Some(i) = inference.as_mut() {
-                i.observe(&batch);
+            if let Some(o) = observer.as_ref()
+                && !o.observe(&batch)
+            {
+                return Err(ConnectorError::Decode {
+                    table: table.to_string(),
+                    what: part.path.display().to_string(),
+                    message: "the type inference thread stopped unexpectedly".into(),
+                });
             }
             if writing {
                 match type_batch(table, &batch, schema, total.rows, seq) {
-                    Ok(typed) => groups.send(writer, typed)?,
+                    Ok(typed) => groups.send(typed)?,
                     Err(e) if options.infer => {
                         total.unfit = Some(e);
                         writing = false;
@@ -393,7 +489,14 @@ fn read_parts(
         }
         total.text_bytes += reader.get_ref().bytes;
     }
-    total.inferred = inference.map(|i| i.schema());
+    if let Some(observer) = observer {
+        let inferred = observer.finish().ok_or_else(|| ConnectorError::Decode {
+            table: table.to_string(),
+            what: "the column types".into(),
+            message: "the type inference thread stopped unexpectedly".into(),
+        })?;
+        total.inferred = Some(inferred);
+    }
     Ok(total)
 }
 
@@ -470,7 +573,7 @@ impl Inference {
                 let value = bytes
                     .get(range[0] as usize..range[1] as usize)
                     .unwrap_or_default();
-                *seen |= kind(value);
+                *seen |= kind_expecting(value, *seen);
                 if *seen & KIND_TEXT != 0 {
                     break;
                 }
@@ -515,14 +618,24 @@ fn type_of(seen: u16) -> DataType {
     }
 }
 
+/// [`kind`], trying first the one kind a column saw so far (`seen`), which most values repeat.
+fn kind_expecting(b: &[u8], seen: u16) -> u16 {
+    let expected = match seen {
+        KIND_INTEGER => is_integer(b) && fits_i64(b),
+        KIND_FLOAT => is_float(b),
+        KIND_DATE => is_date(b),
+        _ => false,
+    };
+    if expected { seen } else { kind(b) }
+}
+
 /// The kind of one non-empty value (kinds exclude each other, so the order of the checks
 /// only matters for speed).
 fn kind(b: &[u8]) -> u16 {
     if b.first() == Some(&b'"') {
         KIND_TEXT
     } else if is_integer(b) {
-        let fits = b.len() < 19 || std::str::from_utf8(b).is_ok_and(|s| s.parse::<i64>().is_ok());
-        if fits { KIND_INTEGER } else { KIND_TEXT }
+        if fits_i64(b) { KIND_INTEGER } else { KIND_TEXT }
     } else if is_float(b) || matches!(b, b"NaN" | b"nan" | b"inf" | b"-inf") {
         KIND_FLOAT
     } else if is_date(b) {
@@ -534,6 +647,11 @@ fn kind(b: &[u8]) -> u16 {
     } else {
         KIND_TEXT
     }
+}
+
+/// Whether an integer (`-?[0-9]+`) fits 64 bits.
+fn fits_i64(b: &[u8]) -> bool {
+    b.len() < 19 || std::str::from_utf8(b).is_ok_and(|s| s.parse::<i64>().is_ok())
 }
 
 /// The number of ASCII digits at the start of `b`.
@@ -987,13 +1105,27 @@ mod tests {
         csv
     }
 
-    fn converted_ids(path: &Path) -> (Vec<i64>, Vec<i64>) {
+    /// The `id` column's values and the rows per row group; the columns with a dictionary.
+    fn converted_ids(path: &Path) -> (Vec<i64>, Vec<i64>, Vec<String>) {
         use parquet::file::reader::FileReader;
         let file = File::open(path).unwrap();
         let reader = parquet::file::reader::SerializedFileReader::new(file).unwrap();
         let groups = (0..reader.metadata().num_row_groups())
             .map(|i| reader.metadata().row_group(i).num_rows())
             .collect();
+        let with_dictionary = reader
+            .metadata()
+            .row_groups()
+            .first()
+            .map(|group| {
+                group
+                    .columns()
+                    .iter()
+                    .filter(|c| c.dictionary_page_offset().is_some())
+                    .map(|c| c.column_path().string())
+                    .collect()
+            })
+            .unwrap_or_default();
         let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
             File::open(path).unwrap(),
         )
@@ -1010,7 +1142,17 @@ mod tests {
                 .unwrap();
             ids.extend(column.values().iter().copied());
         }
-        (ids, groups)
+        (ids, groups, with_dictionary)
+    }
+
+    /// One CSV file with a header, as `id_name_day`, in row groups of `group_rows`.
+    fn convert_file(input: &Path, out: &Path, group_rows: usize) -> Result<Converted> {
+        let parts = [CsvPart {
+            path: input.to_path_buf(),
+            has_header: true,
+        }];
+        let options = CsvOptions::default();
+        convert("t", &parts, &[], &id_name_day(), out, options, group_rows)
     }
 
     fn id_name_day() -> SchemaRef {
@@ -1024,11 +1166,12 @@ mod tests {
     #[test]
     fn row_groups_encoded_at_once_keep_the_rows_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        // two parts, the second without a header, groups smaller than a batch
+        // two parts, the second without a header; the file opens after the layout sample,
+        // in the first part, with groups that end inside batches
         let first = dir.path().join("a.csv");
-        std::fs::write(&first, lines(0..20_000, None)).unwrap();
+        std::fs::write(&first, lines(0..70_000, None)).unwrap();
         let second = dir.path().join("b.csv");
-        let rest = lines(20_000..23_456, None);
+        let rest = lines(70_000..83_456, None);
         std::fs::write(&second, rest.split_once('\n').unwrap().1).unwrap();
         let parts = [
             CsvPart {
@@ -1049,15 +1192,32 @@ mod tests {
             &id_name_day(),
             &out,
             CsvOptions::default(),
-            3_000,
+            10_000,
         )
         .unwrap();
-        assert_eq!(converted.rows, 23_456);
-        let (ids, groups) = converted_ids(&out);
-        assert_eq!(ids, (0..23_456).collect::<Vec<_>>());
-        assert_eq!(groups.len(), 8);
-        assert!(groups[..7].iter().all(|&g| g == 3_000), "{groups:?}");
-        assert_eq!(groups[7], 2_456);
+        assert_eq!(converted.rows, 83_456);
+        let (ids, groups, with_dictionary) = converted_ids(&out);
+        assert_eq!(ids, (0..83_456).collect::<Vec<_>>());
+        assert_eq!(groups.len(), 9);
+        assert!(groups[..8].iter().all(|&g| g == 10_000), "{groups:?}");
+        assert_eq!(groups[8], 3_456);
+        // every id is new, names and days repeat
+        assert_eq!(with_dictionary, ["name", "day"]);
+    }
+
+    #[test]
+    fn a_file_shorter_than_the_layout_sample_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        for rows in [0, 1, 5_000] {
+            let input = dir.path().join(format!("{rows}.csv"));
+            std::fs::write(&input, lines(0..rows, None)).unwrap();
+            let out = dir.path().join(format!("out/{rows}.parquet"));
+            let converted = convert_file(&input, &out, 2_000).unwrap();
+            assert_eq!(converted.rows, rows as u64);
+            let (ids, groups, _) = converted_ids(&out);
+            assert_eq!(ids, (0..rows as i64).collect::<Vec<_>>());
+            assert_eq!(groups.iter().sum::<i64>(), rows as i64);
+        }
     }
 
     #[test]
@@ -1065,22 +1225,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("a.csv");
         std::fs::write(&input, lines(0..30_000, Some(25_000))).unwrap();
-        let parts = [CsvPart {
-            path: input,
-            has_header: true,
-        }];
         let out_dir = dir.path().join("out");
         let out = out_dir.join("t.parquet");
-        let err = convert(
-            "t",
-            &parts,
-            &[],
-            &id_name_day(),
-            &out,
-            CsvOptions::default(),
-            1_000,
-        )
-        .unwrap_err();
+        let err = convert_file(&input, &out, 1_000).unwrap_err();
         let message = err.to_string();
         assert!(
             message.contains("25001") && message.contains("soon"),

@@ -46,7 +46,7 @@ pub(crate) fn profile(store: &StoreArgs, args: ProfileArgs) -> anyhow::Result<()
         let catalog = Catalog::open(
             CatalogOptions::new(&config.data_dir),
             Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
-            datafusion::prelude::SessionConfig::new(),
+            crate::serve::catalog_session_config(&config)?,
         )
         .await
         .context("cannot open the catalog")?;

@@ -83,6 +83,15 @@ pub(crate) fn authenticator(
     .context("cannot set up authentication")
 }
 
+/// The server's DataFusion settings, for commands that open the catalog on their own.
+pub(crate) fn catalog_session_config(
+    config: &Config,
+) -> anyhow::Result<datafusion::prelude::SessionConfig> {
+    let mut options = EngineOptions::new(&config.data_dir);
+    options.datafusion = config.datafusion.clone();
+    dataport_engine::session_config(&options).context("invalid engine.datafusion settings")
+}
+
 /// The query engine over the configured data dir, with `auth`'s grants. `serving`: the
 /// server's own (it watches the data dir and holds the in-memory tables); commands that only
 /// look (e.g. `rsync-filter`) pass false.

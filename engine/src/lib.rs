@@ -30,7 +30,7 @@ pub use dataport_auth::Principal;
 pub use dataport_catalog::ErrorKind;
 pub use engine::{
     Described, Engine, EngineOptions, QueryRequest, QueryStream, RequestContext, SqlFunctions,
-    check_row_filter,
+    check_row_filter, session_config,
 };
 pub use error::{EngineError, Result};
 pub use metrics::{Metrics, Outcome, Surface};
