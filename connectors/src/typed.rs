@@ -261,14 +261,15 @@ impl<'scope> Groups<'scope> {
         Ok(())
     }
 
-    /// Opens the file with the layout the sample calls for, for row groups of up to
-    /// `group_rows` rows, and sends the sample to it.
-    fn open_file(&mut self, group_rows: usize) -> Result<()> {
+    /// Opens the file with the layout the sample calls for and sends the sample to it.
+    /// `horizon`: the rows the layout plans for (a row group's, or all of a file shorter
+    /// than the sample).
+    fn open_file(&mut self, horizon: usize) -> Result<()> {
         let sample = std::mem::take(&mut self.sample);
         let schema = &self.file.schema;
         // a sample that cannot be joined only loses the layout choice
         let layout = arrow::compute::concat_batches(schema, &sample)
-            .map(|rows| ParquetLayout::for_sample(&rows, group_rows))
+            .map(|rows| ParquetLayout::for_sample(&rows, horizon))
             .unwrap_or_default();
         let writer =
             ParquetFileWriter::try_new_with_layout(self.file.out, Arc::clone(schema), &layout)?
@@ -331,7 +332,7 @@ impl<'scope> Groups<'scope> {
     fn close(mut self, complete: bool) -> Result<Option<ParquetFileWriter>> {
         // a file shorter than the sample is all sample, so its rows are all there will be
         let opened = if complete && self.writer.is_none() {
-            self.open_file(self.sample_rows)
+            self.open_file(self.sample_rows.min(self.file.group_rows))
         } else {
             Ok(())
         };
