@@ -1,9 +1,12 @@
 //! The types results leave the engine with.
 //!
-//! DataFusion reads strings as `Utf8View`/`BinaryView`. Many clients (the Flight SQL JDBC
+//! Tables are read with strings as `Utf8` (Dataport's default for
+//! `datafusion.execution.parquet.schema_force_view_types`), but functions, casts and that
+//! setting can still produce `Utf8View`/`BinaryView`. Many clients (the Flight SQL JDBC
 //! driver, older pyarrow, CSV/JSON tools) cannot read view types, and encoding sliced view
 //! arrays to Arrow IPC can repeat whole data buffers in every message. So every result is
-//! converted here, once, to the classic types: one rule for every transport.
+//! converted here, once, to the classic types: one rule for every transport. A batch already
+//! in those types passes through without a copy.
 
 use std::sync::Arc;
 
