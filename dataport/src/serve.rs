@@ -327,12 +327,11 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
             cancel.cancel();
             let http_result = tokio::time::timeout(config.shutdown_grace, &mut http).await;
             match r {
-                Ok(Ok(())) if stopping => match http_result {
+                Ok(()) if stopping => match http_result {
                     Ok(r) => r.context("HTTP server failed"),
                     Err(_) => Ok(()),
                 },
-                Ok(Ok(())) => Err(anyhow::anyhow!("Flight SQL server stopped unexpectedly")),
-                Ok(Err(e)) => Err(e).context("Flight SQL server failed"),
+                Ok(()) => Err(anyhow::anyhow!("Flight SQL server stopped unexpectedly")),
                 Err(e) => Err(e).context("Flight SQL server task failed"),
             }
         }
@@ -340,8 +339,10 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     cancel.cancel();
     if !flight.is_finished() {
         match tokio::time::timeout(config.shutdown_grace, &mut flight).await {
-            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "Flight SQL server failed while stopping"),
-            Ok(_) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "Flight SQL server task failed while stopping")
+            }
+            Ok(Ok(())) => {}
             Err(_) => {
                 tracing::warn!(
                     "Flight SQL streams still running after the grace period; closing them"

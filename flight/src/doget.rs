@@ -1,32 +1,37 @@
-//! `DoGet` answered on the HTTP/2 stream directly, so result bodies reach the socket without
-//! being copied again.
+//! `DoGet` answered on the HTTP/2 stream directly: result buffers reach the socket without
+//! being copied.
 //!
-//! tonic's protobuf codec encodes every outgoing message into a fresh buffer: for a `FlightData`
-//! that is a copy of its whole Arrow IPC body (megabytes per message) plus a new allocation,
-//! made on the server's busiest path. [`FlightRoutes`] sits in front of the generated Flight
-//! service, takes `DoGet` calls and lets every other call through. A `DoGet` is still
-//! authenticated by the same interceptor and answered by the same service method; only the
-//! framing differs. Each message goes out as two HTTP/2 data chunks: the gRPC frame header
-//! with the protobuf encoding of everything but the body (a few hundred bytes), then the body
-//! itself as the `Bytes` the IPC encoder produced. The bytes on the wire are exactly those
-//! of prost's encoding (`data_body` has the highest field number, so it is encoded last).
+//! Two copies stood between a result batch and the socket. arrow-ipc's encoder copies every
+//! buffer of a batch into one new body, and tonic's protobuf codec copies that body again into
+//! a fresh buffer per message: megabytes per message, on the server's busiest path.
+//! [`FlightRoutes`] sits in front of the generated Flight service, takes `DoGet` calls and lets
+//! every other call through. A `DoGet` is still authenticated by the same interceptor and
+//! answered by the same service; only the encoding and the framing differ:
 //!
-//! The body stays one chunk, one copy of the batch's buffers: hyper sends every chunk as its
-//! own HTTP/2 DATA frame, and a body sent as the batch's own buffers (no copy at all, but
-//! frames of a column buffer each) measured slower for server and client together than one
-//! large frame per message.
+//! - a result batch of flat columns is encoded by [`ipc`], whose message body is the batch's
+//!   own buffers; other results, and the metadata commands, go through arrow-flight's encoder;
+//! - each message goes out as one [`Rope`]: the gRPC frame header with the protobuf encoding of
+//!   everything but the body (a few hundred bytes), then the body's pieces. The bytes on the
+//!   wire are exactly prost's encoding (`data_body` has the highest field number, so it is
+//!   encoded last). [`crate::http2`] serves these bodies, so one message is one chunk that h2
+//!   cuts into frames of the size the client accepts.
 
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{FlightData, Ticket};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use arrow::ipc::writer::IpcWriteOptions;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::{FlightData, SchemaAsIpc, Ticket};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::Stream;
 use futures::future::BoxFuture;
+use futures::{Stream, StreamExt, TryStreamExt};
 use http::HeaderValue;
-use http_body::Frame;
+use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
@@ -38,6 +43,8 @@ use tonic::{Request, Status};
 use tower::Service;
 
 use crate::auth::AuthInterceptor;
+use crate::ipc;
+use crate::rope::Rope;
 use crate::server::Dataport;
 
 /// The gRPC path of `DoGet`.
@@ -80,12 +87,12 @@ impl FlightRoutes {
         }
     }
 
-    async fn do_get(self, request: http::Request<Body>) -> http::Response<Body> {
+    async fn do_get(self, request: http::Request<Body>) -> http::Response<ResponseBody> {
         match self.start(request).await {
             Ok(response) => response,
             // a status before the first message is a trailers-only response, as tonic sends
             Err(status) => {
-                let mut response = http::Response::new(Body::empty());
+                let mut response = http::Response::new(ResponseBody::Generated(Body::empty()));
                 *response.headers_mut() = status_headers(&status);
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,
@@ -96,7 +103,10 @@ impl FlightRoutes {
         }
     }
 
-    async fn start(mut self, request: http::Request<Body>) -> Result<http::Response<Body>, Status> {
+    async fn start(
+        mut self,
+        request: http::Request<Body>,
+    ) -> Result<http::Response<ResponseBody>, Status> {
         let (parts, body) = request.into_parts();
         if let Some(encoding) = parts.headers.get("grpc-encoding")
             && encoding != "identity"
@@ -112,7 +122,7 @@ impl FlightRoutes {
         let (metadata, extensions, ()) = call.into_parts();
         let response = self
             .service
-            .do_get(Request::from_parts(metadata, extensions, ticket))
+            .do_get_outgoing(Request::from_parts(metadata, extensions, ticket))
             .await?;
         let (metadata, stream, _) = response.into_parts();
         let mut headers = metadata.into_headers();
@@ -120,10 +130,9 @@ impl FlightRoutes {
             http::header::CONTENT_TYPE,
             HeaderValue::from_static("application/grpc"),
         );
-        let mut answer = http::Response::new(Body::new(FramedBody {
+        let mut answer = http::Response::new(ResponseBody::DoGet(FramedBody {
             messages: stream,
             max_message: self.max_encoding,
-            body: None,
             ended: false,
         }));
         *answer.headers_mut() = headers;
@@ -136,7 +145,7 @@ impl NamedService for FlightRoutes {
 }
 
 impl Service<http::Request<Body>> for FlightRoutes {
-    type Response = http::Response<Body>;
+    type Response = http::Response<ResponseBody>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -152,7 +161,7 @@ impl Service<http::Request<Body>> for FlightRoutes {
         let call = self.generated.call(request);
         Box::pin(async move {
             let response = call.await?;
-            Ok(response.map(Body::new))
+            Ok(response.map(|body| ResponseBody::Generated(Body::new(body))))
         })
     }
 }
@@ -189,11 +198,95 @@ async fn read_ticket(body: Body, limit: usize) -> Result<Ticket, Status> {
         .map_err(|e| Status::invalid_argument(format!("the DoGet ticket is not a Ticket: {e}")))
 }
 
-/// gRPC prefix plus the protobuf encoding of `data` up to its body, and the body itself:
-/// concatenated, they are the framed message prost and tonic would send.
-fn frame(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), Status> {
-    let body = std::mem::take(&mut data.data_body);
-    let body_len = body.len();
+/// One `FlightData` as it goes out: its fields but the body, and the body in pieces that
+/// share memory with the result (see [`ipc`]).
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// Everything but `data_body`, which stays empty.
+    pub(crate) data: FlightData,
+    pub(crate) body: Vec<Bytes>,
+}
+
+impl From<FlightData> for Outgoing {
+    fn from(mut data: FlightData) -> Self {
+        let body = std::mem::take(&mut data.data_body);
+        Self {
+            data,
+            body: vec![body],
+        }
+    }
+}
+
+impl From<Outgoing> for FlightData {
+    /// The message as one `FlightData`; joins (copies) a body of more than one piece.
+    fn from(outgoing: Outgoing) -> Self {
+        let Outgoing { mut data, body } = outgoing;
+        data.data_body = match <[Bytes; 1]>::try_from(body) {
+            Ok([one]) => one,
+            Err(pieces) => pieces.concat().into(),
+        };
+        data
+    }
+}
+
+/// Messages of a `DoGet` response.
+pub(crate) type OutgoingStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>>;
+
+/// A query result as Flight messages of at most about `target` bytes each: the schema, then
+/// the batches, encoded without copies where [`ipc::supports`] the schema and by
+/// arrow-flight's encoder otherwise.
+pub(crate) fn encode_results<S>(schema: SchemaRef, batches: S, target: usize) -> OutgoingStream
+where
+    S: Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+{
+    if !ipc::supports(&schema) {
+        let encoded = FlightDataEncoderBuilder::new()
+            .with_schema(schema)
+            .with_max_flight_data_size(target)
+            .build(batches.map_err(FlightError::from))
+            .map(|data| data.map(Outgoing::from).map_err(Status::from));
+        return Box::pin(encoded);
+    }
+    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()));
+    let messages = batches
+        .map(move |batch| batch.and_then(|batch| encode_batch(&batch, target)))
+        .map_ok(|messages| futures::stream::iter(messages.into_iter().map(Ok)))
+        .try_flatten();
+    Box::pin(
+        futures::stream::once(async move { Ok(Outgoing::from(schema_message)) }).chain(messages),
+    )
+}
+
+/// `batch` as record-batch messages, split by rows so each body is about `target` bytes.
+fn encode_batch(batch: &RecordBatch, target: usize) -> Result<Vec<Outgoing>, Status> {
+    let rows = batch.num_rows();
+    let pieces = ipc::body_size(batch).div_ceil(target.max(1)).max(1);
+    let per_piece = rows.div_ceil(pieces).max(1);
+    let mut messages = Vec::with_capacity(pieces);
+    let mut offset = 0;
+    loop {
+        let len = per_piece.min(rows - offset);
+        let message = ipc::encode(&batch.slice(offset, len))
+            .map_err(|e| Status::internal(format!("encoding a result batch: {e}")))?;
+        messages.push(Outgoing {
+            data: FlightData {
+                data_header: message.header,
+                ..FlightData::default()
+            },
+            body: message.body,
+        });
+        offset += len;
+        if offset >= rows {
+            return Ok(messages);
+        }
+    }
+}
+
+/// The framed message prost and tonic would send, as one rope: the gRPC prefix and the
+/// protobuf encoding of the message up to its body, then the body's pieces.
+fn frame(outgoing: Outgoing, max_message: usize) -> Result<Rope, Status> {
+    let Outgoing { data, body } = outgoing;
+    let body_len: usize = body.iter().map(Bytes::len).sum();
     let mut body_key = BytesMut::new();
     if body_len > 0 {
         encode_key(DATA_BODY_FIELD, WireType::LengthDelimited, &mut body_key);
@@ -215,20 +308,60 @@ fn frame(mut data: FlightData, max_message: usize) -> Result<(Bytes, Bytes), Sta
     data.encode(&mut prefix)
         .map_err(|e| Status::internal(format!("encoding a result message: {e}")))?;
     prefix.put_slice(&body_key);
-    Ok((prefix.freeze(), body))
+    let mut rope = Rope::with_capacity(1 + body.len());
+    rope.push(prefix.freeze());
+    for piece in body {
+        rope.push(piece);
+    }
+    Ok(rope)
 }
 
-/// The response body: each message as its prefix and its body, then the status trailers.
-struct FramedBody<S> {
+/// A Flight response body: a `DoGet`'s messages, or what the generated service answers.
+pub(crate) enum ResponseBody {
+    Generated(Body),
+    DoGet(FramedBody<OutgoingStream>),
+}
+
+impl http_body::Body for ResponseBody {
+    type Data = Rope;
+    type Error = Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Rope>, Status>>> {
+        match self.get_mut() {
+            Self::Generated(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map_ok(|frame| frame.map_data(Rope::from)),
+            Self::DoGet(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Generated(body) => body.is_end_stream(),
+            Self::DoGet(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Self::Generated(body) => body.size_hint(),
+            Self::DoGet(body) => body.size_hint(),
+        }
+    }
+}
+
+/// The body of a `DoGet`: each message as one rope, then the status trailers.
+pub(crate) struct FramedBody<S> {
     messages: S,
     max_message: usize,
-    /// The body of the message whose prefix went out last.
-    body: Option<Bytes>,
     ended: bool,
 }
 
 impl<S> FramedBody<S> {
-    fn trailers(&mut self, status: &Status) -> Frame<Bytes> {
+    fn trailers(&mut self, status: &Status) -> Frame<Rope> {
         self.ended = true;
         Frame::trailers(status_headers(status))
     }
@@ -251,28 +384,22 @@ fn status_headers(status: &Status) -> http::HeaderMap {
 
 impl<S> http_body::Body for FramedBody<S>
 where
-    S: Stream<Item = Result<FlightData, Status>> + Unpin,
+    S: Stream<Item = Result<Outgoing, Status>> + Unpin,
 {
-    type Data = Bytes;
+    type Data = Rope;
     type Error = Status;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    ) -> Poll<Option<Result<Frame<Rope>, Status>>> {
         let this = &mut *self;
-        if let Some(body) = this.body.take() {
-            return Poll::Ready(Some(Ok(Frame::data(body))));
-        }
         if this.ended {
             return Poll::Ready(None);
         }
         let frame = match futures::ready!(Pin::new(&mut this.messages).poll_next(cx)) {
-            Some(Ok(data)) => match frame(data, this.max_message) {
-                Ok((prefix, body)) => {
-                    this.body = (!body.is_empty()).then_some(body);
-                    Frame::data(prefix)
-                }
+            Some(Ok(outgoing)) => match frame(outgoing, this.max_message) {
+                Ok(rope) => Frame::data(rope),
                 Err(status) => this.trailers(&status),
             },
             Some(Err(status)) => this.trailers(&status),
@@ -282,7 +409,7 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.ended && self.body.is_none()
+        self.ended
     }
 }
 
@@ -290,12 +417,17 @@ where
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::*;
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field, Schema};
     use arrow_flight::FlightDescriptor;
 
+    use super::*;
+
     fn framed(data: FlightData) -> Vec<u8> {
-        let (prefix, body) = frame(data, usize::MAX >> 1).unwrap();
-        [prefix.as_ref(), body.as_ref()].concat()
+        let mut rope = frame(Outgoing::from(data), usize::MAX >> 1).unwrap();
+        rope.copy_to_bytes(rope.remaining()).to_vec()
     }
 
     fn prost_framed(data: &FlightData) -> Vec<u8> {
@@ -334,14 +466,22 @@ mod tests {
 
     #[test]
     fn a_body_is_sent_without_copying() {
-        let body = Bytes::from(vec![7u8; 1 << 20]);
-        let data = FlightData {
-            data_header: Bytes::from_static(b"header"),
-            data_body: body.clone(),
-            ..FlightData::default()
+        let pieces = [
+            Bytes::from(vec![7u8; 1 << 20]),
+            Bytes::from(vec![8u8; 1 << 19]),
+        ];
+        let outgoing = Outgoing {
+            data: FlightData {
+                data_header: Bytes::from_static(b"header"),
+                ..FlightData::default()
+            },
+            body: pieces.to_vec(),
         };
-        let (_, sent) = frame(data, usize::MAX >> 1).unwrap();
-        assert_eq!(sent.as_ptr(), body.as_ptr());
+        let rope = frame(outgoing, usize::MAX >> 1).unwrap();
+        let mut slots = [std::io::IoSlice::new(&[]); 4];
+        assert_eq!(rope.chunks_vectored(&mut slots), 3);
+        assert_eq!(slots[1].as_ptr(), pieces[0].as_ptr());
+        assert_eq!(slots[2].as_ptr(), pieces[1].as_ptr());
     }
 
     #[test]
@@ -350,7 +490,76 @@ mod tests {
             data_body: Bytes::from(vec![0u8; 1000]),
             ..FlightData::default()
         };
-        let err = frame(data, 999).unwrap_err();
+        let err = frame(Outgoing::from(data), 999).unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted);
+    }
+
+    /// `batches` through [`encode_results`] and back through arrow-flight's decoder: the
+    /// number of messages and the batches decoded.
+    async fn round_trip(
+        schema: SchemaRef,
+        batches: Vec<RecordBatch>,
+        target: usize,
+    ) -> (usize, Vec<RecordBatch>) {
+        let stream = encode_results(
+            schema,
+            futures::stream::iter(batches.into_iter().map(Ok)),
+            target,
+        );
+        let messages: Vec<FlightData> =
+            stream.map_ok(FlightData::from).try_collect().await.unwrap();
+        let count = messages.len();
+        let decoded = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+            futures::stream::iter(messages.into_iter().map(Ok)),
+        )
+        .try_collect()
+        .await
+        .unwrap();
+        (count, decoded)
+    }
+
+    fn strings(data_type: &DataType) -> RecordBatch {
+        let text =
+            StringArray::from_iter((0..10_000).map(|i| (i % 3 != 0).then(|| format!("row {i}"))));
+        let text: ArrayRef = arrow::compute::cast(&text, data_type).unwrap();
+        let schema = Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("text", data_type.clone(), true),
+        ]);
+        RecordBatch::try_new(
+            Arc::new(schema),
+            vec![Arc::new(Int64Array::from_iter_values(0..10_000)), text],
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn results_are_split_and_decode_to_the_same_rows() {
+        let batch = strings(&DataType::Utf8);
+        let sent = [batch.clone(), batch.slice(10, 5)];
+        let (messages, decoded) = round_trip(batch.schema(), sent.to_vec(), 16 << 10).await;
+        // the schema, about ten pieces of the first batch, one of the second
+        assert!(messages > 8, "{messages} messages");
+        let schema = batch.schema();
+        assert_eq!(
+            arrow::compute::concat_batches(&schema, &decoded).unwrap(),
+            arrow::compute::concat_batches(&schema, &sent).unwrap()
+        );
+    }
+
+    #[tokio::test]
+    async fn other_types_go_through_arrow_flight() {
+        let batch = strings(&DataType::Utf8View);
+        let (messages, decoded) = round_trip(batch.schema(), vec![batch.clone()], 4 << 20).await;
+        assert_eq!(messages, 2);
+        assert_eq!(decoded, vec![batch]);
+    }
+
+    #[tokio::test]
+    async fn an_empty_result_is_its_schema() {
+        let batch = strings(&DataType::Utf8);
+        let (messages, decoded) = round_trip(batch.schema(), vec![], 4 << 20).await;
+        assert_eq!(messages, 1);
+        assert!(decoded.is_empty());
     }
 }

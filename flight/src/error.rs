@@ -51,8 +51,14 @@ pub enum FlightServeError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("invalid TLS configuration: {0}; the certificate and key must be PEM")]
-    Tls(tonic::transport::Error),
-    #[error("Flight SQL server failed: {0}")]
-    Transport(tonic::transport::Error),
+    #[error("TLS file {} holds no usable {what}: {detail}; flight_tls_cert must be a PEM certificate chain, flight_tls_key its PEM private key", path.display())]
+    TlsPem {
+        path: PathBuf,
+        what: &'static str,
+        detail: String,
+    },
+    #[error(
+        "invalid TLS configuration: {0}; check that flight_tls_key is the key of flight_tls_cert"
+    )]
+    Tls(tokio_rustls::rustls::Error),
 }

@@ -1,12 +1,13 @@
 //! The Arrow Flight SQL surface of Dataport, for ADBC, JDBC and BI tools.
 //!
-//! [`serve`] runs a tonic server whose every call is authenticated by [`dataport_auth`] (HTTP
-//! Basic, padded or not, answered with a bearer token at the handshake) and answered by
-//! [`FlightSqlServer`]: statements and prepared statements run through the same
-//! [`Engine`](dataport_engine::Engine) as every other surface; metadata (catalogs, schemas,
+//! [`serve`] runs an HTTP/2 server (hyper, with tonic's generated service) whose every call is
+//! authenticated by [`dataport_auth`] (HTTP Basic, padded or not, answered with a bearer token
+//! at the handshake) and answered by [`FlightSqlServer`]: statements and prepared statements
+//! run through the same [`Engine`](dataport_engine::Engine) as every other surface; metadata (catalogs, schemas,
 //! tables, keys, SQL info, XDBC types) is derived from the caller's view of the catalog, so a
 //! table the caller cannot read is never listed. Results are streamed with backpressure and
-//! split so no gRPC message exceeds [`FlightOptions::max_message_bytes`].
+//! split so no gRPC message exceeds [`FlightOptions::max_message_bytes`]; their buffers reach
+//! the socket without being copied.
 //!
 //! This crate owns the wire protocol only: tickets, protobuf messages, gRPC status codes
 //! ([`error::code_for`] is the one mapping), TLS. It must not know SQL policy, grants or how
@@ -15,7 +16,10 @@
 mod auth;
 mod doget;
 pub mod error;
+mod http2;
+mod ipc;
 mod metadata;
+mod rope;
 mod server;
 mod service;
 mod sql_info;

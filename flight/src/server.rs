@@ -3,7 +3,6 @@
 //! `GetFlightInfo` so every command supports them.
 
 use std::future::Future;
-use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::{Any, Command};
@@ -13,61 +12,35 @@ use arrow_flight::{
 };
 use prost::Message;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::AuthInterceptor;
-use crate::doget::FlightRoutes;
+use crate::doget::{FlightRoutes, OutgoingStream};
 use crate::error::FlightServeError;
+use crate::http2;
 use crate::service::FlightSqlServer;
 
 /// Largest message a client may send (bound parameters, commands).
 const MAX_DECODING_BYTES: usize = 16 << 20;
 
 /// Set up Flight SQL on `listener` (TLS files are read and checked now) and return the
-/// future that serves it until `shutdown` resolves; running streams may then finish.
+/// future that serves it until `shutdown` resolves; running calls may then finish.
 pub fn serve(
     listener: TcpListener,
     server: FlightSqlServer,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<impl Future<Output = Result<(), FlightServeError>> + Send, FlightServeError> {
+) -> Result<impl Future<Output = ()> + Send, FlightServeError> {
     let options = server.options().clone();
+    let tls = options.tls.as_ref().map(http2::tls_acceptor).transpose()?;
     let interceptor = AuthInterceptor::new(server.authenticator().clone());
-    let flight = FlightRoutes::new(
+    let routes = FlightRoutes::new(
         Dataport(server),
         interceptor,
         MAX_DECODING_BYTES,
         // Batches are already split below max_message_bytes; this is the hard stop.
         options.max_message_bytes.max(MAX_DECODING_BYTES),
     );
-    let mut builder = Server::builder()
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)));
-    if let Some(tls) = &options.tls {
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).map_err(|source| FlightServeError::TlsFile {
-                path: path.to_path_buf(),
-                source,
-            })
-        };
-        let identity = Identity::from_pem(read(&tls.cert)?, read(&tls.key)?);
-        builder = builder
-            .tls_config(ServerTlsConfig::new().identity(identity))
-            .map_err(FlightServeError::Tls)?;
-    }
-    let router = builder.add_service(flight);
-    Ok(async move {
-        router
-            .serve_with_incoming_shutdown(
-                // the builder's `tcp_nodelay` covers only listeners tonic binds itself: without
-                // it, Nagle + delayed ACKs add ~40 ms to every call
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown,
-            )
-            .await
-            .map_err(FlightServeError::Transport)
-    })
+    Ok(http2::serve(listener, routes, tls, shutdown))
 }
 
 /// The Flight SQL service plus `GetSchema` and `PollFlightInfo`.
@@ -168,6 +141,17 @@ impl FlightService for Dataport {
         request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
         self.0.list_actions(request).await
+    }
+}
+
+impl Dataport {
+    /// `DoGet` for [`crate::doget`]: the same checks, the messages not yet framed.
+    pub(crate) async fn do_get_outgoing(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<OutgoingStream>, Status> {
+        check_command(&request.get_ref().ticket, "the ticket")?;
+        self.0.do_get_outgoing(request).await
     }
 }
 

@@ -42,6 +42,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::FlightOptions;
 use crate::auth::Caller;
+use crate::doget::{Outgoing, OutgoingStream, encode_results};
 use crate::error::{engine_status, invalid};
 use crate::metadata;
 use crate::state::{Executions, PreparedStatements, RunGuard};
@@ -143,12 +144,12 @@ impl FlightSqlServer {
         Ok(Response::new(info))
     }
 
-    /// Run a ticket's query and stream its batches as Flight data.
+    /// Run a ticket's query and stream its batches as Flight messages.
     async fn run(
         &self,
         ticket: QueryTicket,
         ctx: RequestContext,
-    ) -> Result<Response<DoGetStream>, Status> {
+    ) -> Result<Response<OutgoingStream>, Status> {
         let params = ticket.params()?;
         let guard = self.inner.executions.start(&ticket.id, &ctx.principal)?;
         let request = QueryRequest {
@@ -163,13 +164,49 @@ impl FlightSqlServer {
             .map_err(|e| engine_status(&e, &ctx.request_id))?;
         let schema = stream.schema();
         let request_id = ctx.request_id;
-        let batches = stream.map_err(move |e| FlightError::from(engine_status(&e, &request_id)));
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(self.target_message_bytes())
-            .build(batches)
-            .map_err(Status::from);
+        let batches = stream.map_err(move |e| engine_status(&e, &request_id));
+        let encoded = encode_results(schema, batches, self.target_message_bytes());
         Ok(Response::new(Box::pin(Cancellable::new(encoded, guard))))
+    }
+
+    /// `DoGet` as the messages [`crate::doget`] frames: query results without copying their
+    /// buffers, every other command's result as the Flight SQL dispatcher answers it.
+    pub(crate) async fn do_get_outgoing(
+        &self,
+        request: Request<Ticket>,
+    ) -> Result<Response<OutgoingStream>, Status> {
+        let any = Any::decode(request.get_ref().ticket.as_ref())
+            .map_err(|e| invalid(format!("the ticket is not a Flight SQL message: {e}")))?;
+        match Command::try_from(any).map_err(|e| invalid(format!("unreadable ticket: {e}")))? {
+            Command::TicketStatementQuery(ticket) => {
+                let ctx = context(&request)?;
+                self.run(QueryTicket::decode(&ticket.statement_handle)?, ctx)
+                    .await
+            }
+            Command::CommandPreparedStatementQuery(command) => {
+                let ctx = context(&request)?;
+                let ticket = self.prepared_ticket(&command, &ctx)?;
+                self.run(ticket, ctx).await
+            }
+            _ => {
+                let response = FlightService::do_get(self, request).await?;
+                Ok(response
+                    .map(|stream| -> OutgoingStream { Box::pin(stream.map_ok(Outgoing::from)) }))
+            }
+        }
+    }
+
+    /// The query a prepared statement runs, with its bound values.
+    fn prepared_ticket(
+        &self,
+        command: &CommandPreparedStatementQuery,
+        ctx: &RequestContext,
+    ) -> Result<QueryTicket, Status> {
+        let prepared = self
+            .inner
+            .prepared
+            .get(&command.prepared_statement_handle, &ctx.principal)?;
+        QueryTicket::new(prepared.sql, &prepared.params)
     }
 
     /// A metadata result: its schema now, its rows at `DoGet` of the same command.
@@ -268,6 +305,11 @@ fn ipc_schema(schema: &Schema) -> Result<Bytes, Status> {
     Ok(bytes)
 }
 
+/// Messages as `FlightData`, for the generated service (which [`crate::doget`] bypasses).
+fn one_flight_data_each(response: Response<OutgoingStream>) -> Response<DoGetStream> {
+    response.map(|stream| -> DoGetStream { Box::pin(stream.map_ok(FlightData::from)) })
+}
+
 fn unsupported_transactions() -> Status {
     Status::unimplemented(
         "transactions are not supported: Dataport is read-only, and every query reads one consistent catalog snapshot",
@@ -345,7 +387,7 @@ impl FlightSqlService for FlightSqlServer {
     ) -> Result<Response<DoGetStream>, Status> {
         let ctx = context(&request)?;
         let ticket = QueryTicket::decode(&ticket.statement_handle)?;
-        self.run(ticket, ctx).await
+        Ok(one_flight_data_each(self.run(ticket, ctx).await?))
     }
 
     async fn get_flight_info_prepared_statement(
@@ -380,12 +422,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         let ctx = context(&request)?;
-        let prepared = self
-            .inner
-            .prepared
-            .get(&cmd.prepared_statement_handle, &ctx.principal)?;
-        let ticket = QueryTicket::new(prepared.sql, &prepared.params)?;
-        self.run(ticket, ctx).await
+        let ticket = self.prepared_ticket(&cmd, &ctx)?;
+        Ok(one_flight_data_each(self.run(ticket, ctx).await?))
     }
 
     async fn do_action_create_prepared_statement(
@@ -860,11 +898,11 @@ impl<S> Cancellable<S> {
     }
 }
 
-impl<S> Stream for Cancellable<S>
+impl<S, T> Stream for Cancellable<S>
 where
-    S: Stream<Item = Result<FlightData, Status>> + Unpin,
+    S: Stream<Item = Result<T, Status>> + Unpin,
 {
-    type Item = Result<FlightData, Status>;
+    type Item = Result<T, Status>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if self.inner.is_none() {

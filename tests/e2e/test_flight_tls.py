@@ -116,12 +116,39 @@ def test_half_tls_configuration_is_refused(server, demo_dir, tls_files, tmp_path
     cases = [["--flight-tls-key", str(key)], ["--flight-tls-cert", str(cert)],
              ["--flight-tls-cert", str(tmp_path / "missing.pem"), "--flight-tls-key", str(key)]]
     for i, args in enumerate(cases):
-        srv = Server(demo_dir, ["--demo", *args], tmp_path / f"log-{i}")
-        try:
-            with pytest.raises(RuntimeError, match="exited with code"):
-                srv.start()
-        finally:
-            srv.stop()
+        refused_start(demo_dir, args, tmp_path / f"log-{i}")
+
+
+def refused_start(demo_dir, args, log_dir) -> str:
+    """Start the demo server with `args`, expect it to exit during startup; its stderr."""
+    srv = Server(demo_dir, ["--demo", *args], log_dir)
+    try:
+        with pytest.raises(RuntimeError, match="exited with code"):
+            srv.start()
+    finally:
+        srv.stop()
+    return srv.stderr_path.read_text(errors="replace")
+
+
+def test_unusable_tls_files_are_refused_with_the_reason(demo_dir, tls_files, tmp_path):
+    """Files that are not a PEM certificate and its key stop the start, and say which file is
+    wrong and what it should hold."""
+    cert, key = tls_files
+    other = tmp_path / "other-key.pem"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-out", str(other)],
+                   check=True, capture_output=True)
+    cases = [
+        # swapped: the certificate file holds no certificate
+        (["--flight-tls-cert", str(key), "--flight-tls-key", str(cert)], str(key), "certificate"),
+        # a key that does not belong to the certificate
+        (["--flight-tls-cert", str(cert), "--flight-tls-key", str(other)], None,
+         "flight_tls_key is the key of flight_tls_cert"),
+    ]
+    for i, (args, path, reason) in enumerate(cases):
+        message = refused_start(demo_dir, args, tmp_path / f"log-{i}")
+        assert reason in message, message
+        if path:
+            assert path in message, message
 
 
 @pytest.mark.parametrize("name", ["adbc-tls", "pyarrow-tls"])
