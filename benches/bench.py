@@ -49,7 +49,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parent.parent
 E2E = ROOT / "tests" / "e2e"
-QUERIES = Path(os.environ.get("DATAPORT_TPCH_QUERIES", ROOT.parent / "shared" / "tpch" / "queries"))
+QUERIES = Path(os.environ.get("DATAPORT_TPCH_QUERIES", ROOT / "benches" / "tpch" / "queries"))
 TPCH_TABLES = ["customer", "lineitem", "nation", "orders", "part", "partsupp", "region", "supplier"]
 
 

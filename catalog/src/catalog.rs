@@ -106,6 +106,14 @@ impl Catalog {
         runtime: Arc<RuntimeEnv>,
         config: SessionConfig,
     ) -> Result<Self> {
+        let mut options = options;
+        // Files are read through the object store, whose locations are absolute: a relative
+        // data dir is taken against the working directory now, once.
+        options.data_dir =
+            std::path::absolute(&options.data_dir).map_err(|e| CatalogError::DataDir {
+                path: options.data_dir.clone(),
+                reason: format!("cannot resolve it against the working directory: {e}"),
+            })?;
         let root = options.parquet_root();
         crate::pin::sweep(&crate::pin::root(&options.data_dir));
         std::fs::create_dir_all(&root).map_err(|e| CatalogError::DataDir {
@@ -284,6 +292,9 @@ impl Catalog {
             .map(|i| CatalogIssue {
                 source: i.source,
                 message: i.message,
+                hint: "rename, move or fix the file or folder under parquet/; the catalog \
+                       refreshes by itself"
+                    .into(),
             })
             .collect();
         let descriptions: Option<Arc<Descriptions>> = match described {
@@ -292,7 +303,10 @@ impl Catalog {
                 tracing::warn!(error = %e, "data description is invalid; keeping the last good one");
                 issues.push(CatalogIssue {
                     source: "data_description".into(),
-                    message: format!("{e} (the last valid description stays in force)"),
+                    message: e.to_string(),
+                    hint: "fix the file under docs/; until then the last valid description \
+                           stays in force"
+                        .into(),
                 });
                 previous.descriptions.clone()
             }
@@ -360,11 +374,18 @@ impl Catalog {
             match r {
                 Ok(data) => all.push((t, Arc::new(data))),
                 Err(e) => {
-                    tracing::warn!(table = %t.qualified(), error = %e, "table skipped");
-                    issues.push(CatalogIssue {
+                    let issue = CatalogIssue {
                         source: t.qualified(),
                         message: e.to_string(),
-                    });
+                        hint: format!(
+                            "the table is left out of the catalog until its files under {} \
+                             can be read: replace or remove the broken file; the catalog \
+                             refreshes by itself (or POST /api/v1/catalog/refresh)",
+                            t.location.display()
+                        ),
+                    };
+                    tracing::warn!(table = %issue.source, error = %issue.message, hint = %issue.hint, "table skipped");
+                    issues.push(issue);
                 }
             }
         }
@@ -405,6 +426,9 @@ impl Catalog {
                             message: format!(
                                 "data description names column '{c}', which the table does not have"
                             ),
+                            hint: "correct the key in data_description.md (the table is served \
+                                   without it)"
+                                .into(),
                         });
                     }
                 }

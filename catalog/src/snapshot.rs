@@ -17,8 +17,10 @@ use crate::table::{ParquetTable, TableData};
 pub struct CatalogIssue {
     /// A table (`schema.table`), a path or `data_description`.
     pub source: String,
-    /// What is wrong and what to do.
+    /// What is wrong.
     pub message: String,
+    /// What to do about it.
+    pub hint: String,
 }
 
 /// Where a foreign key points, resolved against the catalog.

@@ -20,4 +20,4 @@ pub use credentials::{Credentials, credentials_path};
 pub use error::ClientError;
 pub use pull::{PullOptions, PullProgress, PullReport, pull};
 pub use push::{PushOptions, PushReport, Sent, push};
-pub use views::{DuckDb, ViewsOutcome, views_sql};
+pub use views::{DuckDb, INSTALL_DUCKDB, ViewsOutcome, views_sql};

@@ -7,10 +7,11 @@ use serde::Serialize;
 
 use crate::api::{Manifest, ManifestTable};
 
-/// Which `duckdb` executable applies the views.
+/// Which DuckDB applies the views.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DuckDb {
-    /// `duckdb` on `PATH`, if any.
+    /// The `duckdb` executable on `PATH`; else the `duckdb` module of `python3` (or `python`)
+    /// on `PATH`; else none.
     Auto,
     Path(PathBuf),
     /// Only write `views.sql`.
@@ -21,9 +22,11 @@ pub enum DuckDb {
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(tag = "state", rename_all = "snake_case")]
 pub enum ViewsOutcome {
-    /// `views.sql` was run against the database.
+    /// `views.sql` was run against the database (by the CLI, or by the Python interpreter
+    /// whose `duckdb` module ran it).
     Applied { duckdb: PathBuf, database: PathBuf },
-    /// No `duckdb` executable was found; `views.sql` is there to run by hand.
+    /// Neither a `duckdb` executable nor Python's `duckdb` module was found; `views.sql` is
+    /// there to run by hand.
     NoDuckDb,
     /// Applying was switched off.
     Off,
@@ -179,18 +182,85 @@ pub fn views_sql(
         sql.push('\n');
         sql.push_str(&view_sql(dir, t));
     }
+    sql.push_str(&unqualified_sql(manifest, dropped));
     sql
 }
 
-/// Runs `script` with `duckdb` on `database` (statements on standard input, as the DuckDB CLI
-/// reads them).
+/// DuckDB's default schema, where unqualified names are looked up.
+const DEFAULT_SCHEMA: &str = "main";
+
+/// Views in DuckDB's default schema for the table names that are unambiguous across schemas,
+/// so a query with unqualified names works on the laptop as it does on the server (which
+/// searches every schema and refuses a name found in two). Names that became ambiguous, or
+/// whose table was dropped, lose their view.
+fn unqualified_sql(manifest: &Manifest, dropped: &[(String, String)]) -> String {
+    let mut schemas_of: std::collections::BTreeMap<&str, Vec<&ManifestTable>> =
+        std::collections::BTreeMap::new();
+    for t in &manifest.tables {
+        schemas_of.entry(t.table.as_str()).or_default().push(t);
+    }
+    let mut sql = String::new();
+    // A table in `main` itself is its own view; no alias may replace it.
+    let in_default = |name: &str| {
+        schemas_of
+            .get(name)
+            .is_some_and(|ts| ts.iter().any(|t| t.schema == DEFAULT_SCHEMA))
+    };
+    let mut stale: Vec<&str> = dropped
+        .iter()
+        .map(|(_, table)| table.as_str())
+        .filter(|name| !schemas_of.contains_key(name))
+        .collect();
+    stale.extend(
+        schemas_of
+            .iter()
+            .filter(|(name, tables)| tables.len() > 1 && !in_default(name))
+            .map(|(name, _)| *name),
+    );
+    stale.sort_unstable();
+    stale.dedup();
+    if !stale.is_empty() || !schemas_of.is_empty() {
+        sql.push_str("\n-- unqualified names, as the server resolves them\n");
+    }
+    for name in stale {
+        sql.push_str(&format!(
+            "DROP VIEW IF EXISTS {}.{};\n",
+            ident(DEFAULT_SCHEMA),
+            ident(name)
+        ));
+    }
+    for (name, tables) in &schemas_of {
+        let [table] = tables.as_slice() else { continue };
+        if table.schema == DEFAULT_SCHEMA {
+            continue;
+        }
+        let alias = format!("{}.{}", ident(DEFAULT_SCHEMA), ident(name));
+        sql.push_str(&format!(
+            "CREATE OR REPLACE VIEW {alias} AS SELECT * FROM {}.{};\n",
+            ident(&table.schema),
+            ident(name)
+        ));
+        if let Some(d) = table.description.as_deref().filter(|d| !d.is_empty()) {
+            sql.push_str(&format!("COMMENT ON VIEW {alias} IS {};\n", literal(d)));
+        }
+    }
+    sql
+}
+
+/// What to install when no DuckDB was found, in one line.
+pub const INSTALL_DUCKDB: &str = "install DuckDB to get analytics.duckdb: the CLI \
+    (https://duckdb.org/docs/installation, or `pip install duckdb-cli`) or the Python module \
+    (`pip install duckdb`), then pull again";
+
+/// Runs `script` on `database` with the DuckDB CLI (statements on standard input, as it reads
+/// them) or, with [`DuckDb::Auto`] and no CLI on `PATH`, with Python's `duckdb` module.
 pub(crate) fn apply(duckdb: &DuckDb, database: &Path, script: &Path) -> ViewsOutcome {
     let exe = match duckdb {
         DuckDb::Off => return ViewsOutcome::Off,
         DuckDb::Path(p) => p.clone(),
         DuckDb::Auto => match find_on_path("duckdb") {
             Some(p) => p,
-            None => return ViewsOutcome::NoDuckDb,
+            None => return apply_with_python(database, script),
         },
     };
     let failed = |message: String| ViewsOutcome::Failed {
@@ -227,6 +297,69 @@ pub(crate) fn apply(duckdb: &DuckDb, database: &Path, script: &Path) -> ViewsOut
         )),
         Err(e) => failed(format!("cannot run it: {e}")),
     }
+}
+
+/// Exit code of [`python_apply`] when the interpreter has no `duckdb` module.
+const NO_MODULE: i32 = 3;
+
+/// Python that applies the script (`argv[2]`) to the database (`argv[1]`) with the `duckdb`
+/// module, which runs several statements in one `execute`.
+fn python_apply() -> String {
+    format!(
+        "import sys
+try:
+    import duckdb
+except ImportError:
+    sys.exit({NO_MODULE})
+con = duckdb.connect(sys.argv[1])
+try:
+    with open(sys.argv[2], encoding='utf-8') as f:
+        con.execute(f.read())
+finally:
+    con.close()
+"
+    )
+}
+
+/// [`apply`] through the first `python3` or `python` on `PATH` that has the `duckdb` module.
+fn apply_with_python(database: &Path, script: &Path) -> ViewsOutcome {
+    for name in ["python3", "python"] {
+        let Some(python) = find_on_path(name) else {
+            continue;
+        };
+        let output = std::process::Command::new(&python)
+            .arg("-c")
+            .arg(python_apply())
+            .arg(database)
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .output();
+        return match output {
+            Ok(out) if out.status.success() => ViewsOutcome::Applied {
+                duckdb: python,
+                database: database.to_path_buf(),
+            },
+            Ok(out) if out.status.code() == Some(NO_MODULE) => continue,
+            Ok(out) => ViewsOutcome::Failed {
+                duckdb: python,
+                message: last_line(&String::from_utf8_lossy(&out.stderr)),
+            },
+            Err(_) => continue,
+        };
+    }
+    ViewsOutcome::NoDuckDb
+}
+
+/// A Python traceback's last line: the exception and its message.
+fn last_line(text: &str) -> String {
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("failed without a message")
+        .trim()
+        .to_string()
 }
 
 fn find_on_path(name: &str) -> Option<PathBuf> {
@@ -322,6 +455,53 @@ mod tests {
         ));
         assert!(sql.contains("COMMENT ON VIEW \"s\".\"plain\" IS 'it''s described';"));
         assert!(sql.contains("COMMENT ON COLUMN \"s\".\"plain\".\"id\"\"x\" IS 'the key';"));
+        assert!(sql.contains(
+            "CREATE OR REPLACE VIEW \"main\".\"plain\" AS SELECT * FROM \"s\".\"plain\";"
+        ));
+        assert!(sql.contains("DROP VIEW IF EXISTS \"main\".\"gone\";"));
+    }
+
+    #[test]
+    fn unqualified_views_only_for_unambiguous_names() {
+        let manifest = Manifest {
+            generated_at: String::new(),
+            snapshot_version: 1,
+            tables: vec![
+                table("a", "orders", &["a/orders.parquet"], &[]),
+                table("b", "orders", &["b/orders.parquet"], &[]),
+                table("a", "items", &["a/items.parquet"], &[]),
+                table("main", "local", &["main/local.parquet"], &[]),
+            ],
+        };
+        let dropped = [
+            ("old".to_string(), "items".to_string()),
+            ("old".to_string(), "gone".to_string()),
+        ];
+        let sql = views_sql(Path::new("/d"), &manifest, &dropped, "");
+        // `orders` exists in two schemas: like the server, the laptop refuses to guess.
+        assert!(!sql.contains("VIEW \"main\".\"orders\" AS"), "{sql}");
+        assert!(
+            sql.contains("DROP VIEW IF EXISTS \"main\".\"orders\";"),
+            "{sql}"
+        );
+        assert!(sql.contains(
+            "CREATE OR REPLACE VIEW \"main\".\"items\" AS SELECT * FROM \"a\".\"items\";"
+        ));
+        // A table dropped elsewhere while its name lives on keeps its alias; a gone name loses it.
+        assert!(
+            !sql.contains("DROP VIEW IF EXISTS \"main\".\"items\";"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("DROP VIEW IF EXISTS \"main\".\"gone\";"),
+            "{sql}"
+        );
+        // A table of schema `main` is its own view, never replaced by an alias.
+        assert!(!sql.contains("SELECT * FROM \"main\".\"local\""), "{sql}");
+        assert!(
+            !sql.contains("DROP VIEW IF EXISTS \"main\".\"local\""),
+            "{sql}"
+        );
     }
 
     #[test]

@@ -247,11 +247,9 @@ pub(crate) fn pull(args: PullArgs) -> anyhow::Result<()> {
         out(summary(&report))?;
     }
     match &report.views {
-        ViewsOutcome::NoDuckDb if !args.quiet && !args.json => eprintln!(
-            "no duckdb executable on PATH: run `duckdb {} < {}` (or pass --duckdb PATH)",
-            report.dir.join("analytics.duckdb").display(),
-            report.dir.join("views.sql").display()
-        ),
+        ViewsOutcome::NoDuckDb if !args.quiet && !args.json => {
+            eprintln!("no DuckDB found: {}", dataport_client::INSTALL_DUCKDB)
+        }
         ViewsOutcome::Failed { duckdb, message } => eprintln!(
             "warning: {} could not apply views.sql ({message}); the files are pulled, run it again once the database is not in use",
             duckdb.display()

@@ -26,6 +26,24 @@ pub(crate) enum ConfigError {
     Invalid { key: String, message: String },
 }
 
+/// `path` made absolute against the working directory, once, at start: every later use (object
+/// store locations, links, child processes, the log) sees one unambiguous path. Nothing is
+/// resolved through symbolic links, and the path need not exist yet.
+fn absolute(key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+    if path.as_os_str().is_empty() {
+        return Err(invalid(key, "must not be empty"));
+    }
+    std::path::absolute(path).map_err(|e| {
+        invalid(
+            key,
+            format!(
+                "cannot resolve {} against the working directory: {e}",
+                path.display()
+            ),
+        )
+    })
+}
+
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key: key.to_string(),
@@ -367,11 +385,13 @@ impl Config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = o
-            .data_dir
-            .clone()
-            .or(file.catalog.data_dir)
-            .unwrap_or_else(|| PathBuf::from("./dataport-data"));
+        let data_dir = absolute(
+            "catalog.data_dir",
+            &o.data_dir
+                .clone()
+                .or(file.catalog.data_dir)
+                .unwrap_or_else(|| PathBuf::from("./dataport-data")),
+        )?;
         let http_addr = parse_addr(
             "server.http_addr",
             o.http_addr
@@ -501,7 +521,10 @@ impl Config {
         let cert = o.flight_tls_cert.clone().or(file.server.flight_tls_cert);
         let key = o.flight_tls_key.clone().or(file.server.flight_tls_key);
         let flight_tls = match (cert, key) {
-            (Some(c), Some(k)) => Some((c, k)),
+            (Some(c), Some(k)) => Some((
+                absolute("server.flight_tls_cert", &c)?,
+                absolute("server.flight_tls_key", &k)?,
+            )),
             (None, None) => None,
             (Some(_), None) => {
                 return Err(invalid(
@@ -555,11 +578,10 @@ impl Config {
         let metrics_allow = parse_nets("server.metrics_allow", &file.server.metrics_allow)?;
         let trusted_proxies = parse_nets("server.trusted_proxies", &file.server.trusted_proxies)?;
         let jobs = parse_jobs(&file.sources, &file.jobs)?;
-        let spill_dir = o
-            .spill_dir
-            .clone()
-            .or(file.engine.spill_dir)
-            .unwrap_or_else(|| data_dir.join("spill"));
+        let spill_dir = match o.spill_dir.clone().or(file.engine.spill_dir) {
+            Some(dir) => absolute("engine.spill_dir", &dir)?,
+            None => data_dir.join("spill"),
+        };
         Ok(Self {
             data_dir,
             http_addr,

@@ -219,6 +219,21 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         issues = snapshot.issues().len(),
         "catalog loaded"
     );
+    for issue in snapshot.issues() {
+        tracing::error!(
+            source = %issue.source,
+            problem = %issue.message,
+            what_to_do = %issue.hint,
+            "catalog problem"
+        );
+    }
+    if !snapshot.issues().is_empty() {
+        tracing::error!(
+            problems = snapshot.issues().len(),
+            "the catalog loaded with problems (listed above); the server runs without what \
+             they name, and /health reports them (in full with an administrator's token)"
+        );
+    }
 
     let cancel = CancellationToken::new();
     let refresher = dataport_catalog::spawn_refresher(engine.catalog().clone(), cancel.clone());

@@ -115,7 +115,9 @@ pub struct QueryRequest {
     pub sql: String,
     /// Values for `$1`, `$2`, ….
     pub params: Vec<ScalarValue>,
-    /// Stop after this many rows (the plan gets a LIMIT, so no more work is done).
+    /// Stop after this many rows: the plan gets a LIMIT, so no more work is done. This
+    /// changes the plan, and so may change the answer of a query that depends on row order
+    /// (a window frame over ties): for previews, not where a result must match the full one.
     pub max_rows: Option<usize>,
 }
 
@@ -312,27 +314,48 @@ impl Engine {
     /// What `sql` would return and which parameters it takes, without running it: for
     /// prepared statements and result schemas announced before execution.
     ///
+    /// The schema is the one [`Engine::execute`] streams for the same statement and `params`:
+    /// both come from the physical plan after DataFusion's analyzer and optimizer (type
+    /// coercion of `CASE` and `UNION` branches, rewrites), through [`wire::result_schema`].
+    /// With parameters still unbound (`params` empty for a statement that has some) the
+    /// physical plan cannot be built; the optimized logical plan's schema is the best answer
+    /// until values are bound.
+    ///
     /// A statement that cannot be planned (refused, a table the caller can't read, a syntax
     /// error) is recorded in the audit log and metrics like a failed query; one that plans is
     /// recorded when it is executed.
-    pub async fn describe(&self, sql: &str, ctx: &RequestContext) -> Result<Described> {
+    pub async fn describe(
+        &self,
+        sql: &str,
+        params: &[ScalarValue],
+        ctx: &RequestContext,
+    ) -> Result<Described> {
         let timeout = self.0.options.query_timeout;
         let mut tables = Vec::new();
-        let planned = tokio::time::timeout(timeout, self.logical_plan(sql, ctx, &mut tables))
-            .await
-            .map_err(|_| EngineError::Timeout { after: timeout })
-            .and_then(|r| r);
-        let plan = match planned {
-            Ok((plan, _, _)) => plan,
-            Err(e) => {
-                let mut guard = QueryGuard::new(self.clone(), ctx, sql, Instant::now());
-                guard.tables = tables;
-                guard.finish(outcome_of(&e), Some(&e));
-                return Err(e);
-            }
-        };
-        let schema = wire::result_schema(&Arc::new(plan.schema().as_arrow().clone()));
-        let mut params = Vec::new();
+        let described = tokio::time::timeout(
+            timeout,
+            self.describe_planned(sql, params, ctx, &mut tables),
+        )
+        .await
+        .map_err(|_| EngineError::Timeout { after: timeout })
+        .and_then(|r| r);
+        if let Err(e) = &described {
+            let mut guard = QueryGuard::new(self.clone(), ctx, sql, Instant::now());
+            guard.tables = tables;
+            guard.finish(outcome_of(e), Some(e));
+        }
+        described
+    }
+
+    async fn describe_planned(
+        &self,
+        sql: &str,
+        params: &[ScalarValue],
+        ctx: &RequestContext,
+        tables: &mut Vec<String>,
+    ) -> Result<Described> {
+        let (plan, state, _snapshot) = self.logical_plan(sql, ctx, tables).await?;
+        let mut declared = Vec::new();
         for (name, data_type) in plan.get_parameter_types()? {
             let position = name
                 .strip_prefix('$')
@@ -340,10 +363,16 @@ impl Engine {
                 .ok_or_else(|| EngineError::InvalidParameters {
                     message: format!("named parameter {name} is not supported; use $1, $2, … or ?"),
                 })?;
-            params.push((position, data_type));
+            declared.push((position, data_type));
         }
-        params.sort_by_key(|(position, _)| *position);
-        let fields: Vec<Field> = params
+        declared.sort_by_key(|(position, _)| *position);
+        let schema = if declared.is_empty() || !params.is_empty() {
+            let plan = bind_params(plan, params.to_vec())?;
+            state.create_physical_plan(&plan).await?.schema()
+        } else {
+            Arc::clone(state.optimize(&plan)?.schema().inner())
+        };
+        let fields: Vec<Field> = declared
             .into_iter()
             .map(|(position, data_type)| {
                 let data_type = data_type.map_or(DataType::Null, |t| wire::client_type(&t));
@@ -351,7 +380,7 @@ impl Engine {
             })
             .collect();
         Ok(Described {
-            schema,
+            schema: wire::result_schema(&schema),
             parameters: Arc::new(Schema::new(fields)),
         })
     }
@@ -384,8 +413,11 @@ impl Engine {
         Ok((stream, snapshot))
     }
 
-    /// A session whose only catalog is `view` of `snapshot`, planning with the statistics of
-    /// `snapshot`'s in-memory tables.
+    /// A session for one query: its only catalog is `view` of `snapshot`, it plans with the
+    /// statistics of `snapshot`'s in-memory tables, and its execution has started now — as
+    /// `SessionContext::state` marks every query DataFusion runs, so `now()`,
+    /// `current_date` and `current_time` are simplified to this query's start time when the
+    /// plan is optimized (without it, planning leaves them to be invoked, which they refuse).
     fn session_for(
         &self,
         view: SnapshotCatalogProvider,
@@ -393,10 +425,12 @@ impl Engine {
     ) -> SessionState {
         let list = Arc::new(MemoryCatalogProviderList::new());
         list.register_catalog(CATALOG_NAME.to_string(), Arc::new(view));
-        SessionStateBuilder::new_from_existing(self.0.base_state.clone())
+        let mut state = SessionStateBuilder::new_from_existing(self.0.base_state.clone())
             .with_catalog_list(list as Arc<dyn CatalogProviderList>)
             .with_statistics_registry(crate::statistics::registry(snapshot))
-            .build()
+            .build();
+        state.mark_start_execution();
+        state
     }
 
     /// The scalar SQL functions this engine offers, grouped the way JDBC/ODBC metadata asks

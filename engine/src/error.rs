@@ -110,6 +110,27 @@ impl From<DataFusionError> for EngineError {
     }
 }
 
+/// What DataFusion writes around the sentence a user needs, and what it becomes: its variant
+/// prefixes (also inside nested messages, "…, errors: Error during planning: …") and the
+/// request to report a bug that ends an internal error.
+const DATAFUSION_NOISE: [(&str, &str); 10] = [
+    (
+        ".\nThis issue was likely caused by a bug in DataFusion's code. Please help us to \
+         resolve this by filing a bug report in our issue tracker: \
+         https://github.com/apache/datafusion/issues",
+        "",
+    ),
+    ("Internal error: ", ""),
+    ("Error during planning: ", ""),
+    ("Execution error: ", ""),
+    ("Arrow error: ", ""),
+    ("Schema error: ", ""),
+    ("SQL error: ", ""),
+    ("This feature is not implemented: ", "not supported: "),
+    ("Invalid or Unsupported Configuration: ", ""),
+    ("Resources exhausted: ", ""),
+];
+
 /// DataFusion prefixes messages with its variant ("Error during planning: …"); callers want
 /// the sentence, and must never see the virtual search-path schema.
 fn clean_message(err: &DataFusionError) -> String {
@@ -124,6 +145,9 @@ fn clean_message(err: &DataFusionError) -> String {
         DataFusionError::ArrowError(e, _) => e.to_string(),
         other => other.to_string(),
     };
+    let text = DATAFUSION_NOISE
+        .iter()
+        .fold(text, |text, (noise, instead)| text.replace(noise, instead));
     text.replace(
         &format!(
             "{}.{}.",
@@ -133,4 +157,34 @@ fn clean_message(err: &DataFusionError) -> String {
         "",
     )
     .replace(&format!("{}.", dataport_catalog::SEARCH_PATH_SCHEMA), "")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn datafusion_noise_is_removed_from_messages() {
+        let nested = DataFusionError::Plan(
+            "Internal error: Function 'round' failed to match any signature, errors: Error \
+             during planning: Function 'round' expects 2 arguments but received 3.\nThis issue \
+             was likely caused by a bug in DataFusion's code. Please help us to resolve this by \
+             filing a bug report in our issue tracker: https://github.com/apache/datafusion/issues"
+                .into(),
+        );
+        let e = EngineError::from(nested);
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(
+            e.to_string(),
+            "Function 'round' failed to match any signature, errors: Function 'round' expects \
+             2 arguments but received 3"
+        );
+        let unsupported = EngineError::from(DataFusionError::NotImplemented(
+            "This feature is not implemented: Unsupported SQL type Foo".into(),
+        ));
+        assert_eq!(
+            unsupported.to_string(),
+            "not supported: Unsupported SQL type Foo"
+        );
+    }
 }

@@ -29,8 +29,20 @@ pub fn client_type(dt: &DataType) -> DataType {
         DataType::FixedSizeList(f, n) => DataType::FixedSizeList(client_field(f), *n),
         DataType::Struct(fields) => DataType::Struct(fields.iter().map(client_field).collect()),
         DataType::Map(f, sorted) => DataType::Map(client_field(f), *sorted),
-        DataType::Dictionary(k, v) => DataType::Dictionary(k.clone(), Box::new(client_type(v))),
+        DataType::Dictionary(k, v) => {
+            DataType::Dictionary(k.clone(), Box::new(dictionary_values(v)))
+        }
         other => other.clone(),
+    }
+}
+
+/// The values of a dictionary as clients receive them: a dictionary of dictionaries (which
+/// DataFusion can produce) is sent as a dictionary of the innermost values, since Arrow IPC
+/// cannot carry a dictionary whose values are a dictionary.
+fn dictionary_values(values: &DataType) -> DataType {
+    match values {
+        DataType::Dictionary(_, inner) => dictionary_values(inner),
+        other => client_type(other),
     }
 }
 

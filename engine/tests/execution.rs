@@ -35,7 +35,7 @@ async fn parameters_bind_positionally() {
 async fn question_mark_parameters_and_describe() {
     let engine = engine_with(tpch_dir(), |_| {}).await;
     let sql = "select n_name, n_regionkey from nation where n_regionkey = ? and n_name <> ?";
-    let described = engine.describe(sql, &ctx()).await.unwrap();
+    let described = engine.describe(sql, &[], &ctx()).await.unwrap();
     let names: Vec<&str> = described
         .schema
         .fields()
@@ -67,16 +67,19 @@ async fn question_mark_parameters_and_describe() {
     assert_eq!(rows(&run_request(&engine, request).await.unwrap()), 4);
     // describe applies the same policy and resolution as execute
     let refused = engine
-        .describe("drop table nation", &ctx())
+        .describe("drop table nation", &[], &ctx())
         .await
         .unwrap_err();
     assert_eq!(refused.kind(), ErrorKind::PermissionDenied);
     let missing = engine
-        .describe("select * from nope", &ctx())
+        .describe("select * from nope", &[], &ctx())
         .await
         .unwrap_err();
     assert_eq!(missing.kind(), ErrorKind::NotFound);
-    let mixed = engine.describe("select ?, $1", &ctx()).await.unwrap_err();
+    let mixed = engine
+        .describe("select ?, $1", &[], &ctx())
+        .await
+        .unwrap_err();
     assert_eq!(mixed.kind(), ErrorKind::InvalidArgument);
     // describing runs nothing: only the one executed query is counted
     assert_eq!(engine.metrics().queries(Surface::Internal, Outcome::Ok), 1);

@@ -22,11 +22,9 @@ use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
-use arrow::ipc::writer::IpcWriteOptions;
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
+use arrow::error::ArrowError;
 use arrow_flight::flight_service_server::FlightServiceServer;
-use arrow_flight::{FlightData, SchemaAsIpc, Ticket};
+use arrow_flight::{FlightData, Ticket};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt, TryStreamExt};
@@ -233,23 +231,15 @@ impl From<Outgoing> for FlightData {
 pub(crate) type OutgoingStream = Pin<Box<dyn Stream<Item = Result<Outgoing, Status>> + Send>>;
 
 /// A query result as Flight messages of at most about `target` bytes each: the schema, then
-/// the batches, encoded without copies where [`ipc::supports`] the schema and by
-/// arrow-flight's encoder otherwise.
+/// the batches (with their dictionaries), encoded by [`ipc::ResultEncoder`]: without copies
+/// where [`ipc::supports`] the schema.
 pub(crate) fn encode_results<S>(schema: SchemaRef, batches: S, target: usize) -> OutgoingStream
 where
     S: Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
 {
-    if !ipc::supports(&schema) {
-        let encoded = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            .with_max_flight_data_size(target)
-            .build(batches.map_err(FlightError::from))
-            .map(|data| data.map(Outgoing::from).map_err(Status::from));
-        return Box::pin(encoded);
-    }
-    let schema_message = FlightData::from(SchemaAsIpc::new(&schema, &IpcWriteOptions::default()));
+    let (mut encoder, schema_message) = ipc::ResultEncoder::for_schema(&schema);
     let messages = batches
-        .map(move |batch| batch.and_then(|batch| encode_batch(&batch, target)))
+        .map(move |batch| batch.and_then(|batch| encode_batch(&batch, target, &mut encoder)))
         .map_ok(|messages| futures::stream::iter(messages.into_iter().map(Ok)))
         .try_flatten();
     Box::pin(
@@ -257,24 +247,41 @@ where
     )
 }
 
-/// `batch` as record-batch messages, split by rows so each body is about `target` bytes.
-fn encode_batch(batch: &RecordBatch, target: usize) -> Result<Vec<Outgoing>, Status> {
-    let rows = batch.num_rows();
-    let pieces = ipc::body_size(batch).div_ceil(target.max(1)).max(1);
-    let per_piece = rows.div_ceil(pieces).max(1);
-    let mut messages = Vec::with_capacity(pieces);
-    let mut offset = 0;
-    loop {
-        let len = per_piece.min(rows - offset);
-        let message = ipc::encode(&batch.slice(offset, len))
-            .map_err(|e| Status::internal(format!("encoding a result batch: {e}")))?;
-        messages.push(Outgoing {
+impl From<ipc::Message> for Outgoing {
+    fn from(message: ipc::Message) -> Self {
+        Self {
             data: FlightData {
                 data_header: message.header,
                 ..FlightData::default()
             },
             body: message.body,
-        });
+        }
+    }
+}
+
+/// `batch` as record-batch messages, split by rows so each body is about `target` bytes.
+fn encode_batch(
+    batch: &RecordBatch,
+    target: usize,
+    encoder: &mut ipc::ResultEncoder,
+) -> Result<Vec<Outgoing>, Status> {
+    // A result that cannot be encoded is the server's fault; the client learns only that.
+    let encoding_error = |e: ArrowError| {
+        tracing::error!(error = %e, "cannot encode a result batch for Flight");
+        Status::internal("internal error encoding the result; the server log has the details")
+    };
+    let rows = batch.num_rows();
+    let size = ipc::body_size(batch).map_err(encoding_error)?;
+    let pieces = size.div_ceil(target.max(1)).max(1);
+    let per_piece = rows.div_ceil(pieces).max(1);
+    let mut messages = Vec::with_capacity(pieces);
+    let mut offset = 0;
+    loop {
+        let len = per_piece.min(rows - offset);
+        let encoded = encoder
+            .encode(&batch.slice(offset, len))
+            .map_err(encoding_error)?;
+        messages.extend(encoded.into_iter().map(Outgoing::from));
         offset += len;
         if offset >= rows {
             return Ok(messages);

@@ -23,9 +23,19 @@ pub fn code_for(kind: ErrorKind) -> Code {
     }
 }
 
-/// A status for an engine error, carrying its message and the request id.
+/// A status for an engine error, carrying its message and the request id. An internal error
+/// (a bug, an unreadable file) shows the client only that it happened: its text is logged
+/// under the same request id.
 pub(crate) fn engine_status(e: &EngineError, request_id: &str) -> Status {
-    Status::new(code_for(e.kind()), format!("{e} (request id {request_id})"))
+    let kind = e.kind();
+    if kind == ErrorKind::Internal {
+        tracing::error!(request_id, error = %e, "internal error");
+        return Status::new(
+            code_for(kind),
+            format!("internal error; the server log has the details (request id {request_id})"),
+        );
+    }
+    Status::new(code_for(kind), format!("{e} (request id {request_id})"))
 }
 
 pub(crate) fn auth_status(e: &AuthError) -> Status {

@@ -10,7 +10,10 @@
 //!
 //! Only flat columns are written this way: booleans, fixed-width numbers and temporals,
 //! decimals, fixed-size binary, and (large) UTF-8 and binary. [`supports`] tells whether a
-//! schema qualifies; a result with any other type goes through arrow-flight's encoder.
+//! schema qualifies; a result with any other type (lists, structs, maps, dictionaries…) is
+//! encoded by arrow-ipc's generator ([`ResultEncoder`]), with the exact schema it announces:
+//! arrow-flight's own encoder rewrites a `LargeList` field as `List` in the schema message
+//! while sending 64-bit offsets, which clients then misread.
 
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::buffer::{BooleanBuffer, Buffer};
@@ -19,6 +22,9 @@ use arrow::datatypes::{
 };
 use arrow::datatypes::{DataType, Schema};
 use arrow::error::ArrowError;
+use arrow::ipc::writer::{
+    DictionaryTracker, EncodedData, IpcDataGenerator, IpcWriteContext, IpcWriteOptions,
+};
 use arrow::ipc::{
     Buffer as BufferSpec, FieldNode, MessageBuilder, MessageHeader, MetadataVersion,
     RecordBatchBuilder,
@@ -41,6 +47,78 @@ pub(crate) struct Message {
     pub(crate) body: Vec<Bytes>,
 }
 
+/// Turns the batches of one result into IPC messages: the schema first, then per batch its
+/// dictionaries (when they changed) and the record batch.
+pub(crate) enum ResultEncoder {
+    /// Flat columns: the batch's own buffers ([`encode`]).
+    Buffers,
+    /// Everything else, through arrow-ipc's generator.
+    Generated(Box<Generated>),
+}
+
+pub(crate) struct Generated {
+    data_gen: IpcDataGenerator,
+    tracker: DictionaryTracker,
+    options: IpcWriteOptions,
+    context: IpcWriteContext,
+}
+
+impl ResultEncoder {
+    /// The encoder for a result of `schema`, and the schema message to send first.
+    pub(crate) fn for_schema(schema: &Schema) -> (Self, Message) {
+        let options = IpcWriteOptions::default();
+        if supports(schema) {
+            let encoded = IpcDataGenerator::default().schema_to_bytes_with_dictionary_tracker(
+                schema,
+                &mut DictionaryTracker::new(false),
+                &options,
+            );
+            return (Self::Buffers, Message::from(encoded));
+        }
+        let data_gen = IpcDataGenerator::default();
+        // Replacement dictionaries are allowed: each batch may carry its own.
+        let mut tracker = DictionaryTracker::new(false);
+        let encoded =
+            data_gen.schema_to_bytes_with_dictionary_tracker(schema, &mut tracker, &options);
+        let generated = Generated {
+            data_gen,
+            tracker,
+            options,
+            context: IpcWriteContext::default(),
+        };
+        (Self::Generated(Box::new(generated)), Message::from(encoded))
+    }
+
+    /// The messages of one batch: its dictionaries that are new or changed, then the batch.
+    pub(crate) fn encode(&mut self, batch: &RecordBatch) -> Result<Vec<Message>, ArrowError> {
+        match self {
+            Self::Buffers => Ok(vec![encode(batch)?]),
+            Self::Generated(g) => {
+                let (dictionaries, encoded) =
+                    g.data_gen
+                        .encode(batch, &mut g.tracker, &g.options, &mut g.context)?;
+                let mut out: Vec<Message> = dictionaries.into_iter().map(Message::from).collect();
+                out.push(Message::from(encoded));
+                Ok(out)
+            }
+        }
+    }
+}
+
+impl From<EncodedData> for Message {
+    fn from(encoded: EncodedData) -> Self {
+        let body = if encoded.arrow_data.is_empty() {
+            Vec::new()
+        } else {
+            vec![Bytes::from(encoded.arrow_data)]
+        };
+        Self {
+            header: Bytes::from(encoded.ipc_message),
+            body,
+        }
+    }
+}
+
 /// Whether [`encode`] can write every column of `schema`.
 pub(crate) fn supports(schema: &Schema) -> bool {
     schema.fields().iter().all(|f| flat(f.data_type()))
@@ -58,35 +136,14 @@ fn flat(data_type: &DataType) -> bool {
     ) || data_type.primitive_width().is_some()
 }
 
-/// Bytes the body of `batch` takes, before alignment: the size to split results by.
-pub(crate) fn body_size(batch: &RecordBatch) -> usize {
-    batch.columns().iter().map(column_size).sum()
-}
-
-fn column_size(column: &ArrayRef) -> usize {
-    let len = column.len();
-    let bitmap = len.div_ceil(8);
-    let nulls = if column.null_count() > 0 { bitmap } else { 0 };
-    nulls
-        + match column.data_type() {
-            DataType::Boolean => bitmap,
-            DataType::Utf8 => bytes_size::<Utf8Type>(column),
-            DataType::LargeUtf8 => bytes_size::<LargeUtf8Type>(column),
-            DataType::Binary => bytes_size::<BinaryType>(column),
-            DataType::LargeBinary => bytes_size::<LargeBinaryType>(column),
-            DataType::FixedSizeBinary(width) => len * usize::try_from(*width).unwrap_or(0),
-            other => len * other.primitive_width().unwrap_or(0),
-        }
-}
-
-fn bytes_size<T: ByteArrayType>(column: &ArrayRef) -> usize {
-    let offsets = column
-        .as_bytes_opt::<T>()
-        .map_or(&[][..], |a| a.value_offsets());
-    match (offsets.first(), offsets.last()) {
-        (Some(first), Some(last)) => (*last - *first).as_usize() + std::mem::size_of_val(offsets),
-        _ => 0,
-    }
+/// Bytes the body of `batch` takes, before alignment: the size to split results by (arrow's
+/// own measure of a slice, the one arrow-flight's encoder splits by).
+pub(crate) fn body_size(batch: &RecordBatch) -> Result<usize, ArrowError> {
+    batch
+        .columns()
+        .iter()
+        .map(|column| column.to_data().get_slice_memory_size())
+        .sum()
 }
 
 /// The IPC record-batch message of `batch`, whose schema [`supports`] must accept.
@@ -368,7 +425,7 @@ mod tests {
         let batch = RecordBatch::try_new(schema, vec![Arc::new(column)]).unwrap();
         let message = encode(&batch).unwrap();
         assert!(message.body.iter().any(|c| c.as_ptr() == pointer));
-        assert_eq!(body_size(&batch), 800_000);
+        assert_eq!(body_size(&batch).unwrap(), 800_000);
         assert_eq!(message.body.iter().map(Bytes::len).sum::<usize>(), 800_000);
     }
 

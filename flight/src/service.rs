@@ -247,7 +247,7 @@ impl FlightSqlServer {
     /// Why an update cannot run: the policy's refusal for a statement that changes data,
     /// or a pointer to the query path for one that does not.
     async fn refuse_update(&self, sql: &str, ctx: &RequestContext) -> Status {
-        match self.engine().describe(sql, ctx).await {
+        match self.engine().describe(sql, &[], ctx).await {
             Err(e) => engine_status(&e, &ctx.request_id),
             Ok(_) => Status::permission_denied(
                 "Dataport is read-only and runs no updates; this statement is a query: execute it as a query (CommandStatementQuery / cursor.execute)",
@@ -367,7 +367,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         let described = self
             .engine()
-            .describe(&query.query, &ctx)
+            .describe(&query.query, &[], &ctx)
             .await
             .map_err(|e| engine_status(&e, &ctx.request_id))?;
         let n = described.parameters.fields().len();
@@ -402,7 +402,7 @@ impl FlightSqlService for FlightSqlServer {
             .get(&cmd.prepared_statement_handle, &ctx.principal)?;
         let described = self
             .engine()
-            .describe(&prepared.sql, &ctx)
+            .describe(&prepared.sql, &prepared.params, &ctx)
             .await
             .map_err(|e| engine_status(&e, &ctx.request_id))?;
         let expected = described.parameters.fields().len();
@@ -437,7 +437,7 @@ impl FlightSqlService for FlightSqlServer {
         }
         let described = self
             .engine()
-            .describe(&query.query, &ctx)
+            .describe(&query.query, &[], &ctx)
             .await
             .map_err(|e| engine_status(&e, &ctx.request_id))?;
         let parameter_schema = if described.parameters.fields().is_empty() {

@@ -1,7 +1,7 @@
 """Fixtures for the Dataport end-to-end tests.
 
 Binary: $DATAPORT_BIN (default <repo>/target/debug/dataport).
-TPC-H queries: $DATAPORT_TPCH_QUERIES (default <repo>/../shared/tpch/queries).
+TPC-H queries: $DATAPORT_TPCH_QUERIES (default <repo>/benches/tpch/queries).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ import flight_proto as fp
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("DATAPORT_BIN", REPO / "target" / "debug" / "dataport"))
 TPCH_QUERIES = Path(
-    os.environ.get("DATAPORT_TPCH_QUERIES", REPO.parent / "shared" / "tpch" / "queries")
+    os.environ.get("DATAPORT_TPCH_QUERIES", REPO / "benches" / "tpch" / "queries")
 )
 TPCH_TABLES = ["region", "nation", "supplier", "customer", "part", "partsupp", "orders", "lineitem"]
 # Keys the demo declares in docs/data_description.md (demo/src/lib.rs, TABLE_DOCS).

@@ -147,6 +147,7 @@ fn json_writer<F: arrow::json::writer::JsonFormat>(
 ) -> arrow::json::Writer<&mut Vec<u8>, F> {
     arrow::json::WriterBuilder::new()
         .with_explicit_nulls(true)
+        .with_encoder_factory(crate::json::factory())
         .build::<_, F>(buf)
 }
 

@@ -21,8 +21,29 @@ pub(crate) struct Health {
     last_refresh: LastRefresh,
     queries_running: i64,
     error_count: usize,
-    /// The catalog problems, for administrators only: they name files and tables.
-    errors: Vec<CatalogIssue>,
+    /// One entry per catalog problem. Only administrators see which table or file and why:
+    /// the entries would otherwise name tables the caller may not read.
+    errors: Vec<HealthError>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum HealthError {
+    Full(CatalogIssue),
+    Hidden {
+        source: &'static str,
+        message: &'static str,
+    },
+}
+
+impl HealthError {
+    fn hidden() -> Self {
+        Self::Hidden {
+            source: "hidden",
+            message: "a catalog problem; send an administrator's bearer token to see which \
+                      table or file it concerns, why, and what to do",
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -44,7 +65,16 @@ pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap
     let admin = crate::auth::bearer_of(&headers)
         .and_then(|t| state.auth.check_bearer(&t))
         .is_ok_and(|p| p.admin);
-    let errors = if admin { issues.to_vec() } else { Vec::new() };
+    let errors = issues
+        .iter()
+        .map(|issue| {
+            if admin {
+                HealthError::Full(issue.clone())
+            } else {
+                HealthError::hidden()
+            }
+        })
+        .collect();
     Json(Health {
         status: if issues.is_empty() { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),

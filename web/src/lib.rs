@@ -11,6 +11,7 @@ pub mod error;
 pub mod format;
 mod health;
 mod jobs;
+mod json;
 mod params;
 mod query;
 mod sync;

@@ -42,7 +42,10 @@ fn load_yaml(yaml: &str, o: Overrides) -> Result<Config, ConfigError> {
 fn precedence_is_defaults_file_overrides() {
     let c = Config::load(&Overrides::default()).unwrap();
     assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
-    assert_eq!(c.data_dir, PathBuf::from("./dataport-data"));
+    // The default, like any relative path, is resolved against the working directory once.
+    let cwd = std::env::current_dir().unwrap();
+    assert_eq!(c.data_dir, cwd.join("dataport-data"));
+    assert_eq!(c.spill_dir, cwd.join("dataport-data").join("spill"));
     let yaml = "server:\n  http_addr: 127.0.0.1:9000\nengine:\n  query_timeout: 10s\n";
     let c = load_yaml(yaml, Overrides::default()).unwrap();
     assert_eq!(c.http_addr.port(), 9000);
@@ -56,6 +59,24 @@ fn precedence_is_defaults_file_overrides() {
     )
     .unwrap();
     assert_eq!(c.http_addr.port(), 0);
+}
+
+#[test]
+fn relative_paths_become_absolute_against_the_working_directory() {
+    let cwd = std::env::current_dir().unwrap();
+    let c = load_yaml(
+        "catalog:\n  data_dir: data/here\nengine:\n  spill_dir: ../spill\nserver:\n  flight_tls_cert: tls/c.pem\n  flight_tls_key: /abs/k.pem\n",
+        Overrides::default(),
+    )
+    .unwrap();
+    assert_eq!(c.data_dir, cwd.join("data/here"));
+    assert_eq!(c.spill_dir, cwd.join("../spill"));
+    assert_eq!(
+        c.flight_tls,
+        Some((cwd.join("tls/c.pem"), PathBuf::from("/abs/k.pem")))
+    );
+    let e = load_yaml("catalog:\n  data_dir: ''\n", Overrides::default()).unwrap_err();
+    assert!(e.to_string().starts_with("catalog.data_dir:"), "{e}");
 }
 
 #[test]
