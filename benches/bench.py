@@ -2,9 +2,9 @@
 """Dataport's benchmark harness: measures Dataport against DuckDB (and pyarrow) in one run, on
 the same generated TPC-H files, and writes the results as ratios into BENCHMARKS.md.
 
-Usage (see BENCHMARKS.md; `benches/run.sh` builds a release binary and runs this):
+Usage (see BENCHMARKS.md; `benches/run.sh` builds the `profiling` binaries and runs this):
 
-    python benches/bench.py [--scale 1] [--runs 5] [--bin target/release/dataport]
+    python benches/bench.py [--scale 1] [--runs 5] [--bin target/profiling/dataport]
                             [--data DIR] [--out BENCHMARKS.md] [--only profile]
 
 Every figure is the median of `--runs` timed runs after one warm-up run. Nothing here asserts
@@ -585,7 +585,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--scale", type=float, default=1.0, help="TPC-H scale factor (default 1)")
     ap.add_argument("--runs", type=int, default=5, help="timed runs per measurement (default 5)")
-    ap.add_argument("--bin", type=Path, default=ROOT / "target" / "release" / "dataport")
+    ap.add_argument("--bin", type=Path, default=ROOT / "target" / "profiling" / "dataport")
     ap.add_argument("--data", type=Path, help="data dir to use and keep (default: a cache dir per scale)")
     ap.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
     ap.add_argument("--only", action="append", choices=sorted(SECTIONS), help="run only these sections")

@@ -50,4 +50,5 @@ done
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$target/debug/sql-conformance" --bin "$target/debug/dataport" --corpus "$corpus" \
-  --files conformance/corpus.txt --report "$report" --work "$work" "${extra[@]}"
+  --files conformance/corpus.txt --refuse conformance/must_refuse.txt --report "$report" \
+  --work "$work" "${extra[@]}"

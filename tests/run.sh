@@ -7,7 +7,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
-step() { printf '\n==> %s\n' "$*"; }
+# Each step's duration is printed when the next starts, and all of them at the end.
+durations=()
+current=""
+started=0
+finish_step() {
+  if [ -n "$current" ]; then
+    local took=$(( $(date +%s) - started ))
+    durations+=("$(printf '%5ds  %s' "$took" "$current")")
+  fi
+}
+step() {
+  finish_step
+  current="$*"
+  started=$(date +%s)
+  printf '\n==> %s\n' "$*"
+}
+report_durations() {
+  finish_step
+  current=""
+  printf '\n==> step durations\n'
+  printf '%s\n' "${durations[@]}"
+}
+trap report_durations EXIT
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -34,6 +56,7 @@ forbid dataport-flight 'dataport-web|dataport-demo|clap'   # (axum comes with to
 forbid dataport-web 'dataport-flight|clap|dataport-demo'
 forbid dataport-benches 'dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # the plain-DataFusion baseline
 forbid dataport-client 'dataport-(state|auth|connectors|engine|web|flight|demo)|axum|tonic|clap'
+forbid dataport-conformance 'dataport-(web|flight|client|demo)'   # a client of the server, and in-process DataFusion
 echo "ok"
 
 step "cargo test"
@@ -49,9 +72,16 @@ step "end-to-end tests (real clients)"
 venv=$(bash tests/venv.sh)
 DATAPORT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/dataport" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
 
+step "SQL conformance (DataFusion's sqllogictest files through Flight SQL and HTTP)"
+conformance_report=$(mktemp)
+if ! bash tests/conformance.sh --report "$conformance_report"; then
+  sed -n '/^## Differences/,$p' "$conformance_report"
+  exit 1
+fi
+
 step "benchmark harness smoke run (scale 0.01, one run; no timing is checked)"
 bench_tmp=$(mktemp -d)
-trap 'rm -rf "$bench_tmp"' EXIT
+trap 'rm -rf "$bench_tmp" "$conformance_report"; report_durations' EXIT
 "$venv/bin/python" benches/bench.py --scale 0.01 --runs 1 --data "$bench_tmp/data" \
   --out "$bench_tmp/BENCHMARKS.md" --bin "${CARGO_TARGET_DIR:-$root/target}/debug/dataport" >/dev/null
 for section in "TPC-H, 22 queries" "Result transfer" "Profile of lineitem" "CSV to typed Parquet" "Concurrency"; do

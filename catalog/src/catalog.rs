@@ -10,7 +10,7 @@ use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::SessionConfig;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use serde::Serialize;
 
 use crate::description::{self, Descriptions};
@@ -355,8 +355,17 @@ impl Catalog {
                 let store = Arc::clone(&store);
                 let pin_root = pin_root.clone();
                 async move {
-                    let r =
-                        TableData::load(state.as_ref(), &store, &t, concurrency, &pin_root).await;
+                    // A reader that panics on a damaged file loses that table, not the server.
+                    let load = TableData::load(state.as_ref(), &store, &t, concurrency, &pin_root);
+                    let r = std::panic::AssertUnwindSafe(load)
+                        .catch_unwind()
+                        .await
+                        .unwrap_or_else(|panic| {
+                            Err(CatalogError::Internal(format!(
+                                "reading its files panicked: {}",
+                                panic_message(panic.as_ref())
+                            )))
+                        });
                     (t, r)
                 }
             })
@@ -517,4 +526,13 @@ impl Catalog {
         }
         Ok(report)
     }
+}
+
+/// The text of a panic's payload, when it has one.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
 }

@@ -79,6 +79,13 @@ pub enum CatalogError {
         #[source]
         source: DataFusionError,
     },
+    /// A file of a table is not a readable Parquet file.
+    #[error("table {table}: {} is not a usable Parquet file: {detail}", path.display())]
+    BadFile {
+        table: String,
+        path: PathBuf,
+        detail: String,
+    },
     /// The folder layout of a table is inconsistent (mixed partition keys, …).
     #[error("table {table}: {detail}")]
     Layout { table: String, detail: String },
@@ -106,6 +113,7 @@ impl CatalogError {
             Self::DataDir { .. } => ErrorKind::Unavailable,
             Self::Description(_) => ErrorKind::InvalidArgument,
             Self::TableFiles { .. } => ErrorKind::Internal,
+            Self::BadFile { .. } => ErrorKind::Internal,
             Self::Layout { .. } => ErrorKind::InvalidArgument,
             Self::TableNotFound { .. } => ErrorKind::NotFound,
             Self::AmbiguousTable { .. } => ErrorKind::InvalidArgument,

@@ -73,6 +73,21 @@ impl TableData {
                 table: table.qualified(),
                 source: datafusion::error::DataFusionError::IoError(e),
             })?;
+        // The pinned link is read; the error names the table's own file.
+        let checked: Vec<(PathBuf, PathBuf, u64)> = table
+            .files
+            .iter()
+            .zip(&pinned)
+            .map(|(file, pin)| (file.path.clone(), pin.path.clone(), pin.size))
+            .collect();
+        let qualified = table.qualified();
+        tokio::task::spawn_blocking(move || {
+            checked
+                .iter()
+                .try_for_each(|(shown, read, size)| check_footer(&qualified, shown, read, *size))
+        })
+        .await
+        .map_err(|e| CatalogError::Internal(format!("footer check task failed: {e}")))??;
         let metas = pinned
             .iter()
             .map(|f| object_meta(&f.path, f.size, f.modified))
@@ -139,6 +154,58 @@ impl TableData {
             _pins: pins,
         })
     }
+}
+
+/// The magic numbers a Parquet file starts and ends with: plain, and with an encrypted footer.
+const PARQUET_MAGICS: [&[u8; 4]; 2] = [b"PAR1", b"PARE"];
+
+/// Check that the table's file `shown` (read at `read`, its pinned link, `size` bytes) is
+/// framed as a Parquet file before its footer is decoded: magic at both ends, and a metadata
+/// length that fits inside the file. A damaged or foreign file then gets a clear error; the
+/// Parquet reader itself does not check that the length points inside the file.
+fn check_footer(
+    table: &str,
+    shown: &std::path::Path,
+    read: &std::path::Path,
+    size: u64,
+) -> Result<(), CatalogError> {
+    use std::io::{Read, Seek, SeekFrom};
+    let bad = |detail: String| CatalogError::BadFile {
+        table: table.to_string(),
+        path: shown.to_path_buf(),
+        detail,
+    };
+    let io = |e: std::io::Error| CatalogError::Io {
+        path: shown.to_path_buf(),
+        source: e,
+    };
+    if size < 12 {
+        return Err(bad(format!(
+            "{size} bytes is too short for a Parquet file (at least 12)"
+        )));
+    }
+    let mut file = std::fs::File::open(read).map_err(io)?;
+    let mut head = [0u8; 4];
+    file.read_exact(&mut head).map_err(io)?;
+    let mut tail = [0u8; 8];
+    file.seek(SeekFrom::End(-8)).map_err(io)?;
+    file.read_exact(&mut tail).map_err(io)?;
+    let magic = |bytes: &[u8]| PARQUET_MAGICS.iter().any(|m| m.as_slice() == bytes);
+    if !magic(&head) || !magic(&tail[4..]) {
+        return Err(bad(
+            "it does not start and end with Parquet's magic number: not a Parquet file, or a \
+             truncated one"
+                .into(),
+        ));
+    }
+    let metadata = u64::from(u32::from_le_bytes([tail[0], tail[1], tail[2], tail[3]]));
+    if metadata > size - 12 {
+        return Err(bad(format!(
+            "its footer gives {metadata} bytes of metadata, more than the {size}-byte file \
+             holds: the file is damaged or truncated"
+        )));
+    }
+    Ok(())
 }
 
 fn object_meta(

@@ -154,3 +154,51 @@ async fn a_corrupt_file_skips_only_its_table() {
             .any(|i| i.source == "s.broken")
     );
 }
+
+#[tokio::test]
+async fn damaged_files_are_reported_and_the_rest_is_served() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("parquet");
+    write_table(&p.join("s/good.parquet"), &[1, 2, 3]);
+    std::fs::create_dir_all(p.join("s")).unwrap();
+    // A footer whose metadata length points before the start of the file: the Parquet reader
+    // would subtract past zero.
+    std::fs::write(p.join("s/lying.parquet"), b"PAR1 not parquet PAR1").unwrap();
+    std::fs::write(p.join("s/short.parquet"), b"PAR1").unwrap();
+    std::fs::write(p.join("s/text.parquet"), b"id,name\n1,a\n2,b\n").unwrap();
+    let good = std::fs::read(p.join("s/good.parquet")).unwrap();
+    std::fs::write(p.join("s/truncated.parquet"), &good[..good.len() / 2]).unwrap();
+    let catalog = open(dir.path()).await;
+    assert_eq!(names(&catalog), ["s.good"]);
+    let snap = catalog.snapshot();
+    let mut issues: Vec<(String, String)> = snap
+        .issues()
+        .iter()
+        .map(|i| (i.source.clone(), i.message.clone()))
+        .collect();
+    issues.sort();
+    let sources: Vec<&str> = issues.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(sources, ["s.lying", "s.short", "s.text", "s.truncated"]);
+    for (source, message) in &issues {
+        assert!(
+            message.contains("not a usable Parquet file"),
+            "{source}: {message}"
+        );
+        assert!(
+            message.contains(".parquet"),
+            "{source} names its file: {message}"
+        );
+        assert!(
+            !message.contains("pinned"),
+            "{source} names the pin: {message}"
+        );
+    }
+    assert!(issues[0].1.contains("metadata"), "{:?}", issues[0]);
+    assert!(
+        snap.issues()
+            .iter()
+            .all(|i| i.hint.contains("replace or remove"))
+    );
+    let out = sql(&catalog, "select count(*) from s.good").await.unwrap();
+    assert!(out.contains("| 3 "), "{out}");
+}

@@ -15,8 +15,8 @@
 //! The report ([`report`]) counts what ran and passed and names every refusal with its reason.
 //! The exit code is 1 when anything differs.
 //!
-//! Usage: `sql-conformance --bin DATAPORT --corpus TEST_FILES_DIR --files LIST --report OUT.md
-//! [--work DIR] [--only SUBSTRING]`
+//! Usage: `sql-conformance --bin DATAPORT --corpus TEST_FILES_DIR --files LIST --refuse LIST
+//! --report OUT.md [--work DIR] [--only SUBSTRING]`
 
 mod compare;
 mod corpus;
@@ -33,6 +33,8 @@ struct Args {
     bin: PathBuf,
     corpus: PathBuf,
     files: PathBuf,
+    /// Statements the server must refuse, beyond the corpus's (`code | sql` per line).
+    refuse: PathBuf,
     report: PathBuf,
     work: PathBuf,
     only: Option<String>,
@@ -42,6 +44,7 @@ fn args() -> anyhow::Result<Args> {
     let mut bin = None;
     let mut corpus = None;
     let mut files = None;
+    let mut refuse = None;
     let mut report = None;
     let mut work = None;
     let mut only = None;
@@ -52,6 +55,7 @@ fn args() -> anyhow::Result<Args> {
             "--bin" => bin = Some(PathBuf::from(value()?)),
             "--corpus" => corpus = Some(PathBuf::from(value()?)),
             "--files" => files = Some(PathBuf::from(value()?)),
+            "--refuse" => refuse = Some(PathBuf::from(value()?)),
             "--report" => report = Some(PathBuf::from(value()?)),
             "--work" => work = Some(PathBuf::from(value()?)),
             "--only" => only = Some(value()?),
@@ -66,6 +70,7 @@ fn args() -> anyhow::Result<Args> {
         bin: bin.context("--bin DATAPORT is required")?,
         corpus: corpus.context("--corpus DIR (the sqllogictest test_files) is required")?,
         files: files.context("--files LIST is required")?,
+        refuse: refuse.context("--refuse LIST is required")?,
         report: report.context("--report OUT.md is required")?,
         work: std::path::absolute(work)?,
         only,

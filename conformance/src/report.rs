@@ -84,19 +84,37 @@ impl FileStats {
         map.get(&surface).copied().unwrap_or_default()
     }
 
-    pub(crate) fn line(&self) -> String {
-        format!(
-            "{:<40} {:>5} queries, {:>5} compared: Flight {:>5}, HTTP Arrow {:>5}, HTTP JSON {:>5} identical; {:>4} statements refused of {:>4}; {} failures ({:.1} s)",
-            self.file,
+    /// The report's columns after the file name: queries, compared, identical on Flight, HTTP
+    /// Arrow and HTTP JSON, in-process errors, statements, refused, failures.
+    fn counts(&self) -> [usize; 9] {
+        [
             self.queries,
             self.compared,
             Self::count(&self.identical, Surface::Flight),
             Self::count(&self.identical, Surface::HttpArrow),
             Self::count(&self.identical, Surface::HttpJson),
-            self.refused,
+            self.reference_errors,
             self.statements,
+            self.refused,
             self.failures,
-            self.seconds
+        ]
+    }
+
+    pub(crate) fn line(&self) -> String {
+        let [
+            queries,
+            compared,
+            flight,
+            arrow,
+            json,
+            _,
+            statements,
+            refused,
+            failures,
+        ] = self.counts();
+        format!(
+            "{:<40} {queries:>5} queries, {compared:>5} compared: Flight {flight:>5}, HTTP Arrow {arrow:>5}, HTTP JSON {json:>5} identical; {refused:>4} statements refused of {statements:>4}; {failures} failures ({:.1} s)",
+            self.file, self.seconds
         )
     }
 }
@@ -171,7 +189,7 @@ impl Outcome {
 
     pub(crate) fn summary(&self) -> String {
         format!(
-            "{} files: {} queries, {} answered by in-process DataFusion and compared — identical on Flight SQL {}, HTTP Arrow {}, HTTP JSON {}; {} answered with an error in-process (the server errs too); {} statements, {} refused as not read-only; {} failures",
+            "{} files: {} queries, {} answered by in-process DataFusion and compared — identical on Flight SQL {}, HTTP Arrow {}, HTTP JSON {}; {} answered with an error in-process (the server errs too); {} statements, {} refused as they must be; {} failures",
             self.files.len(),
             self.total(|s| s.queries),
             self.total(|s| s.compared),
@@ -198,35 +216,17 @@ impl Outcome {
             "| file | queries | compared | Flight SQL | HTTP Arrow | HTTP JSON | in-process error | statements | refused | failures |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let mut totals = [0usize; 9];
         for s in &self.files {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-                s.file,
-                s.queries,
-                s.compared,
-                FileStats::count(&s.identical, Surface::Flight),
-                FileStats::count(&s.identical, Surface::HttpArrow),
-                FileStats::count(&s.identical, Surface::HttpJson),
-                s.reference_errors,
-                s.statements,
-                s.refused,
-                s.failures
-            );
+            let counts = s.counts();
+            for (total, n) in totals.iter_mut().zip(counts) {
+                *total += n;
+            }
+            let cells: Vec<String> = counts.iter().map(ToString::to_string).collect();
+            let _ = writeln!(out, "| {} | {} |", s.file, cells.join(" | "));
         }
-        let _ = writeln!(
-            out,
-            "| **all** | **{}** | **{}** | **{}** | **{}** | **{}** | **{}** | **{}** | **{}** | **{}** |\n",
-            self.total(|s| s.queries),
-            self.total(|s| s.compared),
-            self.identical(Surface::Flight),
-            self.identical(Surface::HttpArrow),
-            self.identical(Surface::HttpJson),
-            self.total(|s| s.reference_errors),
-            self.total(|s| s.statements),
-            self.total(|s| s.refused),
-            self.failures.len()
-        );
+        let cells: Vec<String> = totals.iter().map(|n| format!("**{n}**")).collect();
+        let _ = writeln!(out, "| **all** | {} |\n", cells.join(" | "));
         let ties: Vec<String> = [Surface::Flight, Surface::HttpArrow, Surface::HttpJson]
             .into_iter()
             .map(|s| format!("{} {}", s.name(), self.ties(s)))
@@ -264,7 +264,7 @@ impl Outcome {
         let _ = writeln!(out, "## Statements the read-only policy refuses\n");
         let _ = writeln!(
             out,
-            "Every statement below ran in-process (where it does not write files) and was refused by the server on HTTP, on Flight SQL `GetFlightInfo` and on Flight SQL `DoPut` updates, with `permission_denied`. The reason is the message the client got.\n"
+            "Every statement below was refused by the server on HTTP, on Flight SQL `GetFlightInfo` and on Flight SQL `DoPut` updates: with `permission_denied`, or, for a file or URL named as a table, with `not_found`, the answer for any table that is not in the catalog. The corpus's statements also ran in-process (where they do not write files); the others are `conformance/must_refuse.txt`. The reason is the message the client got.\n"
         );
         let mut by_kind: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
         for r in &self.refusals {

@@ -70,7 +70,56 @@ pub(crate) async fn run(args: &crate::Args) -> anyhow::Result<Outcome> {
         eprintln!("{}", stats.line());
         outcome.files.push(stats);
     }
+    if args.only.is_none() {
+        refusals(args, &server, &mut outcome).await?;
+    }
     Ok(outcome)
+}
+
+/// The statements of `args.refuse` (`code | sql` per line), each sent to every surface.
+async fn refusals(
+    args: &crate::Args,
+    server: &Server,
+    outcome: &mut Outcome,
+) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.refuse)
+        .with_context(|| format!("cannot read {}", args.refuse.display()))?;
+    let name = args.refuse.file_name().map_or_else(
+        || "must_refuse".into(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut run = FileRun {
+        server,
+        flight: server.flight().await?,
+        contexts: Contexts::new(&server.data_dir.join("parquet"))?,
+        stats: FileStats::new(&name),
+        outcome,
+        prepared: BTreeMap::new(),
+        settings: BTreeSet::new(),
+        line: 0,
+    };
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (code, sql) = line
+            .split_once('|')
+            .with_context(|| format!("{name}:{}: expected `code | sql`", n + 1))?;
+        let expected = Refused::parse(code.trim())
+            .with_context(|| format!("{name}:{}: unknown code {}", n + 1, code.trim()))?;
+        run.line = u32::try_from(n + 1).unwrap_or(u32::MAX);
+        run.stats.statements += 1;
+        let kind = match expected {
+            Refused::NotReadOnly => "file, URL or write access",
+            Refused::NotFound => "a file or URL named as a table",
+        };
+        run.must_answer(sql.trim(), kind, expected).await;
+    }
+    let stats = run.stats;
+    eprintln!("{}", stats.line());
+    outcome.files.push(stats);
+    Ok(())
 }
 
 /// Records with an `onlyif` for another engine, or a `skipif` for DataFusion, do not apply.
@@ -407,14 +456,15 @@ impl FileRun<'_> {
                 }
             }
             Surface::HttpArrow => {
-                let answer = match request {
-                    Request::Sql => self.server.http_arrow(sql, &[]).await,
-                    Request::Prepared {
-                        json: Some(params), ..
-                    } => self.server.http_arrow(sql, params).await,
-                    Request::Prepared { json: None, .. } => return Judged::Skipped(no_json_params),
+                let Some(params) = request.http_params() else {
+                    return Judged::Skipped(no_json_params);
                 };
-                match answer.unwrap_or_else(client_failed) {
+                match self
+                    .server
+                    .http_arrow(sql, params)
+                    .await
+                    .unwrap_or_else(client_failed)
+                {
                     Answer::Rows((streamed, got)) => Judged::Answered(
                         compare::type_differences(schema, &streamed),
                         verdict(batches, &got, ordered, shape_only),
@@ -424,14 +474,15 @@ impl FileRun<'_> {
                 }
             }
             Surface::HttpJson => {
-                let answer = match request {
-                    Request::Sql => self.server.http_json(sql, &[]).await,
-                    Request::Prepared {
-                        json: Some(params), ..
-                    } => self.server.http_json(sql, params).await,
-                    Request::Prepared { json: None, .. } => return Judged::Skipped(no_json_params),
+                let Some(params) = request.http_params() else {
+                    return Judged::Skipped(no_json_params);
                 };
-                match answer.unwrap_or_else(client_failed) {
+                match self
+                    .server
+                    .http_json(sql, params)
+                    .await
+                    .unwrap_or_else(client_failed)
+                {
                     Answer::Rows(rows) => {
                         let names: Vec<&str> =
                             schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -498,6 +549,11 @@ impl FileRun<'_> {
 
     /// A statement the read-only server must refuse on both surfaces.
     async fn must_refuse(&mut self, sql: &str, kind: &str) {
+        self.must_answer(sql, kind, Refused::NotReadOnly).await;
+    }
+
+    /// A statement the server must refuse with `expected` on every surface.
+    async fn must_answer(&mut self, sql: &str, kind: &str, expected: Refused) {
         let http = self.server.http_json(sql, &[]).await;
         let flight_query = self.flight.query(sql).await;
         let flight_update = self.flight.update(sql).await;
@@ -516,9 +572,7 @@ impl FileRun<'_> {
         let mut refused = true;
         for (surface, answer) in checks {
             match answer {
-                Some((code, message))
-                    if code == "403 permission_denied" || code == "PermissionDenied" =>
-                {
+                Some((code, message)) if expected.codes().contains(&code.as_str()) => {
                     if let Some(leak) = compare::internal_text(&message) {
                         self.fail(
                             sql,
@@ -539,7 +593,10 @@ impl FileRun<'_> {
                     self.fail(
                         sql,
                         surface,
-                        format!("{kind} must be refused as not read-only, but the answer was {code}: {message}"),
+                        format!(
+                            "{kind} must be refused with {}, but the answer was {code}: {message}",
+                            expected.codes()[0]
+                        ),
                     );
                 }
                 None => {
@@ -603,12 +660,49 @@ fn verdict(
     }
 }
 
+/// How the server must refuse a statement.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refused {
+    /// The read-only policy refuses it (403, `PERMISSION_DENIED`).
+    NotReadOnly,
+    /// It names something that is not in the catalog (404, `NOT_FOUND`): a file or a URL.
+    NotFound,
+}
+
+impl Refused {
+    /// The codes the surfaces answer with: HTTP's status and code, and gRPC's.
+    fn codes(self) -> [&'static str; 2] {
+        match self {
+            Refused::NotReadOnly => ["403 permission_denied", "PermissionDenied"],
+            Refused::NotFound => ["404 not_found", "NotFound"],
+        }
+    }
+
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "permission_denied" => Some(Refused::NotReadOnly),
+            "not_found" => Some(Refused::NotFound),
+            _ => None,
+        }
+    }
+}
+
 enum Request {
     Sql,
     Prepared {
         batch: RecordBatch,
         json: Option<Vec<serde_json::Value>>,
     },
+}
+
+impl Request {
+    /// The HTTP `params` of the request; `None` when its values have no JSON form.
+    fn http_params(&self) -> Option<&[serde_json::Value]> {
+        match self {
+            Request::Sql => Some(&[]),
+            Request::Prepared { json, .. } => json.as_deref(),
+        }
+    }
 }
 
 struct Answers {

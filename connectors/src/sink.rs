@@ -610,10 +610,28 @@ async fn read(ctx: &SessionContext, path: &Path, table: &str) -> Result<DataFram
 }
 
 async fn read_many(ctx: &SessionContext, paths: &[PathBuf], table: &str) -> Result<DataFrame> {
-    let urls: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    let urls = paths
+        .iter()
+        .map(|p| file_url(p))
+        .collect::<Result<Vec<String>>>()?;
     ctx.read_parquet(urls, ParquetReadOptions::default())
         .await
         .map_err(|e| merge_error(table, e))
+}
+
+/// A file as DataFusion must be given it: a `file://` URL of its absolute path. A bare path
+/// would be taken as a glob where its name has `*`, `?` or `[`, and resolved against whatever
+/// directory the process is in.
+fn file_url(path: &Path) -> Result<String> {
+    let absolute = std::path::absolute(path).map_err(|e| ConnectorError::io(path, e))?;
+    url::Url::from_file_path(&absolute)
+        .map(String::from)
+        .map_err(|()| {
+            ConnectorError::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a local file path"),
+            )
+        })
 }
 
 /// A column name as DataFusion's `col()` must see it (kept exactly, not lower-cased).
@@ -625,5 +643,38 @@ fn merge_error(table: &str, source: datafusion::error::DataFusionError) -> Conne
     ConnectorError::Merge {
         table: table.to_string(),
         source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    use datafusion::prelude::SessionContext;
+
+    #[tokio::test]
+    async fn a_file_whose_name_looks_like_a_glob_is_read_as_itself() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, rows: i64| {
+            let ids: Vec<i64> = (0..rows).collect();
+            let batch =
+                RecordBatch::try_from_iter([("id", Arc::new(Int64Array::from(ids)) as ArrayRef)])
+                    .unwrap();
+            let path = dir.path().join(name);
+            let file = std::fs::File::create(&path).unwrap();
+            let mut writer =
+                parquet::arrow::ArrowWriter::try_new(file, batch.schema(), None).unwrap();
+            writer.write(&batch).unwrap();
+            writer.close().unwrap();
+            path
+        };
+        let odd = write("we[ir]d #1 ?.parquet", 3);
+        // What the name would match as a glob must not be read instead.
+        write("weid #1 x.parquet", 5);
+        let frame = super::read(&SessionContext::new(), &odd, "t")
+            .await
+            .unwrap();
+        assert_eq!(frame.count().await.unwrap(), 3);
     }
 }

@@ -336,6 +336,8 @@ pub(crate) enum LogFormat {
 /// The resolved, validated configuration.
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
+    /// The YAML file the configuration came from (absolute), if any.
+    pub(crate) config_file: Option<PathBuf>,
     pub(crate) data_dir: PathBuf,
     pub(crate) http_addr: SocketAddr,
     pub(crate) flight_addr: SocketAddr,
@@ -381,7 +383,12 @@ impl std::fmt::Debug for Secret {
 impl Config {
     /// Resolve: defaults, then the YAML file (if any), then env/CLI overrides; validate all.
     pub(crate) fn load(o: &Overrides) -> Result<Self, ConfigError> {
-        let file = match &o.config {
+        let config_file = o
+            .config
+            .as_deref()
+            .map(|path| absolute("--config", path))
+            .transpose()?;
+        let file = match &config_file {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
@@ -583,6 +590,7 @@ impl Config {
             None => data_dir.join("spill"),
         };
         Ok(Self {
+            config_file,
             data_dir,
             http_addr,
             flight_addr,

@@ -52,8 +52,10 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
         .context("log.level is not a valid filter")?;
+    // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let result = match config.log_format {
         LogFormat::Human => builder.try_init(),
@@ -215,6 +217,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     let snapshot = engine.catalog().snapshot();
     tracing::info!(
         data_dir = %data_dir.display(),
+        config_file = %config.config_file.as_deref().map_or_else(|| "none".into(), |p| p.display().to_string()),
         tables = snapshot.table_count(),
         issues = snapshot.issues().len(),
         "catalog loaded"

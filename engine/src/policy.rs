@@ -50,25 +50,31 @@ fn check_sql(statement: &Statement) -> Result<(), EngineError> {
     }
 }
 
-/// Statement kind for messages: the leading keywords of its SQL text.
+/// Statement kind for messages: its leading keyword, and for `CREATE`, `DROP`, `ALTER` and
+/// `SHOW` the kind of object, past modifiers (`CREATE OR REPLACE TEMPORARY VIEW` is `CREATE
+/// VIEW`).
 fn statement_kind(statement: &Statement) -> String {
-    let text = statement.to_string();
-    let words: Vec<&str> = text.split_whitespace().take(2).collect();
-    match words.as_slice() {
-        [first, second]
-            if matches!(
-                first.to_ascii_uppercase().as_str(),
-                "CREATE" | "DROP" | "ALTER" | "SHOW"
-            ) =>
-        {
-            format!(
-                "{} {}",
-                first.to_ascii_uppercase(),
-                second.to_ascii_uppercase()
-            )
-        }
-        [first, ..] => first.to_ascii_uppercase(),
-        [] => "this statement".to_string(),
+    const MODIFIERS: [&str; 8] = [
+        "OR",
+        "REPLACE",
+        "TEMPORARY",
+        "TEMP",
+        "UNLOGGED",
+        "GLOBAL",
+        "LOCAL",
+        "MATERIALIZED",
+    ];
+    let text = statement.to_string().to_ascii_uppercase();
+    let mut words = text.split_whitespace();
+    let Some(first) = words.next() else {
+        return "this statement".to_string();
+    };
+    if !matches!(first, "CREATE" | "DROP" | "ALTER" | "SHOW") {
+        return first.to_string();
+    }
+    match words.find(|w| !MODIFIERS.contains(w)) {
+        Some(object) => format!("{first} {object}"),
+        None => first.to_string(),
     }
 }
 
@@ -174,6 +180,14 @@ mod tests {
         for (sql, word) in [
             ("create table t(a int)", "CREATE TABLE"),
             ("create view v as select 1", "CREATE VIEW"),
+            (
+                "create or replace table t as values (1)",
+                "CREATE TABLE is not",
+            ),
+            (
+                "create or replace temporary view v as select 1",
+                "CREATE VIEW is not",
+            ),
             (
                 "create external table x stored as parquet location '/etc'",
                 "CREATE EXTERNAL TABLE",

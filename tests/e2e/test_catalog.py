@@ -9,6 +9,7 @@ import os
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import requests
 
 from e2e_util import TPCH_TABLES, assert_error, wait_for, write_parquet_atomic
 
@@ -224,3 +225,25 @@ def test_bad_description_file_degrades_health(copy_server, data_copy):
     refresh(srv)
     wait_for(lambda: health()["status"] == "ok", 30, what="/health to be ok after the fix")
     assert tables_by_name(catalog(srv))["tpch.lineitem"]["description"] == desc_before
+
+
+def test_a_table_that_cannot_be_loaded_is_reported_at_start_and_on_health(start_server, data_copy):
+    """A new user's first look must say what is wrong: one log line per table with the reason
+    and what to do, and the same problem on /health (in full for an administrator)."""
+    broken = data_copy / "parquet" / "tpch" / "broken.parquet"
+    broken.write_bytes(b"PAR1 this is not a parquet file PAR1")
+    srv = start_server(data_dir=data_copy, demo=False)
+    log = srv.stdout_path.read_text(errors="replace") + srv.stderr_path.read_text(errors="replace")
+    lines = [l for l in log.splitlines() if "catalog problem" in l and "tpch.broken" in l]
+    assert len(lines) == 1, log[-3000:]
+    assert "what_to_do" in lines[0] and "replace or remove" in lines[0], lines[0]
+    assert "loaded with problems" in log, log[-3000:]
+    admin = srv.get("/health").json()
+    assert admin["status"] == "degraded" and admin["error_count"] == 1, admin
+    [error] = admin["errors"]
+    assert error["source"] == "tpch.broken" and error["message"] and "replace" in error["hint"], error
+    anonymous = requests.get(srv.url("/health"), timeout=60).json()
+    assert anonymous["errors"] == [{"source": "hidden", "message": anonymous["errors"][0]["message"]}]
+    assert "broken" not in json.dumps(anonymous), anonymous
+    # the other tables are served
+    assert srv.query_json("select count(*) as n from tpch.nation") == [{"n": 25}]

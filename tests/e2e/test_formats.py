@@ -270,3 +270,82 @@ def test_json_row_cap(start_server):
         assert r.status_code == 200, (fmt, r.text[:500])
         _, rows = PARSERS[fmt](r.content, None)
         assert len(rows) == 25, fmt
+
+
+# -- everyday SQL: time functions, values JSON has no literal for, types Flight must keep -------
+
+def test_time_functions_answer_the_current_time_on_both_surfaces(server):
+    """`now()`, `current_date`, `current_time` and date arithmetic on them, as every analyst
+    writes them: over HTTP and over Flight SQL (ADBC), the values are the current time."""
+    import datetime as dt
+
+    before = dt.datetime.now(dt.timezone.utc)
+    row = server.query_json("select now() as n, current_date as d, current_time as t")[0]
+    after = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.fromisoformat(row["n"][:26].rstrip("Z")).replace(tzinfo=dt.timezone.utc)
+    assert before - dt.timedelta(seconds=5) <= now <= after + dt.timedelta(seconds=5), row
+    assert row["d"] in {before.date().isoformat(), after.date().isoformat()}, row
+    assert row["t"][:2].isdigit(), row
+    recent = "select count(*) as n from orders where o_orderdate > current_date - interval '30 days'"
+    assert server.query_json(recent) == [{"n": 0}]  # TPC-H dates end in 1998
+    past = "select count(*) as n from orders where o_orderdate < current_date"
+    total = server.query_json("select count(*) as n from orders")[0]["n"]
+    assert server.query_json(past) == [{"n": total}]
+
+    from e2e_util import adbc_connect
+    conn = adbc_connect(server.flight)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select now() as n, current_date as d, "
+                        "date_trunc('day', now()) = cast(current_date as timestamp) as same_day")
+            table = cur.fetch_arrow_table()
+        with conn.cursor() as cur:
+            cur.execute(recent)
+            assert cur.fetchall() == [(0,)]
+    finally:
+        conn.close()
+    # `now()` is a UTC timestamp without a zone (DataFusion's default time zone is none)
+    nanos = table.column("n").cast(pa.int64())[0].as_py()
+    flight_now = dt.datetime.fromtimestamp(nanos / 1e9, dt.timezone.utc)
+    assert abs((flight_now - now).total_seconds()) < 60, (flight_now, now)
+    assert table.column("d")[0].as_py() in {before.date(), after.date()}
+    assert table.column("same_day")[0].as_py() in (True, False)
+
+
+def test_json_keeps_non_finite_floats_and_non_string_map_keys(server):
+    row = server.query_json(
+        "select 'NaN'::double as nan, 'Infinity'::double as inf, '-Infinity'::double as ninf, "
+        "1.5::double as x, [1.0, 'NaN'::double] as l, map([1, 2], ['a', 'b']) as by_int, "
+        "map(['k'], [1]) as by_str, cast(0 as decimal(10, -2)) as zero")[0]
+    assert row == {"nan": "NaN", "inf": "Infinity", "ninf": "-Infinity", "x": 1.5,
+                   "l": [1.0, "NaN"],
+                   "by_int": [{"key": 1, "value": "a"}, {"key": 2, "value": "b"}],
+                   "by_str": {"k": 1}, "zero": 0}, row
+    r = server.query("select 'NaN'::double as nan", fmt="ndjson")
+    assert r.status_code == 200 and json.loads(r.text) == {"nan": "NaN"}, r.text
+
+
+def test_flight_announces_the_schema_it_streams(server):
+    """ADBC refuses a stream whose schema differs from GetFlightInfo's: large lists, dictionaries
+    and coerced CASE/UNION branches keep one schema from announcement to last batch."""
+    from e2e_util import adbc_connect
+
+    conn = adbc_connect(server.flight)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("select arrow_cast(make_array(1, 2, 3), 'LargeList(Int64)') as l, "
+                        "arrow_cast('x', 'Dictionary(Int32, Utf8)') as d, "
+                        "case when n_nationkey > 3 then n_nationkey else 1.5 end as c "
+                        "from nation order by n_nationkey limit 2")
+            table = cur.fetch_arrow_table()
+        with conn.cursor() as cur:
+            cur.execute("select 1 as u union all select 'two' order by 1")
+            union = cur.fetch_arrow_table()
+    finally:
+        conn.close()
+    assert table.schema.field("l").type == pa.large_list(pa.int64()), table.schema
+    assert table.column("l").to_pylist() == [[1, 2, 3], [1, 2, 3]]
+    assert pa.types.is_dictionary(table.schema.field("d").type), table.schema
+    assert table.column("d").to_pylist() == ["x", "x"]
+    assert table.column("c").to_pylist() == [1.5, 1.5]
+    assert sorted(union.column("u").to_pylist()) == ["1", "two"]

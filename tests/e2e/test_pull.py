@@ -39,9 +39,13 @@ class Client:
         self.dir = root / "laptop" / "data"
         self.server_url = server_url
 
+    path: str | None = None  # PATH for the client, when a test sets one
+
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
         env["DATAPORT_HOME"] = str(self.home)
+        if self.path is not None:
+            env["PATH"] = self.path
         return env
 
     def run(self, *args: str, input: str | None = None, check: bool = True,
@@ -169,9 +173,14 @@ def test_pull_as_insider_gives_every_table_checksummed(server, insider_pull):
 
 
 def test_pulled_views_answer_tpch_like_the_server(server, insider_pull):
+    """The 22 TPC-H queries, with their table names unqualified as the server takes them, give the
+    server's answers on the laptop's DuckDB database."""
     c, _ = insider_pull
     con = duckdb.connect(str(c.dir / "analytics.duckdb"), read_only=True)
-    con.execute("set search_path = 'tpch'")
+    # unqualified names resolve in DuckDB's default schema, where the pull put a view per name
+    aliases = {r[0] for r in con.execute(
+        "select view_name from duckdb_views() where schema_name = 'main' and not internal").fetchall()}
+    assert aliases == set(TPCH_TABLES), aliases
     # descriptions from data_description.md travel with the views
     comments = con.execute("select count(*) from duckdb_views() where schema_name = 'tpch' "
                            "and comment is not null").fetchone()[0]
@@ -181,6 +190,38 @@ def test_pulled_views_answer_tpch_like_the_server(server, insider_pull):
     finally:
         con.close()
     assert not problems, "\n".join(problems)
+
+
+def test_pull_applies_views_with_pythons_duckdb_module_when_there_is_no_cli(server, tmp_path):
+    """A laptop with Python's duckdb module but no DuckDB CLI still gets analytics.duckdb."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    python = bin_dir / "python3"  # the test venv's Python, which has duckdb
+    python.write_text(f"#!/bin/sh\nexec {sys.executable} \"$@\"\n")
+    python.chmod(0o755)
+    c = Client(tmp_path, server.http)
+    c.path = str(bin_dir)
+    c.login("analyst", demo_password(server, "analyst"))
+    report = c.pull()
+    assert report["views"]["state"] == "applied", report["views"]
+    assert Path(report["views"]["duckdb"]).name == "python3", report["views"]
+    con = duckdb.connect(str(c.dir / "analytics.duckdb"), read_only=True)
+    try:
+        n = con.execute("select count(*) from nation").fetchone()[0]
+    finally:
+        con.close()
+    assert n == server.query_json("select count(*) as n from tpch.nation")[0]["n"]
+
+
+def test_pull_without_any_duckdb_says_what_to_install(server, tmp_path):
+    c = Client(tmp_path, server.http)
+    c.path = str(tmp_path / "empty")  # neither a duckdb executable nor a Python
+    c.login("analyst", demo_password(server, "analyst"))
+    p = c.run("pull", "--dir", str(c.dir))
+    assert "views in views.sql" in p.stdout, p.stdout
+    lines = [l for l in p.stderr.splitlines() if "DuckDB" in l]
+    assert len(lines) == 1 and "pip install duckdb" in lines[0], p.stderr
+    assert (c.dir / "views.sql").exists() and not (c.dir / "analytics.duckdb").exists()
 
 
 def test_pull_as_analyst_has_no_private_table(server, tmp_path):
@@ -237,8 +278,11 @@ def test_a_revoked_grant_removes_the_table_on_the_next_pull(server, tmp_path, du
         con = duckdb.connect(str(c.dir / "analytics.duckdb"), read_only=True)
         views = {r[0] for r in con.execute(
             "select view_name from duckdb_views() where schema_name = 'tpch'").fetchall()}
+        aliases = {r[0] for r in con.execute(
+            "select view_name from duckdb_views() where schema_name = 'main' and not internal").fetchall()}
         con.close()
         assert views == {"nation"}
+        assert aliases == {"nation"}, "the unqualified view of a revoked table must go too"
     finally:
         server.cli("revoke", group, "tpch.nation", check=False)
         server.cli("user", "remove", user, check=False)
