@@ -1,6 +1,6 @@
 //! `data_description.md`: table metadata written by people, parsed into [`Descriptions`].
 //!
-//! The format is `shared/spec/data-description.md`: fenced ```` ```yaml ```` blocks with
+//! The format is the seed system's (README, "Data directory"): fenced ```` ```yaml ```` blocks with
 //! `folder_mapping` and `tables`, prose in between. Dataport reads
 //! `<data-dir>/docs/data_description.md` and every `<data-dir>/docs/datasets/*.md`.
 //! Extension keys accepted on a table: `column_descriptions` (column → text),

@@ -1,5 +1,5 @@
-//! Table profiles (`shared/spec/profiles.md`): every column's statistics, histograms, top
-//! values and alerts, computed on all rows with DataFusion.
+//! Table profiles (the seed system's profile format; see docs/http.md): every column's
+//! statistics, histograms, top values and alerts, computed on all rows with DataFusion.
 //!
 //! Passes over the data:
 //! 1. one aggregate query for the simple statistics of every column together: non-null counts,

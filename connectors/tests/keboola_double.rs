@@ -1,5 +1,5 @@
-//! An in-process fake of the Keboola Storage API (see `shared/spec/keboola.md`): buckets, table
-//! detail, async exports with job polling, files (plain or sliced, optionally gzip-compressed)
+//! An in-process fake of the Keboola Storage API (v2, as docs/connectors.md uses it): buckets,
+//! table detail, async exports with job polling, files (plain or sliced, optionally gzip-compressed)
 //! served from `/s3/...` paths that must never see the storage token.
 #![allow(clippy::expect_used, clippy::unwrap_used)] // a broken double should fail loudly
 

@@ -1,6 +1,6 @@
 //! The Keboola pull connector: the tables described in `data_description.md`, exported from
 //! the Storage API and written as typed Parquet with the table's sync strategy
-//! (`shared/spec/keboola.md`):
+//! (Keboola's Storage API v2; see docs/connectors.md):
 //! - `full_refresh`: one export, the table replaced;
 //! - `incremental`: rows changed since the last sync minus `incremental_window_days` (the first
 //!   run reaches back `max_history_days`, or takes everything), merged by primary key;
