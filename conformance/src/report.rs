@@ -62,6 +62,8 @@ impl FileStats {
     }
 
     pub(crate) fn skip(&mut self, reason: String) {
+        // Reasons may quote a multi-line engine message; the report lists one per line.
+        let reason = one_line(&reason, 240);
         *self.skipped.entry(reason).or_default() += 1;
     }
 
