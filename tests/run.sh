@@ -47,15 +47,17 @@ forbid() { # crate, regex of forbidden dependencies
   hits=$(cargo tree -p "$1" -e normal --prefix none 2>/dev/null | grep -E "^($2) v" | sort -u || true)
   if [ -n "$hits" ]; then echo "$1 must not depend on: $hits"; exit 1; fi
 }
+forbid dataport-common 'datafusion|arrow|parquet|tokio|reqwest|tonic|axum|clap|rusqlite|dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # the bottom of the workspace
 forbid dataport-state 'datafusion|arrow|parquet|tonic|axum|clap|argon2|jsonwebtoken|dataport-(auth|catalog|engine|web|flight|demo)'
 forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|engine|web|flight|demo)'
 forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
 forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|arrow-flight|clap'
-forbid dataport-engine 'dataport-web|dataport-flight|axum|tonic|arrow-flight|clap'
-forbid dataport-flight 'dataport-web|dataport-demo|clap'   # (axum comes with tonic's router)
-forbid dataport-web 'dataport-flight|clap|dataport-demo'
+forbid dataport-engine 'dataport-(web|flight|connectors)|axum|tonic|arrow-flight|clap'   # sync jobs are composed by the binary
+forbid dataport-flight 'dataport-(web|demo|connectors)|clap'   # (axum comes with tonic's router)
+forbid dataport-web 'dataport-(flight|demo|connectors)|clap'
 forbid dataport-benches 'dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # the plain-DataFusion baseline
-forbid dataport-client 'dataport-(state|auth|connectors|engine|web|flight|demo)|axum|tonic|clap'
+forbid dataport-client 'datafusion|arrow|parquet|object_store|dataport-(state|auth|catalog|connectors|engine|web|flight|demo)|axum|tonic|clap'   # the laptop: HTTP and the shared types only
+forbid dataport-laptop 'datafusion|arrow|parquet|object_store|dataport-(state|auth|catalog|connectors|engine|web|flight|demo)|axum|tonic'   # the laptop binary
 forbid dataport-conformance 'dataport-(web|flight|client|demo)'   # a client of the server, and in-process DataFusion
 echo "ok"
 

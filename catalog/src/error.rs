@@ -4,54 +4,7 @@ use std::path::PathBuf;
 
 use datafusion::error::DataFusionError;
 
-/// Who is at fault and what the caller can do, independent of any transport.
-///
-/// Each transport (HTTP, Flight) has exactly one place that turns a kind into its own status code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorKind {
-    /// The request is wrong (bad SQL, bad parameter, unsupported statement); rephrase it.
-    InvalidArgument,
-    /// The named object does not exist (or the caller may not know it exists).
-    NotFound,
-    /// The object already exists.
-    AlreadyExists,
-    /// No valid credentials.
-    Unauthenticated,
-    /// Valid credentials, but the action is refused (read-only policy, missing grant).
-    PermissionDenied,
-    /// A limit was hit (memory, rate, result size); retry later or ask for less.
-    ResourceExhausted,
-    /// The server does not implement this.
-    Unimplemented,
-    /// The server cannot serve this now (shutting down, data dir unreadable); retry later.
-    Unavailable,
-    /// The request ran out of time.
-    DeadlineExceeded,
-    /// The caller went away or asked to stop.
-    Cancelled,
-    /// A bug in Dataport: report it.
-    Internal,
-}
-
-impl ErrorKind {
-    /// Stable snake_case code used in API error bodies.
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::InvalidArgument => "invalid_argument",
-            Self::NotFound => "not_found",
-            Self::AlreadyExists => "already_exists",
-            Self::Unauthenticated => "unauthenticated",
-            Self::PermissionDenied => "permission_denied",
-            Self::ResourceExhausted => "resource_exhausted",
-            Self::Unimplemented => "unimplemented",
-            Self::Unavailable => "unavailable",
-            Self::DeadlineExceeded => "deadline_exceeded",
-            Self::Cancelled => "cancelled",
-            Self::Internal => "internal",
-        }
-    }
-}
+pub use dataport_common::ErrorKind;
 
 /// Result of catalog operations.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;

@@ -111,7 +111,7 @@ pub(crate) fn sweep(root: &Path) {
             continue;
         }
         let pid = name.split('-').next().and_then(|p| p.parse::<u32>().ok());
-        if !pid.is_some_and(crate::write::other_process_alive) {
+        if !pid.is_some_and(dataport_common::fs::other_process_alive) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }

@@ -2,8 +2,10 @@
 
 use std::time::Duration;
 
+use dataport_common::ErrorBody;
+pub use dataport_common::sync::{Manifest, ManifestColumn, ManifestFile, ManifestTable, Uploaded};
 use reqwest::{StatusCode, Url, header};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use crate::error::ClientError;
 
@@ -40,71 +42,6 @@ pub struct Me {
     pub user: String,
     #[serde(default)]
     pub groups: Vec<String>,
-}
-
-/// `GET /api/v1/sync/manifest`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Manifest {
-    pub generated_at: String,
-    pub snapshot_version: u64,
-    pub tables: Vec<ManifestTable>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ManifestTable {
-    pub schema: String,
-    pub table: String,
-    #[serde(default)]
-    pub description: Option<String>,
-    #[serde(default)]
-    pub columns: Vec<ManifestColumn>,
-    #[serde(default)]
-    pub partition_columns: Vec<String>,
-    #[serde(default)]
-    pub restricted: bool,
-    pub files: Vec<ManifestFile>,
-}
-
-impl ManifestTable {
-    pub fn qualified_name(&self) -> String {
-        format!("{}.{}", self.schema, self.table)
-    }
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ManifestColumn {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub data_type: String,
-    #[serde(default)]
-    pub description: Option<String>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct ManifestFile {
-    pub path: String,
-    pub local_path: String,
-    pub size: u64,
-    pub sha256: String,
-    pub modified: String,
-}
-
-/// `POST /api/v1/sync/upload`'s answer.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-pub struct Uploaded {
-    pub name: String,
-    pub bytes: u64,
-    pub unchanged: bool,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: ErrorInner,
-}
-
-#[derive(Deserialize)]
-struct ErrorInner {
-    message: String,
 }
 
 impl Api {

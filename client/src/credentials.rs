@@ -75,7 +75,7 @@ impl Credentials {
             path: path.to_path_buf(),
             message: e.to_string(),
         })?;
-        dataport_catalog::write::write_private_atomic(path, &body)?;
+        dataport_common::fs::write_private_atomic(path, &body)?;
         Ok(())
     }
 

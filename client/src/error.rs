@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use dataport_catalog::write::WriteError;
+use dataport_common::FsError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -52,7 +52,7 @@ pub enum ClientError {
     },
 
     #[error(transparent)]
-    Write(#[from] WriteError),
+    Write(#[from] FsError),
 
     #[error(
         "{path} arrived damaged (SHA-256 {actual}, the manifest says {expected}); run the pull again"

@@ -106,7 +106,7 @@ fn mtime_ns(meta: &std::fs::Metadata) -> i128 {
 
 /// A relative path of plain names, not inside `.dataport`, ending in `.parquet`.
 fn is_safe_local_path(path: &str) -> bool {
-    dataport_catalog::write::is_plain_relative(path)
+    dataport_common::fs::is_plain_relative(path)
         && path.ends_with(".parquet")
         && path.split('/').all(|part| !part.starts_with('.'))
 }
@@ -257,7 +257,7 @@ pub async fn pull(
     );
     let sql = crate::views::views_sql(&dir, &manifest, &dropped, &header);
     let script = dir.join(VIEWS_FILE);
-    dataport_catalog::write::write_bytes_atomic(&script, sql.as_bytes())?;
+    dataport_common::fs::write_bytes_atomic(&script, sql.as_bytes())?;
     let views = crate::views::apply(&options.duckdb, &dir.join(DATABASE_FILE), &script);
 
     Ok(PullReport {
@@ -315,7 +315,7 @@ fn save_state(path: &Path, state: &LocalState) -> Result<(), ClientError> {
     let body = serde_json::to_vec_pretty(state).map_err(|e| ClientError::Input {
         message: format!("cannot encode the pull record: {e}"),
     })?;
-    dataport_catalog::write::write_bytes_atomic(path, &body)?;
+    dataport_common::fs::write_bytes_atomic(path, &body)?;
     Ok(())
 }
 
@@ -355,7 +355,7 @@ async fn local_status(
         });
     }
     let path = file.clone();
-    let sha = tokio::task::spawn_blocking(move || dataport_catalog::write::sha256_file(&path))
+    let sha = tokio::task::spawn_blocking(move || dataport_common::digest::sha256_file(&path))
         .await
         .map_err(|e| ClientError::Input {
             message: format!("hashing task failed: {e}"),
@@ -408,7 +408,7 @@ async fn fetch(
         return Err(e);
     }
     let dest = dir.join(&f.local_path);
-    dataport_catalog::write::commit_file(&part, &dest)?;
+    dataport_common::fs::commit_file(&part, &dest)?;
     let meta = std::fs::metadata(&dest).map_err(|e| ClientError::io(&dest, e))?;
     progress.finished_file(&f.local_path);
     Ok(Fetched {

@@ -418,7 +418,7 @@ pub fn sweep_staging(data_dir: &Path) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let pid = name.rsplit('-').next().and_then(|p| p.parse::<u32>().ok());
-        if !pid.is_some_and(dataport_catalog::write::other_process_alive) {
+        if !pid.is_some_and(dataport_common::fs::other_process_alive) {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }

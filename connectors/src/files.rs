@@ -36,7 +36,7 @@ use std::time::SystemTime;
 
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use async_trait::async_trait;
-use dataport_catalog::description::{self, Descriptions, TableMeta};
+use dataport_catalog::description::{self, Descriptions};
 use dataport_catalog::names::sql_identifier;
 use dataport_catalog::write::ParquetFileWriter;
 use flate2::read::MultiGzDecoder;
@@ -47,8 +47,8 @@ use crate::connector::{Connector, SourceTable, SyncContext, TableSync};
 use crate::error::{ConnectorError, Result};
 use crate::sink::{SEQ_COLUMN, TableTarget, WriteMode, Written};
 use crate::typed::{
-    CsvOptions, CsvPart, Inference, SAMPLE_ROWS, csv_to_parquet, map_type, read_header,
-    staged_schema, text_batches, type_batch,
+    CsvOptions, CsvPart, Inference, SAMPLE_ROWS, csv_to_parquet, declared_types, read_header,
+    staged_schema, text_batches, type_batch, undeclared_column,
 };
 
 /// Rows per batch while converting.
@@ -588,17 +588,6 @@ fn table_of(name: &str) -> Option<String> {
     sql_identifier(name.split('.').next().unwrap_or_default())
 }
 
-/// The description's `column_types` as Arrow types.
-fn declared_types(meta: Option<&TableMeta>) -> BTreeMap<String, DataType> {
-    meta.map(|m| {
-        m.column_types
-            .iter()
-            .map(|(column, type_name)| (column.clone(), map_type(type_name, None)))
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
 /// What reading a file's columns found.
 #[derive(Debug, Clone)]
 struct Probe {
@@ -746,17 +735,15 @@ fn check_columns(
             .collect::<Vec<_>>()
             .join(", ")
     };
-    for column in declared.keys() {
-        if !has(column.as_str()) {
-            return Err(ConnectorError::Table {
-                table: table.to_string(),
-                message: format!(
-                    "data_description.md declares column_types for '{column}', which {} does not have (it has: {})",
-                    file.name,
-                    names()
-                ),
-            });
-        }
+    if let Some(column) = undeclared_column(declared, has) {
+        return Err(ConnectorError::Table {
+            table: table.to_string(),
+            message: format!(
+                "data_description.md declares column_types for '{column}', which {} does not have (it has: {})",
+                file.name,
+                names()
+            ),
+        });
     }
     for column in key {
         if !has(column.as_str()) {

@@ -33,6 +33,7 @@ use dataport_catalog::description::PartitionGranularity;
 use dataport_catalog::write::{
     ParquetFileWriter, StagedFile, WriteError, commit_table, journal_path,
 };
+use dataport_common::FsError;
 use futures::StreamExt;
 
 use crate::error::{ConnectorError, Result};
@@ -272,19 +273,23 @@ impl Sink {
                         deletes.push(f);
                     }
                 }
-                // Stored partitions keep the schema they had; a merge with new columns needs
-                // them all rewritten to one schema.
-                if mode == WriteMode::Merge
-                    && stored
-                        .as_ref()
-                        .is_some_and(|s| s.fields().len() != target.fields().len())
-                {
+                // Partitions without new rows keep the schema they were written with; a merge
+                // that adds, widens or reorders columns rewrites them to the table's one schema
+                // (a folder of partitions with different schemas cannot be read as one table).
+                if mode == WriteMode::Merge {
                     for f in self.current_files(t)? {
                         let key = f.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
                         if keys.iter().any(|k| k == key) || f == single {
                             continue;
                         }
-                        let old = align(read(&ctx, &f, &table).await?, &target, false)?;
+                        let old = read(&ctx, &f, &table).await?;
+                        if same_columns(old.schema().as_arrow(), &target) {
+                            continue;
+                        }
+                        // Rewritten as they are: the target's columns, no ranking column.
+                        let old = align(old, &target, false)?
+                            .drop_columns(&[SEQ_COLUMN])
+                            .map_err(|e| merge_error(&table, e))?;
                         if let Some(s) = write_df(old, &f, &target, &table, false).await? {
                             staged_files.push(s);
                         }
@@ -339,7 +344,7 @@ impl Sink {
         let dest = self.file_of(t);
         let adopted = match StagedFile::adopt(file, &dest) {
             Ok(f) => f,
-            Err(WriteError::Link { source, .. })
+            Err(WriteError::Fs(FsError::Link { source, .. }))
                 if source.kind() == std::io::ErrorKind::CrossesDevices =>
             {
                 return Ok(None);
@@ -494,6 +499,16 @@ fn target_schema(table: &str, stored: Option<&Schema>, new: &Schema) -> Result<S
         }
     }
     Ok(Arc::new(Schema::new(fields)))
+}
+
+/// Whether `have` has exactly `target`'s columns: names and types, in order.
+fn same_columns(have: &Schema, target: &Schema) -> bool {
+    have.fields().len() == target.fields().len()
+        && have
+            .fields()
+            .iter()
+            .zip(target.fields())
+            .all(|(h, t)| h.name() == t.name() && h.data_type() == t.data_type())
 }
 
 /// Type changes that lose nothing, so stored values are cast.

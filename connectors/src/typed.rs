@@ -15,6 +15,9 @@ use arrow::record_batch::RecordBatch;
 use arrow::util::display::FormatOptions;
 use std::sync::mpsc::{Receiver, Sender, SyncSender, sync_channel};
 
+use std::collections::BTreeMap;
+
+use dataport_catalog::description::TableMeta;
 use dataport_catalog::write::{
     EncodedRowGroup, PARQUET_MAX_ROW_GROUP_ROWS, ParquetFileWriter, ParquetLayout, RowGroupEncoder,
 };
@@ -744,6 +747,27 @@ fn timestamp_kind(b: &[u8]) -> Option<u16> {
         Some(c) if c.is_ascii_digit() => None,
         Some(_) => suffix_ok(rest).then_some(KIND_SECONDS),
     }
+}
+
+/// The description's `column_types` as Arrow types: they win over what a source says or what
+/// inference finds, in every connector.
+pub(crate) fn declared_types(meta: Option<&TableMeta>) -> BTreeMap<String, DataType> {
+    meta.map(|m| {
+        m.column_types
+            .iter()
+            .map(|(column, type_name)| (column.clone(), map_type(type_name, None)))
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// The first column of `declared` the source does not have (`has` tells which it has): a
+/// declaration that matches nothing is a mistake in the description, refused by the caller.
+pub(crate) fn undeclared_column(
+    declared: &BTreeMap<String, DataType>,
+    has: impl Fn(&str) -> bool,
+) -> Option<&str> {
+    declared.keys().map(String::as_str).find(|c| !has(c))
 }
 
 /// The Arrow type of a type name as Keboola metadata and `column_types` in

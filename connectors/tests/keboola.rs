@@ -64,12 +64,12 @@ fn order_rows(n: i64, now: i64) -> Vec<DoubleRow> {
         .collect()
 }
 
-struct Env {
-    dir: tempfile::TempDir,
-    state: StateStore,
+pub(crate) struct Env {
+    pub(crate) dir: tempfile::TempDir,
+    pub(crate) state: StateStore,
 }
 
-fn env(description: &str) -> Env {
+pub(crate) fn env(description: &str) -> Env {
     let dir = tempfile::tempdir().unwrap();
     let docs = dir.path().join("docs");
     std::fs::create_dir_all(&docs).unwrap();
@@ -90,7 +90,7 @@ fn token(name: &str) -> Option<String> {
     (name == "KBC_TOKEN").then(|| "test-token".to_string())
 }
 
-async fn sync(env: &Env, double: &KeboolaDouble, request: SyncRequest) -> SourceReport {
+pub(crate) async fn sync(env: &Env, double: &KeboolaDouble, request: SyncRequest) -> SourceReport {
     let connector = build(&config(double), env.dir.path(), &token).unwrap();
     sync_source(
         connector.as_ref(),
@@ -103,11 +103,11 @@ async fn sync(env: &Env, double: &KeboolaDouble, request: SyncRequest) -> Source
     .await
 }
 
-fn ok(report: &SourceReport) {
+pub(crate) fn ok(report: &SourceReport) {
     assert_eq!(report.outcome(), "ok", "{report:#?}");
 }
 
-async fn query(path: &Path, sql: &str) -> Vec<RecordBatch> {
+pub(crate) async fn query(path: &Path, sql: &str) -> Vec<RecordBatch> {
     let ctx = SessionContext::new();
     ctx.register_parquet("t", path.to_str().unwrap(), ParquetReadOptions::default())
         .await

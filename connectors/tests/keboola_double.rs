@@ -171,6 +171,22 @@ impl KeboolaDouble {
         }
     }
 
+    /// Schema drift: remove a column (and its values and metadata).
+    pub(crate) fn drop_column(&self, table_id: &str, column: &str) {
+        let mut inner = self.state.lock();
+        let table = inner.table_mut(table_id);
+        let Some(index) = table.columns.iter().position(|c| c == column) else {
+            return;
+        };
+        table.columns.remove(index);
+        for row in &mut table.rows {
+            if index < row.values.len() {
+                row.values.remove(index);
+            }
+        }
+        table.column_metadata.retain(|(c, _, _, _)| c != column);
+    }
+
     pub(crate) fn set_column_metadata(
         &self,
         table_id: &str,

@@ -2,6 +2,7 @@
 //! the Storage API, and the sink's replace/merge/partition behaviour.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod evolution;
 mod files;
 mod keboola;
 mod keboola_double;

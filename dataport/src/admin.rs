@@ -13,6 +13,7 @@ use dataport_auth::{
 };
 
 use crate::config::{Config, Overrides, Secret, parse_duration};
+use dataport_laptop::term::{out, time};
 
 /// Where the state store is: the data dir (flag, `DATAPORT_DATA_DIR`, or the config file).
 #[derive(Debug, Clone, clap::Args)]
@@ -150,17 +151,6 @@ fn read_password_line() -> anyhow::Result<String> {
     let password = line.trim_end_matches(['\r', '\n']).to_string();
     anyhow::ensure!(!password.is_empty(), "standard input had no password");
     Ok(password)
-}
-
-pub(crate) fn out(text: impl std::fmt::Display) -> anyhow::Result<()> {
-    let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "{text}").context("cannot write to standard output")
-}
-
-pub(crate) fn time(secs: i64) -> String {
-    chrono::DateTime::from_timestamp(secs, 0)
-        .map(|t| t.format("%Y-%m-%d %H:%M:%SZ").to_string())
-        .unwrap_or_else(|| secs.to_string())
 }
 
 pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()> {
@@ -477,7 +467,7 @@ fn keep_password(config: &Config, user: &str, password: &str) -> anyhow::Result<
             .with_context(|| format!("cannot restrict {}", dir.display()))?;
     }
     let path = dir.join(format!("{user}-password"));
-    dataport_catalog::write::write_bytes_atomic(&path, format!("{password}\n").as_bytes())
+    dataport_common::fs::write_bytes_atomic(&path, format!("{password}\n").as_bytes())
         .with_context(|| format!("cannot write {}", path.display()))?;
     #[cfg(unix)]
     {

@@ -7,13 +7,82 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
+use async_trait::async_trait;
 use dataport_catalog::Catalog;
-use dataport_connectors::{Connector, Progress, SyncRequest, TableReport, sync_source};
-use dataport_engine::jobs::{JobSpec, ProfileCatalogJob, RefreshCatalogJob, SyncSourceJob};
+use dataport_connectors::{
+    Connector, LogProgress, Progress, SyncRequest, TableReport, sync_source,
+};
+use dataport_engine::jobs::{
+    JobAction, JobOutcome, JobResult, JobSpec, ProfileCatalogJob, RefreshCatalogJob,
+};
 use dataport_engine::profiles::Profiler;
 use dataport_state::StateStore;
 
 use crate::config::{Config, PROFILE_JOB, REFRESH_JOB, sync_job_name};
+use dataport_laptop::term::{human_bytes, init_cli_logging};
+
+/// `sync:<source>`: every table of a source, then the catalog refreshed and the changed
+/// tables profiled. The engine runs jobs through its `JobAction` trait and knows no connector;
+/// this is where the two meet.
+struct SyncSourceJob {
+    connector: Arc<dyn Connector>,
+    data_dir: std::path::PathBuf,
+    state: Arc<StateStore>,
+    catalog: Catalog,
+    profiler: Option<Arc<Profiler>>,
+}
+
+#[async_trait]
+impl JobAction for SyncSourceJob {
+    fn describe(&self) -> String {
+        format!(
+            "sync the {} source '{}' into the catalog",
+            self.connector.kind(),
+            self.connector.source()
+        )
+    }
+
+    async fn run(&self) -> JobResult {
+        let report = sync_source(
+            self.connector.as_ref(),
+            &self.data_dir,
+            &self.state,
+            Some(&self.catalog),
+            &SyncRequest::default(),
+            &LogProgress,
+        )
+        .await;
+        let outcome = match report.outcome() {
+            "ok" => JobOutcome::Ok,
+            "partial" => JobOutcome::Partial,
+            _ => JobOutcome::Error,
+        };
+        if let Some(p) = &self.profiler
+            && report.tables.iter().any(|t| t.error.is_none())
+        {
+            let run = p.refresh_all(&self.catalog.snapshot()).await;
+            if !run.failed.is_empty() {
+                tracing::warn!(
+                    failed = run.failed.len(),
+                    "some tables could not be profiled after the sync"
+                );
+            }
+        }
+        let error = report.error.clone().or_else(|| {
+            let failed: Vec<String> = report
+                .tables
+                .iter()
+                .filter_map(|t| t.error.as_ref().map(|e| format!("{}: {e}", t.table)))
+                .collect();
+            (!failed.is_empty()).then(|| failed.join("; "))
+        });
+        JobResult {
+            outcome,
+            summary: report.summary(),
+            error,
+        }
+    }
+}
 
 /// Connectors of every configured source.
 fn connectors(config: &Config) -> anyhow::Result<Vec<Arc<dyn Connector>>> {
@@ -180,17 +249,6 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
     Ok(())
 }
 
-pub(crate) fn init_cli_logging(quiet: bool) {
-    let level = if quiet { "warn" } else { "warn,dataport=info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr)
-        .try_init();
-}
-
 /// A one-line progress display on a terminal, plain lines otherwise.
 struct Bar {
     quiet: bool,
@@ -299,20 +357,5 @@ impl Progress for Bar {
             ),
             None => {}
         }
-    }
-}
-
-pub(crate) fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }

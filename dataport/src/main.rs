@@ -2,7 +2,6 @@
 //! here beyond reading configuration and starting and stopping the parts.
 
 mod admin;
-mod client;
 mod config;
 mod jobs;
 mod profile;
@@ -86,14 +85,8 @@ enum Command {
         #[command(flatten)]
         args: rsync::RsyncFilterArgs,
     },
-    /// Log in to a Dataport server and store the token for pull and push.
-    Login(client::LoginArgs),
-    /// Revoke the stored token and forget it.
-    Logout,
-    /// Download the tables you may read (only what changed) and write DuckDB views over them.
-    Pull(client::PullArgs),
-    /// Upload your notes file and session transcripts.
-    Push(client::PushArgs),
+    #[command(flatten)]
+    Client(dataport_laptop::ClientCommand),
     /// Show the newest entries of the query audit log.
     Audit {
         #[command(flatten)]
@@ -116,9 +109,6 @@ fn main() -> anyhow::Result<()> {
         Command::Sync { store, args } => jobs::sync(&store, args),
         Command::Profile { store, args } => profile::profile(&store, args),
         Command::RsyncFilter { store, args } => rsync::rsync_filter(&store, args),
-        Command::Login(args) => client::login(args),
-        Command::Logout => client::logout(),
-        Command::Pull(args) => client::pull(args),
-        Command::Push(args) => client::push(args),
+        Command::Client(command) => dataport_laptop::run(command),
     }
 }

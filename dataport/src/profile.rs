@@ -12,7 +12,8 @@ use dataport_catalog::{
 use dataport_engine::profiles::Profiler;
 use dataport_state::StateStore;
 
-use crate::admin::{StoreArgs, out, time};
+use crate::admin::StoreArgs;
+use dataport_laptop::term::{init_cli_logging, out, time};
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("what").required(true).args(["table", "all", "export"]))]
@@ -35,7 +36,7 @@ pub(crate) struct ProfileArgs {
 
 pub(crate) fn profile(store: &StoreArgs, args: ProfileArgs) -> anyhow::Result<()> {
     let config = store.config()?;
-    crate::jobs::init_cli_logging(true);
+    init_cli_logging(true);
     let state =
         Arc::new(StateStore::open(&config.data_dir).context("cannot open the state store")?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -82,7 +83,7 @@ pub(crate) fn profile(store: &StoreArgs, args: ProfileArgs) -> anyhow::Result<()
             if path.as_os_str() == "-" {
                 out(body)?;
             } else {
-                dataport_catalog::write::write_bytes_atomic(path, format!("{body}\n").as_bytes())
+                dataport_common::fs::write_bytes_atomic(path, format!("{body}\n").as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?;
                 eprintln!(
                     "wrote {} profiles to {}",

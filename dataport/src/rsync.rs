@@ -11,7 +11,8 @@ use dataport_engine::sync::{SyncFiles, SyncSettings};
 use dataport_engine::{RequestContext, Surface};
 use dataport_state::StateStore;
 
-use crate::admin::{StoreArgs, out};
+use crate::admin::StoreArgs;
+use dataport_laptop::term::{init_cli_logging, out};
 
 #[derive(Debug, clap::Args)]
 pub(crate) struct RsyncFilterArgs {
@@ -25,7 +26,7 @@ pub(crate) struct RsyncFilterArgs {
 
 pub(crate) fn rsync_filter(store: &StoreArgs, args: RsyncFilterArgs) -> anyhow::Result<()> {
     let config = store.config()?;
-    crate::jobs::init_cli_logging(true);
+    init_cli_logging(true);
     let state =
         Arc::new(StateStore::open(&config.data_dir).context("cannot open the state store")?);
     let auth = crate::serve::authenticator(&config, &state, None)?;
@@ -64,7 +65,7 @@ pub(crate) fn rsync_filter(store: &StoreArgs, args: RsyncFilterArgs) -> anyhow::
     })?;
     match &args.output {
         Some(path) => {
-            dataport_catalog::write::write_bytes_atomic(path, filter.text.as_bytes())
+            dataport_common::fs::write_bytes_atomic(path, filter.text.as_bytes())
                 .with_context(|| format!("cannot write {}", path.display()))?;
             eprintln!(
                 "wrote the filter for {} ({} files) to {}",

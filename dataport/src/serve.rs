@@ -286,7 +286,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         "http": http_addr.to_string(),
         "flight": flight_addr.to_string(),
     });
-    dataport_catalog::write::write_bytes_atomic(&addresses, format!("{body}\n").as_bytes())
+    dataport_common::fs::write_bytes_atomic(&addresses, format!("{body}\n").as_bytes())
         .with_context(|| format!("cannot write {}", addresses.display()))?;
     tracing::info!(
         url = %format!("http://{http_addr}"),

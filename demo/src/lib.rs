@@ -14,7 +14,8 @@ use arrow::array::{ArrayRef, RecordBatch, RecordBatchReader};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow::error::ArrowError;
-use dataport_catalog::write::{ParquetFileWriter, WriteError, write_bytes_atomic};
+use dataport_catalog::write::{ParquetFileWriter, WriteError};
+use dataport_common::fs::write_bytes_atomic;
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
@@ -161,7 +162,7 @@ pub fn ensure_tpch(data_dir: &Path, scale: f64) -> Result<DemoOutcome, DemoError
         }
     }
     let report = generate_tpch(data_dir, scale)?;
-    write_bytes_atomic(&marker, marker_text(scale).as_bytes())?;
+    write_bytes_atomic(&marker, marker_text(scale).as_bytes()).map_err(WriteError::from)?;
     Ok(DemoOutcome::Generated(report))
 }
 
@@ -192,7 +193,8 @@ pub fn generate_tpch(data_dir: &Path, scale: f64) -> Result<DemoReport, DemoErro
         tables.push(report);
     }
     let description_path = description_path(data_dir);
-    write_bytes_atomic(&description_path, data_description_markdown().as_bytes())?;
+    write_bytes_atomic(&description_path, data_description_markdown().as_bytes())
+        .map_err(WriteError::from)?;
     tracing::info!(path = %description_path.display(), "wrote TPC-H data description");
     let report = DemoReport {
         scale,

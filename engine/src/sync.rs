@@ -20,6 +20,7 @@ use std::time::{Duration, SystemTime};
 use datafusion::prelude::SessionContext;
 use dataport_catalog::write::ParquetFileWriter;
 use dataport_catalog::{CatalogTable, SnapshotCatalogProvider, TableAccess};
+pub use dataport_common::sync::{Manifest, ManifestColumn, ManifestFile, ManifestTable};
 use dataport_state::{FileDigest, StateStore, mtime_ns, relative_path};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -93,52 +94,11 @@ impl SyncSettings {
     }
 }
 
-/// A caller's manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct Manifest {
-    /// RFC 3339, UTC.
-    pub generated_at: String,
-    pub snapshot_version: u64,
-    pub tables: Vec<ManifestTable>,
-}
-
-/// A table in a manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct ManifestTable {
-    pub schema: String,
-    pub table: String,
-    pub description: Option<String>,
-    pub columns: Vec<ManifestColumn>,
-    /// Hive partition columns (`key=value/` folders in `local_path`s).
-    pub partition_columns: Vec<String>,
-    /// The caller's own copy: their rows and columns only.
-    pub restricted: bool,
-    pub files: Vec<ManifestFile>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct ManifestColumn {
-    pub name: String,
-    #[serde(rename = "type")]
-    pub data_type: String,
-    pub description: Option<String>,
-}
-
-/// A file in a manifest.
-#[derive(Debug, Clone, Serialize)]
-pub struct ManifestFile {
-    /// Its name on the server (relative to the data dir), for `GET /api/v1/sync/files/{path}`.
-    pub path: String,
-    /// Where it goes under the client's folder: `<schema>/<table>.parquet` or
-    /// `<schema>/<table>/<key=value/…>/<file>.parquet`.
-    pub local_path: String,
-    pub size: u64,
-    /// Lowercase hex.
-    pub sha256: String,
-    /// RFC 3339, UTC.
-    pub modified: String,
-    /// Where the bytes are read from (a snapshot's pinned link, or a restricted copy).
-    #[serde(skip)]
+/// A file of a manifest as the server serves it: its entry, and where its bytes are read from
+/// (a snapshot's pinned link, or a restricted copy).
+#[derive(Debug, Clone)]
+pub struct ServedFile {
+    pub entry: ManifestFile,
     pub read_from: PathBuf,
 }
 
@@ -184,7 +144,7 @@ impl SyncFiles {
         &self,
         view: &SnapshotCatalogProvider,
         path: &str,
-    ) -> Result<ManifestFile, SyncError> {
+    ) -> Result<ServedFile, SyncError> {
         let not_found = || SyncError::NotFound {
             path: path.to_string(),
         };
@@ -195,8 +155,8 @@ impl SyncFiles {
             if !self.may_contain(table, path) {
                 continue;
             }
-            let entry = self.table_entry(view, table).await?;
-            if let Some(f) = entry.files.into_iter().find(|f| f.path == path) {
+            let files = self.files_of(view, table).await?;
+            if let Some(f) = files.into_iter().find(|f| f.entry.path == path) {
                 return Ok(f);
             }
         }
@@ -224,13 +184,8 @@ impl SyncFiles {
         table: &Arc<CatalogTable>,
     ) -> Result<ManifestTable, SyncError> {
         let schema = view.visible_schema(table);
-        let access = view.access(table);
-        let restricted = matches!(access, TableAccess::Restricted { .. });
-        let files = if restricted {
-            vec![self.restricted_copy(view, table, &access).await?]
-        } else {
-            self.raw_files(table).await?
-        };
+        let restricted = matches!(view.access(table), TableAccess::Restricted { .. });
+        let files = self.files_of(view, table).await?;
         Ok(ManifestTable {
             schema: table.schema_name().to_string(),
             table: table.name().to_string(),
@@ -250,12 +205,26 @@ impl SyncFiles {
                 table.partition_columns().to_vec()
             },
             restricted,
-            files,
+            files: files.into_iter().map(|f| f.entry).collect(),
         })
     }
 
+    /// The files the caller gets of `table`: its own, or their restricted copy.
+    async fn files_of(
+        &self,
+        view: &SnapshotCatalogProvider,
+        table: &Arc<CatalogTable>,
+    ) -> Result<Vec<ServedFile>, SyncError> {
+        let access = view.access(table);
+        if matches!(access, TableAccess::Restricted { .. }) {
+            Ok(vec![self.restricted_copy(view, table, &access).await?])
+        } else {
+            self.raw_files(table).await
+        }
+    }
+
     /// The table's own files, each with its digest.
-    async fn raw_files(&self, table: &CatalogTable) -> Result<Vec<ManifestFile>, SyncError> {
+    async fn raw_files(&self, table: &CatalogTable) -> Result<Vec<ServedFile>, SyncError> {
         let parquet_root = self.data_dir.join("parquet");
         let mut out = Vec::new();
         for f in table.snapshot_files() {
@@ -269,12 +238,14 @@ impl SyncFiles {
             }
             let local_path = relative_path(&parquet_root, f.path).unwrap_or_else(|| path.clone());
             let sha256 = self.digest(&path, f.read_from, f.size, f.modified).await?;
-            out.push(ManifestFile {
-                path,
-                local_path,
-                size: f.size,
-                sha256,
-                modified: rfc3339(f.modified),
+            out.push(ServedFile {
+                entry: ManifestFile {
+                    path,
+                    local_path,
+                    size: f.size,
+                    sha256,
+                    modified: rfc3339(f.modified),
+                },
                 read_from: f.read_from.to_path_buf(),
             });
         }
@@ -295,7 +266,7 @@ impl SyncFiles {
         }
         let source = read_from.to_path_buf();
         let sha256 =
-            tokio::task::spawn_blocking(move || dataport_catalog::write::sha256_file(&source))
+            tokio::task::spawn_blocking(move || dataport_common::digest::sha256_file(&source))
                 .await
                 .map_err(|e| SyncError::Io {
                     path: read_from.to_path_buf(),
@@ -320,7 +291,7 @@ impl SyncFiles {
         view: &SnapshotCatalogProvider,
         table: &Arc<CatalogTable>,
         access: &TableAccess,
-    ) -> Result<ManifestFile, SyncError> {
+    ) -> Result<ServedFile, SyncError> {
         let key = view_key(table, access);
         let local_path = format!("{}/{}.parquet", table.schema_name(), table.name());
         let path = format!("{VIEWS_DIR}/{key}/{local_path}");
@@ -368,12 +339,14 @@ impl SyncFiles {
         })?;
         let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
         let sha256 = self.digest(&path, &file, meta.len(), modified).await?;
-        Ok(ManifestFile {
-            path,
-            local_path,
-            size: meta.len(),
-            sha256,
-            modified: rfc3339(modified),
+        Ok(ServedFile {
+            entry: ManifestFile {
+                path,
+                local_path,
+                size: meta.len(),
+                sha256,
+                modified: rfc3339(modified),
+            },
             read_from: file,
         })
     }
@@ -431,7 +404,7 @@ impl SyncFiles {
     }
 }
 
-pub use dataport_catalog::write::is_plain_relative;
+pub use dataport_common::fs::is_plain_relative;
 
 /// The folder of `table`'s restricted copy for `access`: one per table, data version and
 /// grant.

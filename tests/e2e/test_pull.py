@@ -40,6 +40,7 @@ class Client:
         self.server_url = server_url
 
     path: str | None = None  # PATH for the client, when a test sets one
+    exe: Path = BIN  # `dataport`, or the laptop-only `dataport-client`
 
     def env(self) -> dict:
         env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
@@ -50,7 +51,7 @@ class Client:
 
     def run(self, *args: str, input: str | None = None, check: bool = True,
             timeout: float = 600) -> subprocess.CompletedProcess:
-        p = subprocess.run([str(BIN), *args], input=input, capture_output=True, text=True,
+        p = subprocess.run([str(self.exe), *args], input=input, capture_output=True, text=True,
                            env=self.env(), timeout=timeout)
         if check:
             assert p.returncode == 0, f"dataport {' '.join(args)} -> {p.returncode}:\n{p.stderr}"
@@ -452,6 +453,33 @@ def test_push_uploads_notes_and_transcripts_once(server, tmp_path):
     assert (stored / "notes.md").read_text() == (c.dir / "notes.md").read_text()
     assert (stored / "transcripts" / "s1.jsonl").exists()
     assert not (stored / "transcripts" / "ignored.txt").exists()
+    server.cli("user", "remove", user, check=False)
+
+
+def test_the_laptop_binary_alone_logs_in_pulls_and_pushes(server, tmp_path):
+    """`dataport-client` (the laptop crate's binary, built without the server) speaks the same
+    commands: a login, a pull that matches the server's manifest byte for byte, a push."""
+    exe = BIN.parent / "dataport-client"
+    assert exe.exists(), f"{exe} is built with the workspace"
+    user, password = add_user(server, ["dataread"])
+    c = Client(tmp_path, server.http)
+    c.exe = exe
+    c.login(user, password)
+    report = c.pull("--no-duckdb")
+    served = manifest(server, user, password)
+    assert report["tables"] == len(served) and report["views"]["state"] == "off", report
+    local = {}
+    for t in served.values():
+        for f in t["files"]:
+            local[f["local_path"]] = f["sha256"]
+    assert local, "the user may read tables"
+    for rel, digest in local.items():
+        assert sha256(c.dir / rel) == digest, rel
+    (c.dir / "notes.md").write_text("from the laptop binary\n")
+    pushed = json.loads(c.run("push", "--dir", str(c.dir), "--json").stdout)
+    assert pushed["notes"]["unchanged"] is False
+    assert (server.data_dir / "uploads" / user / "notes.md").read_text() == "from the laptop binary\n"
+    c.run("logout")
     server.cli("user", "remove", user, check=False)
 
 

@@ -8,9 +8,10 @@ use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use dataport_common::sync::Uploaded;
 use dataport_engine::ErrorKind;
 use dataport_engine::sync::{Manifest, SyncError, SyncSettings, is_plain_relative};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
 use crate::auth::Caller;
@@ -88,7 +89,7 @@ pub(crate) async fn get_file(
         .resolve(&view, &path)
         .await
         .map_err(|e| sync_error(e, &request_id))?;
-    let etag = format!("\"{}\"", file.sha256);
+    let etag = format!("\"{}\"", file.entry.sha256);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     if headers
         .get(header::IF_NONE_MATCH)
@@ -97,7 +98,7 @@ pub(crate) async fn get_file(
     {
         return Ok((StatusCode::NOT_MODIFIED, [(header::ETAG, etag_value)]).into_response());
     }
-    let len = file.size;
+    let len = file.entry.size;
     // A range applies only to the version the client has (If-Range names it).
     let range_applies = headers
         .get(header::IF_RANGE)
@@ -254,16 +255,6 @@ pub(crate) struct UploadParams {
     name: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-pub(crate) struct UploadBody {
-    kind: String,
-    name: String,
-    bytes: usize,
-    sha256: String,
-    /// The same content was there already.
-    unchanged: bool,
-}
-
 /// `POST /api/v1/sync/upload?kind=notes|transcript[&name=F.jsonl]`: stores the body in the
 /// caller's upload folder, atomically; sending the same content again changes nothing.
 pub(crate) async fn post_upload(
@@ -272,7 +263,7 @@ pub(crate) async fn post_upload(
     Caller(principal): Caller,
     Query(params): Query<UploadParams>,
     body: Bytes,
-) -> Result<(StatusCode, Json<UploadBody>), ApiError> {
+) -> Result<(StatusCode, Json<Uploaded>), ApiError> {
     let bad = |m: String| ApiError::bad_request(m).with_request_id(&request_id);
     let (relative, name) = match (params.kind.as_str(), params.name) {
         ("notes", None) => ("notes.md".to_string(), "notes.md".to_string()),
@@ -310,15 +301,21 @@ pub(crate) async fn post_upload(
     let user_dir = upload_dir(&state, &principal.name)
         .ok_or_else(|| ApiError::forbidden("this user name cannot have an upload folder"))?;
     let dest = user_dir.join(&relative);
-    let sha256 = {
-        use sha2::Digest as _;
-        hex::encode(sha2::Sha256::digest(&body))
-    };
-    let unchanged = std::fs::read(&dest).is_ok_and(|old| old == body.as_ref());
+    let sha256 = dataport_common::digest::sha256_hex(&body);
+    let bytes = body.len() as u64;
+    // File work off the async runtime: reading the old version and the atomic write both fsync.
+    let unchanged = tokio::task::spawn_blocking(move || {
+        let unchanged = std::fs::read(&dest).is_ok_and(|old| old == body.as_ref());
+        if !unchanged {
+            dataport_common::fs::write_bytes_atomic(&dest, &body)?;
+        }
+        Ok::<bool, dataport_common::FsError>(unchanged)
+    })
+    .await
+    .map_err(|e| ApiError::internal(e).with_request_id(&request_id))?
+    .map_err(|e| ApiError::internal(e).with_request_id(&request_id))?;
     if !unchanged {
-        dataport_catalog::write::write_bytes_atomic(&dest, &body)
-            .map_err(|e| ApiError::internal(e).with_request_id(&request_id))?;
-        tracing::info!(user = %principal.name, file = %relative, bytes = body.len(), "upload stored");
+        tracing::info!(user = %principal.name, file = %relative, bytes, "upload stored");
     }
     Ok((
         if unchanged {
@@ -326,10 +323,10 @@ pub(crate) async fn post_upload(
         } else {
             StatusCode::CREATED
         },
-        Json(UploadBody {
+        Json(Uploaded {
             kind: params.kind,
             name,
-            bytes: body.len(),
+            bytes,
             sha256,
             unchanged,
         }),

@@ -30,6 +30,7 @@ use crate::connector::{Connector, SourceTable, SyncContext, TableSync};
 use crate::error::{ConnectorError, Result};
 use crate::sink::{Partitioning, TableTarget, WriteMode};
 use crate::typed::{Converted, CsvOptions, csv_to_parquet};
+use crate::typed::{declared_types, undeclared_column};
 
 /// Seconds in a day.
 const DAY: i64 = 86_400;
@@ -226,7 +227,18 @@ impl Connector for KeboolaConnector {
         ctx.progress.step(&name, "reading table detail");
         let detail = self.client.table(&table.id).await?;
         let columns = select_columns(&name, &detail, meta.columns.as_deref())?;
-        let schema = types::schema(detail.metadata(), &columns);
+        let declared = declared_types(Some(&meta));
+        if let Some(column) = undeclared_column(&declared, |c| columns.iter().any(|x| x == c)) {
+            return Err(ConnectorError::Table {
+                table: name,
+                message: format!(
+                    "data_description.md declares column_types for '{column}', which the Keboola table {} does not export (it has: {})",
+                    table.id,
+                    columns.join(", ")
+                ),
+            });
+        }
+        let schema = types::schema(detail.metadata(), &declared, &columns);
         let plan = plan(
             &meta,
             ctx.previous.and_then(|p| p.last_sync),

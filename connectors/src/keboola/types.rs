@@ -88,12 +88,24 @@ fn provider_rank(provider: &str) -> u8 {
     }
 }
 
-/// The typed schema of `columns` (all nullable: the source may send empty fields).
-pub fn schema(metadata: &ColumnMetadata, columns: &[String]) -> SchemaRef {
+/// The typed schema of `columns` (all nullable: the source may send empty fields): the type
+/// `declared` in `data_description.md`'s `column_types` where there is one, else the column
+/// metadata's.
+pub fn schema(
+    metadata: &ColumnMetadata,
+    declared: &BTreeMap<String, DataType>,
+    columns: &[String],
+) -> SchemaRef {
     Arc::new(Schema::new(
         columns
             .iter()
-            .map(|c| Field::new(c, metadata.data_type(c), true))
+            .map(|c| {
+                let data_type = declared
+                    .get(c)
+                    .cloned()
+                    .unwrap_or_else(|| metadata.data_type(c));
+                Field::new(c, data_type, true)
+            })
             .collect::<Vec<_>>(),
     ))
 }

@@ -22,7 +22,7 @@ use dataport_state::StateStore;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-pub use actions::{ProfileCatalogJob, RefreshCatalogJob, SyncSourceJob};
+pub use actions::{ProfileCatalogJob, RefreshCatalogJob};
 pub use dataport_state::JobRun;
 pub use schedule::{Cron, CronError, Schedule};
 

@@ -1,4 +1,4 @@
-//! `dataport login`, `logout`, `pull` and `push`: the analyst's commands, wired to the
+//! `login`, `logout`, `pull` and `push`: the analyst's commands, wired to the
 //! `dataport-client` crate with a progress bar and one-line summaries.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -12,11 +12,33 @@ use dataport_client::{
     ViewsOutcome, credentials_path,
 };
 
-use crate::admin::{out, time};
-use crate::jobs::human_bytes;
+use crate::term::{human_bytes, init_cli_logging, out, time};
+
+/// The analyst's commands, as subcommands of `dataport` and of `dataport-client`.
+#[derive(Debug, clap::Subcommand)]
+pub enum ClientCommand {
+    /// Log in to a Dataport server and store the token for pull and push.
+    Login(LoginArgs),
+    /// Revoke the stored token and forget it.
+    Logout,
+    /// Download the tables you may read (only what changed) and write DuckDB views over them.
+    Pull(PullArgs),
+    /// Upload your notes file and session transcripts.
+    Push(PushArgs),
+}
+
+/// Runs one of the analyst's commands.
+pub fn run(command: ClientCommand) -> anyhow::Result<()> {
+    match command {
+        ClientCommand::Login(args) => login(args),
+        ClientCommand::Logout => logout(),
+        ClientCommand::Pull(args) => pull(args),
+        ClientCommand::Push(args) => push(args),
+    }
+}
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct LoginArgs {
+pub struct LoginArgs {
     /// The server's HTTP address, e.g. https://data.example.com or http://127.0.0.1:8080
     #[arg(long, env = "DATAPORT_SERVER")]
     server: String,
@@ -32,7 +54,7 @@ pub(crate) struct LoginArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct PullArgs {
+pub struct PullArgs {
     /// The folder to pull into [default: ~/dataport]
     #[arg(long, env = "DATAPORT_DIR")]
     dir: Option<PathBuf>,
@@ -64,7 +86,7 @@ pub(crate) struct PullArgs {
 }
 
 #[derive(Debug, clap::Args)]
-pub(crate) struct PushArgs {
+pub struct PushArgs {
     /// The pull folder, where --notes and --transcripts are by default [default: ~/dataport]
     #[arg(long, env = "DATAPORT_DIR")]
     dir: Option<PathBuf>,
@@ -130,8 +152,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub(crate) fn login(args: LoginArgs) -> anyhow::Result<()> {
-    crate::jobs::init_cli_logging(true);
+fn login(args: LoginArgs) -> anyhow::Result<()> {
+    init_cli_logging(true);
     let path = credentials_path()?;
     let api = Api::new(&args.server, None)?;
     let creds = runtime()?.block_on(async {
@@ -202,8 +224,8 @@ fn read_stdin_line() -> anyhow::Result<String> {
     Ok(line)
 }
 
-pub(crate) fn logout() -> anyhow::Result<()> {
-    crate::jobs::init_cli_logging(true);
+fn logout() -> anyhow::Result<()> {
+    init_cli_logging(true);
     let path = credentials_path()?;
     let creds = match Credentials::load(&path) {
         Ok(c) => c,
@@ -219,8 +241,8 @@ pub(crate) fn logout() -> anyhow::Result<()> {
     out(format!("logged out of {} ({})", creds.server, creds.user))
 }
 
-pub(crate) fn pull(args: PullArgs) -> anyhow::Result<()> {
-    crate::jobs::init_cli_logging(true);
+fn pull(args: PullArgs) -> anyhow::Result<()> {
+    init_cli_logging(true);
     let path = credentials_path()?;
     let options = PullOptions {
         dir: pull_dir(args.dir.clone())?,
@@ -294,8 +316,8 @@ fn summary(r: &PullReport) -> String {
     s
 }
 
-pub(crate) fn push(args: PushArgs) -> anyhow::Result<()> {
-    crate::jobs::init_cli_logging(true);
+fn push(args: PushArgs) -> anyhow::Result<()> {
+    init_cli_logging(true);
     let path = credentials_path()?;
     let dir = pull_dir(args.dir)?;
     let options = PushOptions {
