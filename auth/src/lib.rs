@@ -21,6 +21,7 @@ mod credentials;
 mod jwt;
 pub mod password;
 
+use dataport_common::{ErrorKind, HasKind};
 use std::sync::Arc;
 
 pub use accounts::{Accounts, NewApiToken, TargetTable, generate_password};
@@ -100,6 +101,22 @@ pub enum AuthError {
     AlreadyExists { message: String },
     #[error("internal authentication error: {message}")]
     Internal { message: String },
+}
+
+impl HasKind for AuthError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Missing
+            | Self::Malformed { .. }
+            | Self::InvalidCredentials
+            | Self::InvalidToken => ErrorKind::Unauthenticated,
+            Self::TooManyAttempts { .. } => ErrorKind::ResourceExhausted,
+            Self::WeakPassword { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidArgument,
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::Internal { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 impl From<StateError> for AuthError {

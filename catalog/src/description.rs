@@ -24,6 +24,13 @@ pub struct DescriptionError {
     pub message: String,
 }
 
+impl crate::HasKind for DescriptionError {
+    fn kind(&self) -> crate::ErrorKind {
+        // The file is wrong: whoever wrote it can fix it.
+        crate::ErrorKind::InvalidArgument
+    }
+}
+
 impl DescriptionError {
     fn new(file: &Path, message: impl Into<String>) -> Self {
         Self {

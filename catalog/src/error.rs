@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use datafusion::error::DataFusionError;
 
-pub use dataport_common::ErrorKind;
+pub use dataport_common::{ErrorKind, HasKind};
 
 /// Result of catalog operations.
 pub type Result<T, E = CatalogError> = std::result::Result<T, E>;
@@ -58,9 +58,8 @@ pub enum CatalogError {
     Internal(String),
 }
 
-impl CatalogError {
-    /// The transport-independent kind of this error.
-    pub fn kind(&self) -> ErrorKind {
+impl HasKind for CatalogError {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::Io { .. } => ErrorKind::Unavailable,
             Self::DataDir { .. } => ErrorKind::Unavailable,

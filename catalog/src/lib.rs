@@ -27,7 +27,7 @@ mod watch;
 pub mod write;
 
 pub use catalog::{Catalog, CatalogOptions, RefreshReport, RefreshStatus};
-pub use error::{CatalogError, ErrorKind, Result};
+pub use error::{CatalogError, ErrorKind, HasKind, Result};
 pub use memory::{MemoryOptions, ResidentReport};
 pub use provider::{
     CATALOG_NAME, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider, TableAccess, TableFilter,

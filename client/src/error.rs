@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use dataport_common::FsError;
+use dataport_common::{ErrorKind, HasKind};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -79,6 +80,37 @@ pub enum ClientError {
 
     #[error("{message}")]
     Input { message: String },
+}
+
+impl HasKind for ClientError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotLoggedIn { .. } | Self::Credentials { .. } | Self::Unauthorized { .. } => {
+                ErrorKind::Unauthenticated
+            }
+            Self::NoConfigDir | Self::BadServerUrl { .. } | Self::Input { .. } => {
+                ErrorKind::InvalidArgument
+            }
+            // The server's answer, by its status.
+            Self::Server { status, .. } => match status {
+                400 | 406 | 413 => ErrorKind::InvalidArgument,
+                403 => ErrorKind::PermissionDenied,
+                404 => ErrorKind::NotFound,
+                409 => ErrorKind::AlreadyExists,
+                429 => ErrorKind::ResourceExhausted,
+                504 => ErrorKind::DeadlineExceeded,
+                s if *s >= 500 => ErrorKind::Unavailable,
+                _ => ErrorKind::InvalidArgument,
+            },
+            // The network, or a server that changed under the pull: run it again.
+            Self::Http { .. }
+            | Self::Checksum { .. }
+            | Self::Changed { .. }
+            | Self::Downloads { .. } => ErrorKind::Unavailable,
+            Self::BadManifest { .. } | Self::Io { .. } => ErrorKind::Internal,
+            Self::Write(e) => e.kind(),
+        }
+    }
 }
 
 impl ClientError {

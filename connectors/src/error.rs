@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use dataport_catalog::write::WriteError;
+use dataport_common::{ErrorKind, HasKind};
 
 pub type Result<T, E = ConnectorError> = std::result::Result<T, E>;
 
@@ -91,6 +92,27 @@ pub enum ConnectorError {
     /// The sync was cancelled (server shutdown).
     #[error("cancelled")]
     Cancelled,
+}
+
+impl HasKind for ConnectorError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The configuration or the description asks for something impossible.
+            Self::Config { .. } | Self::Table { .. } => ErrorKind::InvalidArgument,
+            // The source failed or sent what cannot be used: retry, or fix the source.
+            Self::Http { .. } | Self::Unreachable { .. } => ErrorKind::Unavailable,
+            Self::Protocol { .. }
+            | Self::Job { .. }
+            | Self::BadValue { .. }
+            | Self::Decode { .. }
+            | Self::SchemaDrift { .. } => ErrorKind::InvalidArgument,
+            Self::Busy { .. } => ErrorKind::AlreadyExists,
+            Self::Cancelled => ErrorKind::Cancelled,
+            Self::Write(e) => e.kind(),
+            Self::State(e) => e.kind(),
+            Self::Merge { .. } | Self::Io { .. } => ErrorKind::Internal,
+        }
+    }
 }
 
 impl ConnectorError {

@@ -16,6 +16,7 @@ use arrow::datatypes::{DataType, Field, FieldRef, Fields, Schema, SchemaRef};
 use arrow::error::ArrowError;
 use dataport_catalog::write::{ParquetFileWriter, WriteError};
 use dataport_common::fs::write_bytes_atomic;
+use dataport_common::{ErrorKind, HasKind};
 use tpchgen::generators::{
     CustomerGenerator, LineItemGenerator, NationGenerator, OrderGenerator, PartGenerator,
     PartSuppGenerator, RegionGenerator, SupplierGenerator,
@@ -71,6 +72,18 @@ pub enum DemoError {
     /// A stale completion marker could not be removed before regenerating.
     #[error("failed to remove stale demo marker {path}: {source}")]
     RemoveMarker { path: PathBuf, source: io::Error },
+}
+
+impl HasKind for DemoError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::InvalidScale { .. } => ErrorKind::InvalidArgument,
+            Self::Generate { .. } | Self::Convert { .. } | Self::RemoveMarker { .. } => {
+                ErrorKind::Internal
+            }
+            Self::Write { source } => source.kind(),
+        }
+    }
 }
 
 /// One table written by [`generate_tpch`].

@@ -1,5 +1,6 @@
 //! [`Engine`]: plans and runs SQL for every surface, on one catalog snapshot per query.
 
+use dataport_common::HasKind as _;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::pin::Pin;

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use datafusion::error::DataFusionError;
-use dataport_catalog::{CatalogError, ErrorKind};
+use dataport_catalog::{CatalogError, ErrorKind, HasKind};
 
 /// Result of engine operations.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -40,9 +40,8 @@ pub enum EngineError {
     Internal { message: String },
 }
 
-impl EngineError {
-    /// The transport-independent kind of this error.
-    pub fn kind(&self) -> ErrorKind {
+impl HasKind for EngineError {
+    fn kind(&self) -> ErrorKind {
         match self {
             Self::InvalidQuery { .. } => ErrorKind::InvalidArgument,
             Self::Refused { .. } => ErrorKind::PermissionDenied,
@@ -55,7 +54,9 @@ impl EngineError {
             Self::Internal { .. } => ErrorKind::Internal,
         }
     }
+}
 
+impl EngineError {
     pub(crate) fn refused(message: impl Into<String>) -> Self {
         Self::Refused {
             message: message.into(),

@@ -27,7 +27,7 @@ pub mod sync;
 pub mod wire;
 
 pub use dataport_auth::Principal;
-pub use dataport_catalog::ErrorKind;
+pub use dataport_catalog::{ErrorKind, HasKind};
 pub use engine::{
     Described, Engine, EngineOptions, QueryRequest, QueryStream, RequestContext, SqlFunctions,
     check_row_filter, session_config,

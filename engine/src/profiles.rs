@@ -14,6 +14,7 @@ use dataport_catalog::profile::{
 use dataport_catalog::{
     CatalogSnapshot, CatalogTable, ResolvedForeignKey, SnapshotCatalogProvider, TableAccess,
 };
+use dataport_common::{ErrorKind, HasKind};
 use dataport_state::{StateStore, StoredProfile};
 use serde::Serialize;
 
@@ -30,6 +31,15 @@ pub enum ProfileError {
     Failed { table: String, message: String },
     #[error(transparent)]
     State(#[from] dataport_state::StateError),
+}
+
+impl HasKind for ProfileError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Failed { .. } => ErrorKind::Internal,
+            Self::State(e) => e.kind(),
+        }
+    }
 }
 
 /// A profile as served: the profile and how current it is.

@@ -21,6 +21,7 @@ use datafusion::prelude::SessionContext;
 use dataport_catalog::write::ParquetFileWriter;
 use dataport_catalog::{CatalogTable, SnapshotCatalogProvider, TableAccess};
 pub use dataport_common::sync::{Manifest, ManifestColumn, ManifestFile, ManifestTable};
+use dataport_common::{ErrorKind, HasKind};
 use dataport_state::{FileDigest, StateStore, mtime_ns, relative_path};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
@@ -44,6 +45,17 @@ pub enum SyncError {
     Materialize { table: String, message: String },
     #[error(transparent)]
     State(#[from] dataport_state::StateError),
+}
+
+impl HasKind for SyncError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound { .. } => ErrorKind::NotFound,
+            Self::InvalidSettings { .. } => ErrorKind::InvalidArgument,
+            Self::Io { .. } | Self::Materialize { .. } => ErrorKind::Internal,
+            Self::State(e) => e.kind(),
+        }
+    }
 }
 
 /// What a user wants on their laptop; by default every table they may read.

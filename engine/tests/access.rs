@@ -1,6 +1,7 @@
 //! Table access: group rules, grants with row filters and hidden columns, and that a table a
 //! principal may not read is indistinguishable from one that does not exist.
 
+use dataport_common::HasKind as _;
 use std::sync::{Arc, Mutex};
 
 use arrow::array::{Array, Int64Array};

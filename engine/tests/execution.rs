@@ -1,3 +1,4 @@
+use dataport_common::HasKind as _;
 use std::time::Duration;
 
 use arrow::array::AsArray;

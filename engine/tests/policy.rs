@@ -1,3 +1,4 @@
+use dataport_common::HasKind as _;
 use dataport_engine::{EngineError, ErrorKind, Outcome, Surface};
 
 use crate::common::*;

@@ -6,6 +6,7 @@
 //! request's extensions for the service to read.
 
 use dataport_auth::{AuthError, Authenticator, Credentials, Principal, parse_authorization};
+use dataport_common::ErrorKind;
 use tonic::service::Interceptor;
 use tonic::{Request, Status};
 
@@ -39,7 +40,10 @@ impl Interceptor for AuthInterceptor {
         let header = match request.metadata().get("authorization") {
             None => None,
             Some(v) => Some(v.to_str().map_err(|_| {
-                Status::unauthenticated("the authorization header is not valid ASCII")
+                crate::error::status(
+                    ErrorKind::Unauthenticated,
+                    "the authorization header is not valid ASCII",
+                )
             })?),
         };
         let address = request

@@ -16,6 +16,7 @@
 //!   encoded last). [`crate::http2`] serves these bodies, so one message is one chunk that h2
 //!   cuts into frames of the size the client accepts.
 
+use dataport_common::ErrorKind;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -109,9 +110,12 @@ impl FlightRoutes {
         if let Some(encoding) = parts.headers.get("grpc-encoding")
             && encoding != "identity"
         {
-            return Err(Status::unimplemented(format!(
-                "request compression {encoding:?} is not supported: send the ticket uncompressed"
-            )));
+            return Err(crate::error::status(
+                ErrorKind::Unimplemented,
+                format!(
+                    "request compression {encoding:?} is not supported: send the ticket uncompressed"
+                ),
+            ));
         }
         let call = self
             .interceptor
@@ -170,30 +174,42 @@ async fn read_ticket(body: Body, limit: usize) -> Result<Ticket, Status> {
         .collect()
         .await
         .map_err(|e| {
-            Status::resource_exhausted(format!(
-                "reading the DoGet request failed (tickets are limited to {limit} bytes): {e}"
-            ))
+            crate::error::status(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "reading the DoGet request failed (tickets are limited to {limit} bytes): {e}"
+                ),
+            )
         })?
         .to_bytes();
     if bytes.len() < GRPC_PREFIX {
-        return Err(Status::invalid_argument(
+        return Err(crate::error::status(
+            ErrorKind::InvalidArgument,
             "the DoGet request holds no ticket message",
         ));
     }
     if bytes.get_u8() != 0 {
-        return Err(Status::unimplemented(
+        return Err(crate::error::status(
+            ErrorKind::Unimplemented,
             "compressed requests are not supported: send the ticket uncompressed",
         ));
     }
     let declared = bytes.get_u32() as usize;
     if declared != bytes.len() {
-        return Err(Status::invalid_argument(format!(
-            "the DoGet request must hold exactly one ticket message: {declared} bytes were declared, {} sent",
-            bytes.len()
-        )));
+        return Err(crate::error::status(
+            ErrorKind::InvalidArgument,
+            format!(
+                "the DoGet request must hold exactly one ticket message: {declared} bytes were declared, {} sent",
+                bytes.len()
+            ),
+        ));
     }
-    Ticket::decode(bytes)
-        .map_err(|e| Status::invalid_argument(format!("the DoGet ticket is not a Ticket: {e}")))
+    Ticket::decode(bytes).map_err(|e| {
+        crate::error::status(
+            ErrorKind::InvalidArgument,
+            format!("the DoGet ticket is not a Ticket: {e}"),
+        )
+    })
 }
 
 /// One `FlightData` as it goes out: its fields but the body, and the body in pieces that
@@ -268,7 +284,7 @@ fn encode_batch(
     // A result that cannot be encoded is the server's fault; the client learns only that.
     let encoding_error = |e: ArrowError| {
         tracing::error!(error = %e, "cannot encode a result batch for Flight");
-        Status::internal("internal error encoding the result; the server log has the details")
+        crate::error::internal("internal error encoding the result; the server log has the details")
     };
     let rows = batch.num_rows();
     let size = ipc::body_size(batch).map_err(encoding_error)?;
@@ -305,15 +321,18 @@ fn frame(outgoing: Outgoing, max_message: usize) -> Result<Rope, Status> {
         .ok()
         .filter(|_| length <= max_message)
         .ok_or_else(|| {
-            Status::resource_exhausted(format!(
-                "a result message of {length} bytes exceeds the limit of {max_message} bytes"
-            ))
+            crate::error::status(
+                ErrorKind::ResourceExhausted,
+                format!(
+                    "a result message of {length} bytes exceeds the limit of {max_message} bytes"
+                ),
+            )
         })?;
     let mut prefix = BytesMut::with_capacity(GRPC_PREFIX + head + body_key.len());
     prefix.put_u8(0);
     prefix.put_u32(declared);
     data.encode(&mut prefix)
-        .map_err(|e| Status::internal(format!("encoding a result message: {e}")))?;
+        .map_err(|e| crate::error::internal(format!("encoding a result message: {e}")))?;
     prefix.put_slice(&body_key);
     let mut rope = Rope::with_capacity(1 + body.len());
     rope.push(prefix.freeze());
@@ -410,7 +429,7 @@ where
                 Err(status) => this.trailers(&status),
             },
             Some(Err(status)) => this.trailers(&status),
-            None => this.trailers(&Status::ok("")),
+            None => this.trailers(&crate::error::ok()),
         };
         Poll::Ready(Some(Ok(frame)))
     }

@@ -1,9 +1,13 @@
-//! gRPC status codes: the one place they are derived from error kinds.
+//! gRPC statuses: the one place they are made, from error kinds. No other module of this crate
+//! builds a `Status` (a test checks it), so every answer follows the same rules: the kind
+//! chooses the code, and an internal error shows the client only a request id.
 
 use std::path::PathBuf;
 
+use std::fmt::Display;
+
 use dataport_auth::AuthError;
-use dataport_engine::{EngineError, ErrorKind};
+use dataport_engine::{ErrorKind, HasKind};
 use tonic::{Code, Status};
 
 /// gRPC code for an error kind. The only place codes are chosen.
@@ -23,34 +27,51 @@ pub fn code_for(kind: ErrorKind) -> Code {
     }
 }
 
-/// A status for an engine error, carrying its message and the request id. An internal error
-/// (a bug, an unreadable file) shows the client only that it happened: its text is logged
-/// under the same request id.
-pub(crate) fn engine_status(e: &EngineError, request_id: &str) -> Status {
-    let kind = e.kind();
+/// A status of `kind` with `message`, for errors the client can act on. An
+/// [`ErrorKind::Internal`] status is made by [`internal`] instead, whatever `message` says.
+pub(crate) fn status(kind: ErrorKind, message: impl Into<String>) -> Status {
     if kind == ErrorKind::Internal {
-        tracing::error!(request_id, error = %e, "internal error");
-        return Status::new(
-            code_for(kind),
-            format!("internal error; the server log has the details (request id {request_id})"),
-        );
+        return internal(message.into());
     }
-    Status::new(code_for(kind), format!("{e} (request id {request_id})"))
+    Status::new(code_for(kind), message.into())
 }
 
-pub(crate) fn auth_status(e: &AuthError) -> Status {
-    match e {
-        AuthError::TooManyAttempts { .. } => Status::resource_exhausted(e.to_string()),
-        AuthError::Internal { .. } => {
-            tracing::error!(error = %e, "authentication failed internally");
-            Status::internal("internal error; the server log has the details")
-        }
-        _ => Status::unauthenticated(e.to_string()),
+/// An internal error (a bug, an unreadable file, an encoding failure): the client learns only
+/// that it happened and the id under which the log holds `detail`.
+pub(crate) fn internal(detail: impl Display) -> Status {
+    internal_with_id(&detail, &uuid::Uuid::new_v4().to_string())
+}
+
+fn internal_with_id(detail: &dyn Display, request_id: &str) -> Status {
+    tracing::error!(request_id, error = %detail, "internal error");
+    Status::new(
+        Code::Internal,
+        format!("internal error; the server log has the details (request id {request_id})"),
+    )
+}
+
+/// The status of any Dataport error in the call `request_id`: its kind gives the code, its
+/// message the text, followed by the request id; an internal error shows no text at all.
+pub(crate) fn status_of<E: HasKind + Display + ?Sized>(e: &E, request_id: &str) -> Status {
+    match e.kind() {
+        ErrorKind::Internal => internal_with_id(&e, request_id),
+        kind => Status::new(code_for(kind), format!("{e} (request id {request_id})")),
     }
+}
+
+/// The status of an authentication failure: its kind's code and message (no request id, so
+/// a rejected caller learns nothing to correlate).
+pub(crate) fn auth_status(e: &AuthError) -> Status {
+    status(e.kind(), e.to_string())
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> Status {
-    Status::invalid_argument(message.into())
+    status(ErrorKind::InvalidArgument, message)
+}
+
+/// The trailing status of a stream that ended well.
+pub(crate) fn ok() -> Status {
+    Status::ok("")
 }
 
 /// Errors that stop the Flight server from starting or serving.
@@ -71,4 +92,63 @@ pub enum FlightServeError {
         "invalid TLS configuration: {0}; check that flight_tls_key is the key of flight_tls_cert"
     )]
     Tls(tokio_rustls::rustls::Error),
+}
+
+impl HasKind for FlightServeError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            // The configuration names unusable files.
+            Self::TlsFile { .. } | Self::TlsPem { .. } | Self::Tls(_) => ErrorKind::InvalidArgument,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every `Status` of the crate is made here: no other source file names one.
+    #[test]
+    fn no_status_is_built_outside_this_module() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut offenders = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.file_name().is_some_and(|n| n == "error.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            for (i, line) in text.lines().enumerate() {
+                // `CancelStatus::…` is a Flight SQL enum, not a gRPC status.
+                if line.replace("CancelStatus::", "").contains("Status::") {
+                    offenders.push(format!("{}:{}: {}", path.display(), i + 1, line.trim()));
+                }
+            }
+        }
+        assert!(
+            offenders.is_empty(),
+            "build statuses in error.rs: {offenders:#?}"
+        );
+    }
+
+    #[test]
+    fn an_internal_error_shows_only_a_request_id() {
+        let s = internal("disk /secret/path failed");
+        assert_eq!(s.code(), Code::Internal);
+        assert!(!s.message().contains("/secret"), "{}", s.message());
+        assert!(s.message().contains("request id"), "{}", s.message());
+        let s = status(
+            ErrorKind::Internal,
+            "table file /secret/x.parquet is damaged",
+        );
+        assert!(!s.message().contains("/secret"), "{}", s.message());
+    }
+
+    #[test]
+    fn every_kind_has_its_code() {
+        for kind in ErrorKind::ALL {
+            let s = status(kind, "m");
+            assert_eq!(s.code(), code_for(kind));
+        }
+    }
 }

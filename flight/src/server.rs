@@ -2,6 +2,7 @@
 //! Flight SQL dispatcher leaves out (`GetSchema`, `PollFlightInfo`), answered from
 //! `GetFlightInfo` so every command supports them.
 
+use dataport_common::ErrorKind;
 use std::future::Future;
 
 use arrow_flight::flight_service_server::FlightService;
@@ -16,7 +17,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::auth::AuthInterceptor;
 use crate::doget::{FlightRoutes, OutgoingStream};
-use crate::error::FlightServeError;
+use crate::error::{FlightServeError, invalid};
 use crate::http2;
 use crate::service::FlightSqlServer;
 
@@ -70,7 +71,8 @@ impl FlightService for Dataport {
         &self,
         _request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        Err(Status::unimplemented(
+        Err(crate::error::status(
+            ErrorKind::Unimplemented,
             "ListFlights is not supported: list tables with the Flight SQL GetTables command",
         ))
     }
@@ -126,7 +128,10 @@ impl FlightService for Dataport {
         &self,
         _request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        Err(Status::unimplemented("DoExchange is not supported"))
+        Err(crate::error::status(
+            ErrorKind::Unimplemented,
+            "DoExchange is not supported",
+        ))
     }
 
     async fn do_action(
@@ -150,7 +155,7 @@ impl Dataport {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<OutgoingStream>, Status> {
-        check_command(&request.get_ref().ticket, "the ticket")?;
+        // The service decodes the ticket once, with `parse_command`'s answers.
         self.0.do_get_outgoing(request).await
     }
 }
@@ -158,13 +163,16 @@ impl Dataport {
 /// Malformed commands are the client's error: refuse them with `INVALID_ARGUMENT` before the
 /// Flight SQL dispatcher (which would answer `INTERNAL`) sees them.
 fn check_command(bytes: &[u8], what: &str) -> Result<(), Status> {
+    parse_command(bytes, what).map(|_| ())
+}
+
+/// The Flight SQL command in `bytes`; a malformed one is `INVALID_ARGUMENT` naming `what`.
+pub(crate) fn parse_command(bytes: &[u8], what: &str) -> Result<Command, Status> {
     let any = Any::decode(bytes).map_err(|e| {
-        Status::invalid_argument(format!(
+        invalid(format!(
             "{what} is not a Flight SQL message (protobuf Any): {e}"
         ))
     })?;
-    Command::try_from(any).map_err(|e| {
-        Status::invalid_argument(format!("{what} is not a valid Flight SQL message: {e}"))
-    })?;
-    Ok(())
+    Command::try_from(any)
+        .map_err(|e| invalid(format!("{what} is not a valid Flight SQL message: {e}")))
 }

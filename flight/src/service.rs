@@ -1,6 +1,7 @@
 //! [`FlightSqlServer`]: the Flight SQL commands, each answered through the engine or the
 //! caller's view of the catalog.
 
+use dataport_common::ErrorKind;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -43,7 +44,7 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::FlightOptions;
 use crate::auth::Caller;
 use crate::doget::{Outgoing, OutgoingStream, encode_results};
-use crate::error::{engine_status, invalid};
+use crate::error::{invalid, status_of};
 use crate::metadata;
 use crate::state::{Executions, PreparedStatements, RunGuard};
 use crate::ticket::{QueryTicket, row_values};
@@ -135,7 +136,7 @@ impl FlightSqlServer {
         };
         let info = FlightInfo::new()
             .try_with_schema(schema)
-            .map_err(|e| Status::internal(format!("encoding the result schema: {e}")))?
+            .map_err(|e| crate::error::internal(format!("encoding the result schema: {e}")))?
             .with_endpoint(
                 FlightEndpoint::new().with_ticket(Ticket::new(handle.as_any().encode_to_vec())),
             )
@@ -161,10 +162,10 @@ impl FlightSqlServer {
             .engine()
             .execute(request, &ctx)
             .await
-            .map_err(|e| engine_status(&e, &ctx.request_id))?;
+            .map_err(|e| status_of(&e, &ctx.request_id))?;
         let schema = stream.schema();
         let request_id = ctx.request_id;
-        let batches = stream.map_err(move |e| engine_status(&e, &request_id));
+        let batches = stream.map_err(move |e| status_of(&e, &request_id));
         let encoded = encode_results(schema, batches, self.target_message_bytes());
         Ok(Response::new(Box::pin(Cancellable::new(encoded, guard))))
     }
@@ -175,9 +176,7 @@ impl FlightSqlServer {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<OutgoingStream>, Status> {
-        let any = Any::decode(request.get_ref().ticket.as_ref())
-            .map_err(|e| invalid(format!("the ticket is not a Flight SQL message: {e}")))?;
-        match Command::try_from(any).map_err(|e| invalid(format!("unreadable ticket: {e}")))? {
+        match crate::server::parse_command(request.get_ref().ticket.as_ref(), "the ticket")? {
             Command::TicketStatementQuery(ticket) => {
                 let ctx = context(&request)?;
                 self.run(QueryTicket::decode(&ticket.statement_handle)?, ctx)
@@ -236,7 +235,7 @@ impl FlightSqlServer {
             .with_schema(batch.schema())
             .with_max_flight_data_size(self.target_message_bytes())
             .build(futures::stream::iter([Ok(batch)]))
-            .map_err(Status::from);
+            .map_err(crate::error::internal);
         Ok(Response::new(Box::pin(stream)))
     }
 
@@ -248,8 +247,9 @@ impl FlightSqlServer {
     /// or a pointer to the query path for one that does not.
     async fn refuse_update(&self, sql: &str, ctx: &RequestContext) -> Status {
         match self.engine().describe(sql, &[], ctx).await {
-            Err(e) => engine_status(&e, &ctx.request_id),
-            Ok(_) => Status::permission_denied(
+            Err(e) => status_of(&e, &ctx.request_id),
+            Ok(_) => crate::error::status(
+                ErrorKind::PermissionDenied,
                 "Dataport is read-only and runs no updates; this statement is a query: execute it as a query (CommandStatementQuery / cursor.execute)",
             ),
         }
@@ -282,15 +282,14 @@ impl FlightSqlServer {
 }
 
 fn metadata_error(e: impl std::fmt::Display) -> Status {
-    Status::internal(format!("building a metadata result: {e}"))
+    crate::error::internal(format!("building a metadata result: {e}"))
 }
 
 /// The caller the interceptor authenticated, as an engine request context.
 fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
-    let caller = request
-        .extensions()
-        .get::<Caller>()
-        .ok_or_else(|| Status::unauthenticated("the call was not authenticated"))?;
+    let caller = request.extensions().get::<Caller>().ok_or_else(|| {
+        crate::error::status(ErrorKind::Unauthenticated, "the call was not authenticated")
+    })?;
     Ok(RequestContext::new(
         caller.principal.clone(),
         Surface::Flight,
@@ -301,7 +300,7 @@ fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
 fn ipc_schema(schema: &Schema) -> Result<Bytes, Status> {
     let IpcMessage(bytes) = SchemaAsIpc::new(schema, &IpcWriteOptions::default())
         .try_into()
-        .map_err(|e: ArrowError| Status::internal(format!("encoding a schema: {e}")))?;
+        .map_err(|e: ArrowError| crate::error::internal(format!("encoding a schema: {e}")))?;
     Ok(bytes)
 }
 
@@ -311,7 +310,8 @@ fn one_flight_data_each(response: Response<OutgoingStream>) -> Response<DoGetStr
 }
 
 fn unsupported_transactions() -> Status {
-    Status::unimplemented(
+    crate::error::status(
+        ErrorKind::Unimplemented,
         "transactions are not supported: Dataport is read-only, and every query reads one consistent catalog snapshot",
     )
 }
@@ -342,7 +342,7 @@ impl FlightSqlService for FlightSqlServer {
         tracing::info!(request_id = %ctx.request_id, principal = %ctx.principal.name, "flight login");
         let header = format!("Bearer {token}")
             .parse()
-            .map_err(|_| Status::internal("token is not a valid header value"))?;
+            .map_err(|_| crate::error::internal("token is not a valid header value"))?;
         let reply = HandshakeResponse {
             protocol_version: 0,
             payload: token.into(),
@@ -369,7 +369,7 @@ impl FlightSqlService for FlightSqlServer {
             .engine()
             .describe(&query.query, &[], &ctx)
             .await
-            .map_err(|e| engine_status(&e, &ctx.request_id))?;
+            .map_err(|e| status_of(&e, &ctx.request_id))?;
         let n = described.parameters.fields().len();
         if n > 0 {
             return Err(invalid(format!(
@@ -404,7 +404,7 @@ impl FlightSqlService for FlightSqlServer {
             .engine()
             .describe(&prepared.sql, &prepared.params, &ctx)
             .await
-            .map_err(|e| engine_status(&e, &ctx.request_id))?;
+            .map_err(|e| status_of(&e, &ctx.request_id))?;
         let expected = described.parameters.fields().len();
         if expected != prepared.params.len() {
             return Err(invalid(format!(
@@ -439,7 +439,7 @@ impl FlightSqlService for FlightSqlServer {
             .engine()
             .describe(&query.query, &[], &ctx)
             .await
-            .map_err(|e| engine_status(&e, &ctx.request_id))?;
+            .map_err(|e| status_of(&e, &ctx.request_id))?;
         let parameter_schema = if described.parameters.fields().is_empty() {
             Bytes::new()
         } else {
@@ -539,7 +539,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         context(&request)?;
-        Err(Status::permission_denied(
+        Err(crate::error::status(
+            ErrorKind::PermissionDenied,
             "bulk ingestion is not allowed: Dataport is read-only; data arrives through its connectors",
         ))
     }
@@ -550,7 +551,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
         context(&request)?;
-        Err(Status::unimplemented(
+        Err(crate::error::status(
+            ErrorKind::Unimplemented,
             "Substrait plans are not supported; send SQL",
         ))
     }
@@ -561,7 +563,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         context(&request)?;
-        Err(Status::unimplemented(
+        Err(crate::error::status(
+            ErrorKind::Unimplemented,
             "Substrait plans are not supported; send SQL",
         ))
     }
@@ -572,7 +575,8 @@ impl FlightSqlService for FlightSqlServer {
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         context(&request)?;
-        Err(Status::unimplemented(
+        Err(crate::error::status(
+            ErrorKind::Unimplemented,
             "Substrait plans are not supported; send SQL",
         ))
     }
@@ -911,7 +915,10 @@ where
         if self.cancelled.as_mut().poll(cx).is_ready() {
             // Drop the query now rather than when the client goes away.
             self.inner = None;
-            return Poll::Ready(Some(Err(Status::cancelled("the query was cancelled"))));
+            return Poll::Ready(Some(Err(crate::error::status(
+                ErrorKind::Cancelled,
+                "the query was cancelled",
+            ))));
         }
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);

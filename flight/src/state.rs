@@ -1,5 +1,6 @@
 //! The little state a Flight SQL server keeps: prepared statements and running queries.
 
+use dataport_common::ErrorKind;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -110,7 +111,8 @@ impl PreparedStatements {
         match map.get_mut(key) {
             // Another user's handle is reported exactly like an unknown one.
             Some(p) if p.owner == caller.name => Ok(p),
-            _ => Err(Status::not_found(
+            _ => Err(crate::error::status(
+                ErrorKind::NotFound,
                 "prepared statement not found: it was closed, expired after being idle, or the server restarted; prepare it again",
             )),
         }
@@ -174,7 +176,8 @@ impl Executions {
         });
         if e.token.is_cancelled() {
             map.remove(id);
-            return Err(Status::cancelled(
+            return Err(crate::error::status(
+                ErrorKind::Cancelled,
                 "the query was cancelled before it started",
             ));
         }

@@ -47,7 +47,8 @@ impl QueryTicket {
     }
 
     pub(crate) fn encode(&self) -> Result<Vec<u8>, Status> {
-        serde_json::to_vec(self).map_err(|e| Status::internal(format!("encoding a ticket: {e}")))
+        serde_json::to_vec(self)
+            .map_err(|e| crate::error::internal(format!("encoding a ticket: {e}")))
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, Status> {
@@ -106,7 +107,7 @@ pub(crate) fn row_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, Status
 
 fn encode_params(params: &[ScalarValue]) -> Result<Vec<u8>, Status> {
     let internal =
-        |e: &dyn std::fmt::Display| Status::internal(format!("encoding parameters: {e}"));
+        |e: &dyn std::fmt::Display| crate::error::internal(format!("encoding parameters: {e}"));
     let mut fields = Vec::with_capacity(params.len());
     let mut columns: Vec<ArrayRef> = Vec::with_capacity(params.len());
     for (i, value) in params.iter().enumerate() {

@@ -1,5 +1,6 @@
 //! Errors of the state store.
 
+use dataport_common::{ErrorKind, HasKind};
 use std::path::PathBuf;
 
 pub type Result<T, E = StateError> = std::result::Result<T, E>;
@@ -32,4 +33,17 @@ pub enum StateError {
     UserExists(String),
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+}
+
+impl HasKind for StateError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NoSuchUser(_) => ErrorKind::NotFound,
+            Self::UserExists(_) => ErrorKind::AlreadyExists,
+            // The server's own database failing under it: nothing a client can change.
+            Self::Open { .. } | Self::TooNew { .. } | Self::Io { .. } | Self::Sqlite(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
 }

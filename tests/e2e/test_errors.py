@@ -168,3 +168,59 @@ def test_request_ids_are_unique(srv):
     ids = {assert_error(srv.query("selec 1"), 400, "invalid_argument")["request_id"]
            for _ in range(3)}
     assert len(ids) == 3
+
+
+def _damage_first_column_chunk(path) -> None:
+    """Overwrite the first column chunk's bytes in place (same inode, footer intact): the table
+    still loads, and reading it fails inside the Parquet decoder."""
+    meta = pq.ParquetFile(path).metadata
+    column = meta.row_group(0).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    with open(path, "r+b") as f:
+        f.seek(start)
+        f.write(b"\xab" * column.total_compressed_size)
+
+
+def test_an_internal_error_shows_the_client_only_a_request_id(start_server, data_copy):
+    """A failure that is the server's (a data file damaged under it) answers `internal` with a
+    generic message and the request id on HTTP and Flight SQL; the log has the detail under
+    that id; nothing of the file, its path or the decoder reaches the client."""
+    import re
+    import time
+
+    import pyarrow.flight as flight
+
+    from e2e_util import FlightSession
+
+    srv = start_server(data_dir=data_copy)
+    table = data_copy / "parquet" / "tpch" / "supplier.parquet"
+    _damage_first_column_chunk(table)
+    # The refresh notices the change; the footer is intact, so the table stays listed.
+    deadline = time.time() + 30
+    while True:
+        r = srv.query("select count(*) as n from tpch.supplier where s_suppkey > 0")
+        if r.status_code != 200 or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert r.status_code == 500, r.text[:500]
+    error = r.json()["error"]
+    assert error["code"] == "internal", error
+    assert error["message"] == "internal error; the server log has the details", error
+    request_id = error["request_id"]
+    assert r.headers["x-request-id"] == request_id
+    leaked = re.compile(r"parquet|supplier|/tmp|panicked|decod|thrift|snappy|zstd", re.I)
+    assert not leaked.search(r.text), r.text
+
+    with FlightSession(srv.flight) as session:
+        with pytest.raises(flight.FlightInternalError) as raised:
+            session.sql("select s_suppkey from tpch.supplier where s_suppkey > 0")
+    message = str(raised.value)
+    flight_id = re.search(r"request id ([0-9a-f-]{36})", message)
+    assert flight_id, message
+    assert not leaked.search(message.split("gRPC client debug context")[0]), message
+
+    srv.assert_alive()
+    log = srv.stderr_path.read_text()
+    for rid in (request_id, flight_id.group(1)):
+        lines = [l for l in log.splitlines() if rid in l and "internal error" in l]
+        assert lines, f"no log line with the detail under {rid}:\n{log[-3000:]}"

@@ -5,7 +5,6 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use dataport_catalog::{CatalogTable, ResolvedForeignKey, SnapshotCatalogProvider};
-use dataport_engine::ErrorKind;
 use dataport_engine::profiles::{ProfileSummary, ProfilesExport, ServedProfile};
 use serde::Serialize;
 
@@ -130,7 +129,7 @@ pub(crate) async fn get_table(
         .catalog_view(&request_context(&principal, &request_id));
     view.resolve(Some(&schema), &table)
         .map(|t| Json(table_body(&state, &view, &t)))
-        .map_err(|e| ApiError::of_kind(e.kind(), e.to_string()).with_request_id(&request_id))
+        .map_err(|e| ApiError::of(&e, &request_id))
 }
 
 /// `GET /api/v1/catalog/{schema}/{table}/profile`: the table's profile as the caller may see
@@ -146,16 +145,13 @@ pub(crate) async fn get_profile(
         .catalog_view(&request_context(&principal, &request_id));
     let t = view
         .resolve(Some(&schema), &table)
-        .map_err(|e| ApiError::of_kind(e.kind(), e.to_string()).with_request_id(&request_id))?;
+        .map_err(|e| ApiError::of(&e, &request_id))?;
     state
         .profiler
         .for_caller(&view, &t)
         .await
         .map(Json)
-        .map_err(|e| {
-            tracing::warn!(error = %e, "profile failed");
-            ApiError::of_kind(ErrorKind::Internal, e.to_string()).with_request_id(&request_id)
-        })
+        .map_err(|e| ApiError::of(&e, &request_id))
 }
 
 /// `GET /api/v1/catalog/profiles.json`: every profile the caller may see, in the seed's
@@ -182,11 +178,5 @@ pub(crate) async fn post_refresh(
         .refresh()
         .await
         .map(Json)
-        .map_err(|e| {
-            let kind = e.kind();
-            if kind == ErrorKind::Internal {
-                tracing::error!(error = %e, "catalog refresh failed");
-            }
-            ApiError::of_kind(kind, e.to_string()).with_request_id(&request_id)
-        })
+        .map_err(|e| ApiError::of(&e, &request_id))
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dataport_auth::AuthError;
+use dataport_common::HasKind;
 use dataport_engine::{EngineError, ErrorKind};
 use serde::Serialize;
 
@@ -50,9 +51,27 @@ impl ApiError {
         }
     }
 
-    /// An error of a given kind.
+    /// An error of a given kind. An internal one shows the client no text: `message` goes
+    /// to the log.
     pub fn of_kind(kind: ErrorKind, message: impl Into<String>) -> Self {
+        if kind == ErrorKind::Internal {
+            return Self::internal(message.into());
+        }
         Self::new(status_for(kind), kind.code(), message)
+    }
+
+    /// The one way a Dataport error becomes an HTTP answer: its kind chooses the status and
+    /// code, its message is the text, except that an internal error's text goes to the log
+    /// (in the request's span, under its request id) and the client gets a generic message.
+    pub fn of<E: HasKind + std::fmt::Display + ?Sized>(e: &E, request_id: &str) -> Self {
+        Self::of_error(e).with_request_id(request_id)
+    }
+
+    fn of_error<E: HasKind + std::fmt::Display + ?Sized>(e: &E) -> Self {
+        match e.kind() {
+            ErrorKind::Internal => Self::internal(e),
+            kind => Self::of_kind(kind, e.to_string()),
+        }
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -66,8 +85,10 @@ impl ApiError {
     /// A bug or an unavailable dependency; the details go to the log only.
     pub fn internal(detail: impl std::fmt::Display) -> Self {
         tracing::error!(error = %detail, "internal error");
-        Self::of_kind(
-            ErrorKind::Internal,
+        let kind = ErrorKind::Internal;
+        Self::new(
+            status_for(kind),
+            kind.code(),
             "internal error; the server log has the details",
         )
     }
@@ -110,26 +131,14 @@ impl ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let kind = e.kind();
-        let message = match kind {
-            // Details of bugs stay in the logs.
-            ErrorKind::Internal => {
-                tracing::error!(error = %e, "internal error");
-                "internal error; the server log has the details".to_string()
-            }
-            _ => e.to_string(),
-        };
-        Self::of_kind(kind, message)
+        Self::of_error(&e)
     }
 }
 
 impl From<AuthError> for ApiError {
     fn from(e: AuthError) -> Self {
         match e {
-            AuthError::Missing
-            | AuthError::Malformed { .. }
-            | AuthError::InvalidCredentials
-            | AuthError::InvalidToken => Self::of_kind(ErrorKind::Unauthenticated, e.to_string()),
+            // The one answer with more than its kind: when to try again.
             AuthError::TooManyAttempts { retry_after_secs } => {
                 let mut err = Self::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -139,14 +148,7 @@ impl From<AuthError> for ApiError {
                 err.retry_after = Some(retry_after_secs);
                 err
             }
-            AuthError::WeakPassword { .. } | AuthError::InvalidInput { .. } => {
-                Self::of_kind(ErrorKind::InvalidArgument, e.to_string())
-            }
-            AuthError::NotFound { .. } => Self::of_kind(ErrorKind::NotFound, e.to_string()),
-            AuthError::AlreadyExists { .. } => {
-                Self::of_kind(ErrorKind::AlreadyExists, e.to_string())
-            }
-            AuthError::Internal { .. } => Self::internal(e),
+            e => Self::of_error(&e),
         }
     }
 }

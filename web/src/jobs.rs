@@ -4,7 +4,6 @@
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use dataport_engine::ErrorKind;
 use dataport_engine::jobs::{JobError, JobRun, JobStatus};
 use serde::{Deserialize, Serialize};
 
@@ -35,15 +34,6 @@ pub(crate) struct HistoryParams {
     limit: Option<usize>,
 }
 
-fn api_error(e: JobError, id: &str) -> ApiError {
-    let kind = match &e {
-        JobError::NotFound(_) => ErrorKind::NotFound,
-        JobError::AlreadyRunning(_) => ErrorKind::AlreadyExists,
-        JobError::Duplicate(_) | JobError::State(_) => ErrorKind::Internal,
-    };
-    ApiError::of_kind(kind, e.to_string()).with_request_id(id)
-}
-
 /// Runs a blocking scheduler call (it reads the state store) off the async threads.
 async fn blocking<T: Send + 'static>(
     id: &str,
@@ -52,7 +42,7 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f)
         .await
         .map_err(|e| ApiError::internal(format!("jobs task failed: {e}")).with_request_id(id))?
-        .map_err(|e| api_error(e, id))
+        .map_err(|e| ApiError::of(&e, id))
 }
 
 pub(crate) async fn get_jobs(
@@ -90,7 +80,7 @@ pub(crate) async fn post_run(
     let run_id = state
         .jobs
         .trigger(&job, "manual")
-        .map_err(|e| api_error(e, &id))?;
+        .map_err(|e| ApiError::of(&e, &id))?;
     tracing::info!(job, run_id, user = %admin.name, "job started by hand");
     Ok((
         StatusCode::ACCEPTED,

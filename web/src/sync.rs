@@ -9,7 +9,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dataport_common::sync::Uploaded;
-use dataport_engine::ErrorKind;
 use dataport_engine::sync::{Manifest, SyncError, SyncSettings, is_plain_relative};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
@@ -19,18 +18,6 @@ use crate::{ApiError, AppState, RequestId, request_context};
 
 /// Bytes read from a file per chunk of a download.
 const CHUNK: usize = 256 * 1024;
-
-fn sync_error(e: SyncError, request_id: &str) -> ApiError {
-    let kind = match &e {
-        SyncError::NotFound { .. } => ErrorKind::NotFound,
-        SyncError::InvalidSettings { .. } => ErrorKind::InvalidArgument,
-        _ => ErrorKind::Internal,
-    };
-    if kind == ErrorKind::Internal {
-        return ApiError::internal(e).with_request_id(request_id);
-    }
-    ApiError::of_kind(kind, e.to_string()).with_request_id(request_id)
-}
 
 fn settings_of(state: &AppState, user: &str, request_id: &str) -> Result<SyncSettings, ApiError> {
     match state.auth.store().sync_settings(user) {
@@ -67,7 +54,7 @@ pub(crate) async fn get_manifest(
         .manifest(&view, &settings)
         .await
         .map(Json)
-        .map_err(|e| sync_error(e, &request_id))
+        .map_err(|e| ApiError::of(&e, &request_id))
 }
 
 /// `GET /api/v1/sync/files/{*path}`: a file of the caller's manifest.
@@ -79,7 +66,7 @@ pub(crate) async fn get_file(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if !is_plain_relative(&path) {
-        return Err(sync_error(SyncError::NotFound { path }, &request_id));
+        return Err(ApiError::of(&SyncError::NotFound { path }, &request_id));
     }
     let view = state
         .engine
@@ -88,7 +75,7 @@ pub(crate) async fn get_file(
         .sync
         .resolve(&view, &path)
         .await
-        .map_err(|e| sync_error(e, &request_id))?;
+        .map_err(|e| ApiError::of(&e, &request_id))?;
     let etag = format!("\"{}\"", file.entry.sha256);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     if headers
@@ -230,7 +217,7 @@ pub(crate) async fn put_settings(
     })?;
     settings
         .validate()
-        .map_err(|e| sync_error(e, &request_id))?;
+        .map_err(|e| ApiError::of(&e, &request_id))?;
     let json = serde_json::to_string(&settings).map_err(ApiError::internal)?;
     state
         .auth

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use dataport_common::{ErrorKind, HasKind};
 use dataport_state::StateStore;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
@@ -96,6 +97,18 @@ pub enum JobError {
     Duplicate(String),
     #[error(transparent)]
     State(#[from] dataport_state::StateError),
+}
+
+impl HasKind for JobError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NotFound(_) => ErrorKind::NotFound,
+            Self::AlreadyRunning(_) => ErrorKind::AlreadyExists,
+            // Two jobs of one name is a wiring bug.
+            Self::Duplicate(_) => ErrorKind::Internal,
+            Self::State(e) => e.kind(),
+        }
+    }
 }
 
 /// A job as listed by `GET /api/v1/jobs`.

@@ -56,6 +56,12 @@ pub struct CronError {
     pub message: String,
 }
 
+impl dataport_common::HasKind for CronError {
+    fn kind(&self) -> dataport_common::ErrorKind {
+        dataport_common::ErrorKind::InvalidArgument
+    }
+}
+
 impl Cron {
     pub fn parse(expr: &str) -> Result<Self, CronError> {
         let err = |message: String| CronError {
