@@ -57,6 +57,9 @@ forbid dataport-benches 'dataport-(state|auth|catalog|connectors|engine|web|flig
 forbid dataport-client 'datafusion|arrow|parquet|object_store|dataport-(state|auth|catalog|connectors|engine|web|flight|demo)|axum|tonic|clap'   # the laptop: HTTP and the shared types only
 forbid dataport-laptop 'datafusion|arrow|parquet|object_store|dataport-(state|auth|catalog|connectors|engine|web|flight|demo)|axum|tonic'   # the laptop binary
 forbid dataport-conformance 'dataport-(web|flight|client|demo)'   # a client of the server, and in-process DataFusion
+# The test helpers are a dev-dependency only: nothing that ships may link them.
+users=$(cargo tree --workspace -e normal -i dataport-testkit --prefix none 2>/dev/null | grep -v '^dataport-testkit v' | sort -u || true)
+if [ -n "$users" ]; then echo "dataport-testkit is for tests only, but these depend on it: $users"; exit 1; fi
 echo "ok"
 
 step "build, with clippy -D warnings on the workspace's crates"

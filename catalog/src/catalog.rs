@@ -15,9 +15,10 @@ use serde::Serialize;
 
 use crate::description::{self, Descriptions};
 use crate::error::{CatalogError, Result};
-use crate::memory::{MemoryOptions, Residency, ResidentReport};
+use crate::memory::{MemoryOptions, ResidentReport};
 use crate::scan::{self, ScannedTable};
 use crate::snapshot::{CatalogIssue, CatalogSnapshot, CatalogTable, resolve_foreign_keys};
+use crate::table::Residency;
 use crate::table::{ParquetTable, TableData};
 
 /// Where the catalog lives and how it stays fresh.

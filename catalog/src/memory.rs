@@ -30,6 +30,7 @@ use datafusion::prelude::SessionContext;
 use serde::Serialize;
 
 use crate::snapshot::CatalogTable;
+use crate::table::Resident;
 
 /// Which tables to hold in memory, and how much memory they may take.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -70,23 +71,6 @@ impl MemoryOptions {
         }
         Ok(())
     }
-}
-
-/// A table's rows in memory: one list of batches per scan partition.
-#[derive(Debug)]
-pub(crate) struct Resident {
-    pub(crate) partitions: Vec<Vec<RecordBatch>>,
-    pub(crate) bytes: u64,
-    /// Estimated distinct values per column of the table's schema; `None` where not counted.
-    pub(crate) distinct: Arc<[Option<usize>]>,
-}
-
-/// What a table's copy is, once decided.
-#[derive(Debug)]
-pub(crate) enum Residency {
-    Loaded(Arc<Resident>),
-    /// Over the budget, or the read failed: it stays on its files.
-    Skipped(String),
 }
 
 /// What [`crate::Catalog::load_resident`] did.

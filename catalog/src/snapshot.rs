@@ -83,14 +83,14 @@ impl CatalogTable {
     /// [`crate::memory`]); `None` when it has none.
     pub fn resident_distinct_counts(&self) -> Option<Arc<[Option<usize>]>> {
         match self.data.residency.get() {
-            Some(crate::memory::Residency::Loaded(r)) => Some(Arc::clone(&r.distinct)),
+            Some(crate::table::Residency::Loaded(r)) => Some(Arc::clone(&r.distinct)),
             _ => None,
         }
     }
 
     pub fn resident_bytes(&self) -> Option<u64> {
         match self.data.residency.get() {
-            Some(crate::memory::Residency::Loaded(r)) => Some(r.bytes),
+            Some(crate::table::Residency::Loaded(r)) => Some(r.bytes),
             _ => None,
         }
     }

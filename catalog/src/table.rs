@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::{DataType, Field, FieldRef, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::{DFSchema, ScalarValue, Statistics};
@@ -40,7 +41,7 @@ pub(crate) struct TableData {
     /// file itself where it could not be linked.
     pub(crate) read_from: Vec<PathBuf>,
     /// The in-memory copy of these files' rows, once decided (see [`crate::memory`]).
-    pub(crate) residency: std::sync::OnceLock<crate::memory::Residency>,
+    pub(crate) residency: std::sync::OnceLock<Residency>,
     /// Keeps the files queries read (hard links) alive as long as this data is in use.
     _pins: crate::pin::Pins,
 }
@@ -323,7 +324,7 @@ impl TableProvider for ParquetTable {
         // A table with partition columns is never resident (its partition filters are exact
         // by file pruning, which only the file scan does).
         if self.partition_fields.is_empty()
-            && let Some(crate::memory::Residency::Loaded(resident)) = self.data.residency.get()
+            && let Some(Residency::Loaded(resident)) = self.data.residency.get()
         {
             let source = datafusion_datasource::memory::MemorySourceConfig::try_new(
                 &resident.partitions,
@@ -391,4 +392,21 @@ impl TableProvider for ParquetTable {
             .build();
         format.create_physical_plan(state, config).await
     }
+}
+
+/// A table's rows in memory: one list of batches per scan partition.
+#[derive(Debug)]
+pub(crate) struct Resident {
+    pub(crate) partitions: Vec<Vec<RecordBatch>>,
+    pub(crate) bytes: u64,
+    /// Estimated distinct values per column of the table's schema; `None` where not counted.
+    pub(crate) distinct: Arc<[Option<usize>]>,
+}
+
+/// What a table's copy is, once decided (by [`crate::memory`], which loads it).
+#[derive(Debug)]
+pub(crate) enum Residency {
+    Loaded(Arc<Resident>),
+    /// Over the budget, or the read failed: it stays on its files.
+    Skipped(String),
 }

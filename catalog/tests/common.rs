@@ -1,31 +1,11 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use arrow::array::{Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema};
 use datafusion::execution::runtime_env::RuntimeEnv;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use dataport_catalog::{Catalog, CatalogOptions, SEARCH_PATH_SCHEMA, SnapshotCatalogProvider};
 
-/// Write a small Parquet file with columns `id` (int64) and `name` (utf8).
-pub(crate) fn write_table(path: &Path, ids: &[i64]) {
-    let schema = Arc::new(Schema::new(vec![
-        Field::new("id", DataType::Int64, false),
-        Field::new("name", DataType::Utf8, true),
-    ]));
-    let names: Vec<String> = ids.iter().map(|i| format!("n{i}")).collect();
-    let batch = RecordBatch::try_new(
-        Arc::clone(&schema),
-        vec![
-            Arc::new(Int64Array::from(ids.to_vec())),
-            Arc::new(StringArray::from(names)),
-        ],
-    )
-    .unwrap();
-    let mut w = dataport_catalog::write::ParquetFileWriter::try_new(path, schema).unwrap();
-    w.write(&batch).unwrap();
-    w.finish().unwrap();
-}
+pub(crate) use dataport_testkit::write_table;
 
 pub(crate) fn options(dir: &Path) -> CatalogOptions {
     let mut o = CatalogOptions::new(dir);

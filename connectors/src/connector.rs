@@ -1,14 +1,14 @@
-//! The connector model: what a connector does ([`Connector`]), which ones are compiled in
-//! ([`build`]), and how a source is synced table by table ([`sync_source`]).
+//! The connector model: what a connector does ([`Connector`]) and how a source is synced table
+//! by table ([`sync_source`]). It knows no connector: they implement the trait in their own
+//! modules, and `registry` names the compiled-in ones.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Instant;
 
 use async_trait::async_trait;
 use dataport_catalog::Catalog;
 use dataport_state::{StateStore, SyncRecord, now_secs};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::error::{ConnectorError, Result};
 use crate::sink::{Sink, TableTarget, Written};
@@ -91,60 +91,6 @@ pub trait Connector: Send + Sync {
     async fn discover(&self) -> Result<Vec<SourceTable>>;
     /// Fetch one table and write it through the sink.
     async fn sync_table(&self, table: &SourceTable, ctx: &SyncContext<'_>) -> Result<TableSync>;
-}
-
-/// `sources:` entries of the configuration.
-/// Unknown keys are refused by the connector's own settings (`deny_unknown_fields` there).
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-pub struct SourceConfig {
-    /// Unique name, used in job names, state and commands (`dataport sync NAME`).
-    pub name: String,
-    #[serde(flatten)]
-    pub kind: SourceKind,
-}
-
-/// The connector and its settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum SourceKind {
-    Keboola(crate::keboola::KeboolaConfig),
-    Files(crate::files::FilesConfig),
-}
-
-/// The compiled-in connectors' type names.
-pub const CONNECTOR_TYPES: &[&str] = &["keboola", "files"];
-
-/// Builds the connector of a source. `env` resolves secret references (environment
-/// variables); `data_dir` is where table descriptions live.
-pub fn build(
-    config: &SourceConfig,
-    data_dir: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Arc<dyn Connector>> {
-    if config.name.is_empty()
-        || !config
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-    {
-        return Err(ConnectorError::Config {
-            source_name: config.name.clone(),
-            message: "a source name may only use letters, digits, '_' and '-'".into(),
-        });
-    }
-    match &config.kind {
-        SourceKind::Keboola(k) => Ok(Arc::new(crate::keboola::KeboolaConnector::new(
-            &config.name,
-            k,
-            data_dir,
-            env,
-        )?)),
-        SourceKind::Files(f) => Ok(Arc::new(crate::files::FilesConnector::new(
-            &config.name,
-            f,
-            data_dir,
-        )?)),
-    }
 }
 
 /// The outcome of one table in a run.

@@ -19,12 +19,13 @@ mod connector;
 mod error;
 pub mod files;
 pub mod keboola;
+mod registry;
 pub mod sink;
 pub mod typed;
 
 pub use connector::{
-    CONNECTOR_TYPES, Connector, LogProgress, Progress, SourceConfig, SourceKind, SourceReport,
-    SourceTable, SyncContext, SyncRequest, TableReport, TableSync, build, sweep_staging,
-    sync_source,
+    Connector, LogProgress, Progress, SourceReport, SourceTable, SyncContext, SyncRequest,
+    TableReport, TableSync, sweep_staging, sync_source,
 };
 pub use error::{ConnectorError, Result};
+pub use registry::{CONNECTOR_TYPES, SourceConfig, SourceKind, build};

@@ -312,7 +312,7 @@ fn check_against_table(
         .block_on(dataport_catalog::Catalog::open(
             options,
             Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
-            crate::serve::catalog_session_config(&config)?,
+            crate::wiring::catalog_session_config(&config)?,
         ))
         .context("cannot read the catalog")?;
     let snapshot = catalog.snapshot();

@@ -7,6 +7,7 @@ mod jobs;
 mod profile;
 mod rsync;
 mod serve;
+mod wiring;
 
 use clap::{Parser, Subcommand};
 

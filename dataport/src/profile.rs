@@ -47,7 +47,7 @@ pub(crate) fn profile(store: &StoreArgs, args: ProfileArgs) -> anyhow::Result<()
         let catalog = Catalog::open(
             CatalogOptions::new(&config.data_dir),
             Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
-            crate::serve::catalog_session_config(&config)?,
+            crate::wiring::catalog_session_config(&config)?,
         )
         .await
         .context("cannot open the catalog")?;

@@ -29,7 +29,7 @@ pub(crate) fn rsync_filter(store: &StoreArgs, args: RsyncFilterArgs) -> anyhow::
     init_cli_logging(true);
     let state =
         Arc::new(StateStore::open(&config.data_dir).context("cannot open the state store")?);
-    let auth = crate::serve::authenticator(&config, &state, None)?;
+    let auth = crate::wiring::authenticator(&config, &state, None)?;
     let principal = auth
         .principal(&args.user)
         .context("cannot read the accounts")?
@@ -39,7 +39,7 @@ pub(crate) fn rsync_filter(store: &StoreArgs, args: RsyncFilterArgs) -> anyhow::
         .build()
         .context("cannot start the async runtime")?;
     let filter = runtime.block_on(async {
-        let engine = crate::serve::engine(&config, &auth, None, false).await?;
+        let engine = crate::wiring::engine(&config, &auth, None, false).await?;
         let view = engine.catalog_view(&RequestContext::new(
             principal,
             Surface::Internal,

@@ -4,9 +4,9 @@
 //! Two copies stood between a result batch and the socket. arrow-ipc's encoder copies every
 //! buffer of a batch into one new body, and tonic's protobuf codec copies that body again into
 //! a fresh buffer per message: megabytes per message, on the server's busiest path.
-//! [`FlightRoutes`] sits in front of the generated Flight service, takes `DoGet` calls and lets
-//! every other call through. A `DoGet` is still authenticated by the same interceptor and
-//! answered by the same service; only the encoding and the framing differ:
+//! `routes::FlightRoutes` sits in front of the generated Flight service, takes `DoGet` calls and
+//! lets every other call through. A `DoGet` is still authenticated by the same interceptor and
+//! answered by the same service; only the encoding and the framing, which live here, differ:
 //!
 //! - a result batch of flat columns is encoded by [`ipc`], whose message body is the batch's
 //!   own buffers; other results, and the metadata commands, go through arrow-flight's encoder;
@@ -17,200 +17,30 @@
 //!   cuts into frames of the size the client accepts.
 
 use dataport_common::ErrorKind;
-use std::convert::Infallible;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use arrow::error::ArrowError;
-use arrow_flight::flight_service_server::FlightServiceServer;
-use arrow_flight::{FlightData, Ticket};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use futures::future::BoxFuture;
+use arrow_flight::FlightData;
+use bytes::{BufMut, Bytes, BytesMut};
 use futures::{Stream, StreamExt, TryStreamExt};
 use http::HeaderValue;
 use http_body::{Frame, SizeHint};
-use http_body_util::{BodyExt, Limited};
 use prost::Message;
 use prost::encoding::{WireType, encode_key, encode_varint};
+use tonic::Status;
 use tonic::body::Body;
-use tonic::server::NamedService;
-use tonic::service::Interceptor;
-use tonic::service::interceptor::InterceptedService;
-use tonic::{Request, Status};
-use tower::Service;
 
-use crate::auth::AuthInterceptor;
 use crate::ipc;
 use crate::rope::Rope;
-use crate::server::Dataport;
-
-/// The gRPC path of `DoGet`.
-const DO_GET: &str = "/arrow.flight.protocol.FlightService/DoGet";
 
 /// Field number of `FlightData.data_body`: the last field, so it can follow the others.
 const DATA_BODY_FIELD: u32 = 1000;
 
 /// Length of a gRPC message prefix: compression flag and big-endian length.
-const GRPC_PREFIX: usize = 5;
-
-type Generated = InterceptedService<FlightServiceServer<Dataport>, AuthInterceptor>;
-
-/// The Flight service with `DoGet` framed without copies; see the module docs.
-#[derive(Clone)]
-pub(crate) struct FlightRoutes {
-    generated: Generated,
-    service: Dataport,
-    interceptor: AuthInterceptor,
-    max_decoding: usize,
-    max_encoding: usize,
-}
-
-impl FlightRoutes {
-    pub(crate) fn new(
-        service: Dataport,
-        interceptor: AuthInterceptor,
-        max_decoding: usize,
-        max_encoding: usize,
-    ) -> Self {
-        let generated = FlightServiceServer::new(service.clone())
-            .max_decoding_message_size(max_decoding)
-            .max_encoding_message_size(max_encoding);
-        Self {
-            generated: InterceptedService::new(generated, interceptor.clone()),
-            service,
-            interceptor,
-            max_decoding,
-            max_encoding,
-        }
-    }
-
-    async fn do_get(self, request: http::Request<Body>) -> http::Response<ResponseBody> {
-        match self.start(request).await {
-            Ok(response) => response,
-            // a status before the first message is a trailers-only response, as tonic sends
-            Err(status) => {
-                let mut response = http::Response::new(ResponseBody::Generated(Body::empty()));
-                *response.headers_mut() = status_headers(&status);
-                response.headers_mut().insert(
-                    http::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/grpc"),
-                );
-                response
-            }
-        }
-    }
-
-    async fn start(
-        mut self,
-        request: http::Request<Body>,
-    ) -> Result<http::Response<ResponseBody>, Status> {
-        let (parts, body) = request.into_parts();
-        if let Some(encoding) = parts.headers.get("grpc-encoding")
-            && encoding != "identity"
-        {
-            return Err(crate::error::status(
-                ErrorKind::Unimplemented,
-                format!(
-                    "request compression {encoding:?} is not supported: send the ticket uncompressed"
-                ),
-            ));
-        }
-        let call = self
-            .interceptor
-            .call(Request::from_http(http::Request::from_parts(parts, ())))?;
-        let ticket = read_ticket(body, self.max_decoding).await?;
-        let (metadata, extensions, ()) = call.into_parts();
-        let response = self
-            .service
-            .do_get_outgoing(Request::from_parts(metadata, extensions, ticket))
-            .await?;
-        let (metadata, stream, _) = response.into_parts();
-        let mut headers = metadata.into_headers();
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/grpc"),
-        );
-        let mut answer = http::Response::new(ResponseBody::DoGet(FramedBody {
-            messages: stream,
-            max_message: self.max_encoding,
-            ended: false,
-        }));
-        *answer.headers_mut() = headers;
-        Ok(answer)
-    }
-}
-
-impl NamedService for FlightRoutes {
-    const NAME: &'static str = <FlightServiceServer<Dataport> as NamedService>::NAME;
-}
-
-impl Service<http::Request<Body>> for FlightRoutes {
-    type Response = http::Response<ResponseBody>;
-    type Error = Infallible;
-    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        <Generated as Service<http::Request<Body>>>::poll_ready(&mut self.generated, cx)
-    }
-
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() == DO_GET {
-            let routes = self.clone();
-            return Box::pin(async move { Ok(routes.do_get(request).await) });
-        }
-        let call = self.generated.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| ResponseBody::Generated(Body::new(body))))
-        })
-    }
-}
-
-/// The single `Ticket` message of a `DoGet` request body.
-async fn read_ticket(body: Body, limit: usize) -> Result<Ticket, Status> {
-    let mut bytes = Limited::new(body, limit + GRPC_PREFIX)
-        .collect()
-        .await
-        .map_err(|e| {
-            crate::error::status(
-                ErrorKind::ResourceExhausted,
-                format!(
-                    "reading the DoGet request failed (tickets are limited to {limit} bytes): {e}"
-                ),
-            )
-        })?
-        .to_bytes();
-    if bytes.len() < GRPC_PREFIX {
-        return Err(crate::error::status(
-            ErrorKind::InvalidArgument,
-            "the DoGet request holds no ticket message",
-        ));
-    }
-    if bytes.get_u8() != 0 {
-        return Err(crate::error::status(
-            ErrorKind::Unimplemented,
-            "compressed requests are not supported: send the ticket uncompressed",
-        ));
-    }
-    let declared = bytes.get_u32() as usize;
-    if declared != bytes.len() {
-        return Err(crate::error::status(
-            ErrorKind::InvalidArgument,
-            format!(
-                "the DoGet request must hold exactly one ticket message: {declared} bytes were declared, {} sent",
-                bytes.len()
-            ),
-        ));
-    }
-    Ticket::decode(bytes).map_err(|e| {
-        crate::error::status(
-            ErrorKind::InvalidArgument,
-            format!("the DoGet ticket is not a Ticket: {e}"),
-        )
-    })
-}
+pub(crate) const GRPC_PREFIX: usize = 5;
 
 /// One `FlightData` as it goes out: its fields but the body, and the body in pieces that
 /// share memory with the result (see [`ipc`]).
@@ -387,6 +217,15 @@ pub(crate) struct FramedBody<S> {
 }
 
 impl<S> FramedBody<S> {
+    /// The body of a `DoGet` answer: `messages` framed, none over `max_message` bytes.
+    pub(crate) fn new(messages: S, max_message: usize) -> Self {
+        Self {
+            messages,
+            max_message,
+            ended: false,
+        }
+    }
+
     fn trailers(&mut self, status: &Status) -> Frame<Rope> {
         self.ended = true;
         Frame::trailers(status_headers(status))
@@ -394,7 +233,7 @@ impl<S> FramedBody<S> {
 }
 
 /// `grpc-status` and the rest of `status` as headers (or trailers).
-fn status_headers(status: &Status) -> http::HeaderMap {
+pub(crate) fn status_headers(status: &Status) -> http::HeaderMap {
     let mut headers = http::HeaderMap::new();
     if let Err(unencodable) = status.add_header(&mut headers) {
         // only a status whose metadata cannot be sent as headers gets here
@@ -450,6 +289,7 @@ mod tests {
     use arrow_flight::FlightDescriptor;
 
     use super::*;
+    use bytes::Buf as _;
 
     fn framed(data: FlightData) -> Vec<u8> {
         let mut rope = frame(Outgoing::from(data), usize::MAX >> 1).unwrap();

@@ -31,8 +31,9 @@ use tonic::transport::server::TcpConnectInfo;
 use tower::ServiceExt;
 
 use crate::TlsFiles;
-use crate::doget::{FlightRoutes, ResponseBody};
+use crate::doget::ResponseBody;
 use crate::error::FlightServeError;
+use crate::routes::FlightRoutes;
 
 /// Pings an idle connection this often, and drops it when a ping goes unanswered this long.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);

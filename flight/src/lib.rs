@@ -14,12 +14,14 @@
 //! tables are stored; those are the engine's and the catalog's.
 
 mod auth;
+mod command;
 mod doget;
 pub mod error;
 mod http2;
 mod ipc;
 mod metadata;
 mod rope;
+mod routes;
 mod server;
 mod service;
 mod sql_info;

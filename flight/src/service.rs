@@ -176,7 +176,7 @@ impl FlightSqlServer {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<OutgoingStream>, Status> {
-        match crate::server::parse_command(request.get_ref().ticket.as_ref(), "the ticket")? {
+        match crate::command::parse_command(request.get_ref().ticket.as_ref(), "the ticket")? {
             Command::TicketStatementQuery(ticket) => {
                 let ctx = context(&request)?;
                 self.run(QueryTicket::decode(&ticket.statement_handle)?, ctx)

@@ -1,6 +1,5 @@
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arrow::array::RecordBatch;
@@ -14,18 +13,9 @@ use futures::TryStreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 
-pub(crate) const PASSWORD: &str = "Test-Password-12";
+pub(crate) use dataport_testkit::{pretty, rows, tpch_dir};
 
-/// A data dir with TPC-H at a small scale (and its data_description.md), made once.
-pub(crate) fn tpch_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        dataport_demo::generate_tpch(dir.path(), 0.01).unwrap();
-        dir
-    })
-    .path()
-}
+pub(crate) const PASSWORD: &str = "Test-Password-12";
 
 pub(crate) struct TestServer {
     pub(crate) addr: SocketAddr,
@@ -110,16 +100,6 @@ pub(crate) async fn fetch(
 pub(crate) async fn query(c: &mut FlightSqlServiceClient<Channel>, sql: &str) -> Vec<RecordBatch> {
     let info = c.execute(sql.to_string(), None).await.unwrap();
     fetch(c, info).await
-}
-
-pub(crate) fn rows(batches: &[RecordBatch]) -> usize {
-    batches.iter().map(RecordBatch::num_rows).sum()
-}
-
-pub(crate) fn pretty(batches: &[RecordBatch]) -> String {
-    arrow::util::pretty::pretty_format_batches(batches)
-        .unwrap()
-        .to_string()
 }
 
 /// The gRPC status inside a client error.

@@ -1,20 +1,8 @@
-use std::path::Path;
-use std::sync::OnceLock;
-
 use dataport_catalog::CatalogOptions;
 use dataport_engine::{Engine, EngineOptions};
 use dataport_web::{AppState, WebOptions};
 
-/// TPC-H at a small scale, generated once per test binary.
-pub(crate) fn tpch_dir() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        dataport_demo::generate_tpch(dir.path(), 0.01).unwrap();
-        dir
-    })
-    .path()
-}
+pub(crate) use dataport_testkit::tpch_dir;
 
 pub(crate) const PASSWORD: &str = "Test-Password-1";
 

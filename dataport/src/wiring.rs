@@ -1,0 +1,70 @@
+//! The parts every command builds from the configuration the same way: authentication, the
+//! query engine, the DataFusion settings. `serve` and the commands (`user`, `sync`,
+//! `profile`, `rsync-filter`) use them; this module uses none of theirs.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use dataport_auth::{AuditLog, AuthOptions, Authenticator, StateStore};
+use dataport_catalog::CatalogOptions;
+use dataport_engine::{Engine, EngineOptions};
+
+use crate::config::{Config, Secret};
+
+/// Authentication as the configuration sets it up (the server's, and the commands that act
+/// for a user).
+pub(crate) fn authenticator(
+    config: &Config,
+    store: &Arc<StateStore>,
+    audit: Option<AuditLog>,
+) -> anyhow::Result<Authenticator> {
+    Authenticator::new(
+        Arc::clone(store),
+        AuthOptions {
+            issuer: config.issuer.clone(),
+            token_ttl: config.token_ttl,
+            refresh_grace: config.refresh_grace,
+            signing_key: config.signing_key.clone().map(|Secret(k)| k),
+            max_failed_logins: config.max_failed_logins,
+            audit,
+        },
+    )
+    .context("cannot set up authentication")
+}
+
+/// The server's DataFusion settings, for commands that open the catalog on their own.
+pub(crate) fn catalog_session_config(
+    config: &Config,
+) -> anyhow::Result<datafusion::prelude::SessionConfig> {
+    let mut options = EngineOptions::new(&config.data_dir);
+    options.datafusion = config.datafusion.clone();
+    dataport_engine::session_config(&options).context("invalid engine.datafusion settings")
+}
+
+/// The query engine over the configured data dir, with `auth`'s grants. `serving`: the
+/// server's own (it watches the data dir and holds the in-memory tables); commands that only
+/// look (e.g. `rsync-filter`) pass false.
+pub(crate) async fn engine(
+    config: &Config,
+    auth: &Authenticator,
+    audit: Option<AuditLog>,
+    serving: bool,
+) -> anyhow::Result<Engine> {
+    let mut engine_options = EngineOptions::new(&config.data_dir);
+    engine_options.grants = Some(Arc::new(auth.clone()));
+    engine_options.audit = audit;
+    engine_options.memory_limit = config.memory_limit;
+    engine_options.spill_dir = config.spill_dir.clone();
+    engine_options.query_timeout = config.query_timeout;
+    engine_options.target_partitions = config.target_partitions;
+    engine_options.datafusion = config.datafusion.clone();
+    let mut catalog_options = CatalogOptions::new(&config.data_dir);
+    catalog_options.refresh_interval = config.refresh_interval;
+    catalog_options.watch = serving && config.watch;
+    if serving {
+        catalog_options.memory = config.memory_tables.clone();
+    }
+    Engine::try_new(engine_options, catalog_options)
+        .await
+        .context("cannot start the query engine")
+}
