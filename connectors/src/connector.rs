@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use dataport_catalog::Catalog;
+use dataport_catalog::description::{self, Descriptions};
 use dataport_state::{StateStore, SyncRecord, now_secs};
 use serde::Serialize;
 
@@ -91,6 +92,23 @@ pub trait Connector: Send + Sync {
     async fn discover(&self) -> Result<Vec<SourceTable>>;
     /// Fetch one table and write it through the sink.
     async fn sync_table(&self, table: &SourceTable, ctx: &SyncContext<'_>) -> Result<TableSync>;
+}
+
+/// The table descriptions of the data dir, if any, read off the async threads; an error names
+/// the source `source_name`.
+pub(crate) async fn load_descriptions(
+    source_name: &str,
+    data_dir: &Path,
+) -> Result<Option<Descriptions>> {
+    let data_dir = data_dir.to_path_buf();
+    let config = |message: String| ConnectorError::Config {
+        source_name: source_name.to_string(),
+        message,
+    };
+    tokio::task::spawn_blocking(move || description::load(&data_dir))
+        .await
+        .map_err(|e| config(format!("reading the data description failed: {e}")))?
+        .map_err(|e| config(e.to_string()))
 }
 
 /// The outcome of one table in a run.

@@ -1,6 +1,6 @@
 //! Errors of connectors and of the table writer. Each says which table and what to do.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use dataport_catalog::write::WriteError;
 use dataport_common::{ErrorKind, HasKind};
@@ -120,6 +120,15 @@ impl ConnectorError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// The file at `path` of `table` cannot be read or decoded, because of `message`.
+    pub(crate) fn decode(table: &str, path: &Path, message: impl std::fmt::Display) -> Self {
+        Self::Decode {
+            table: table.to_string(),
+            what: path.display().to_string(),
+            message: message.to_string(),
         }
     }
 }

@@ -21,29 +21,31 @@ pub(crate) struct StoreArgs {
     /// YAML config file (for its data dir)
     #[arg(long, env = "DATAPORT_CONFIG", global = true)]
     config: Option<PathBuf>,
-    /// Data directory
-    #[arg(long, env = "DATAPORT_DATA_DIR", global = true)]
+    /// Data directory [env: DATAPORT_DATA_DIR] [default: ./dataport-data]
+    #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
 }
 
 impl StoreArgs {
     fn accounts(&self) -> anyhow::Result<Accounts> {
         let config = self.config()?;
-        let store = StateStore::open(&config.data_dir).with_context(|| {
+        let store = StateStore::open(&config.settings.data_dir).with_context(|| {
             format!(
                 "cannot open the state store of {}",
-                config.data_dir.display()
+                config.settings.data_dir.display()
             )
         })?;
         Ok(Accounts::new(Arc::new(store)))
     }
 
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
-        let overrides = Overrides {
+        let mut overrides = Overrides {
             config: self.config.clone(),
-            data_dir: self.data_dir.clone(),
             ..Overrides::default()
         };
+        if let Some(dir) = &self.data_dir {
+            overrides = overrides.with("catalog.data_dir", dir.to_string_lossy());
+        }
         Config::load(&overrides).context("invalid configuration")
     }
 }
@@ -305,7 +307,7 @@ fn check_against_table(
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let mut options = dataport_catalog::CatalogOptions::new(&config.data_dir);
+    let mut options = dataport_catalog::CatalogOptions::new(&config.settings.data_dir);
     options.watch = false;
     options.refresh_interval = std::time::Duration::ZERO;
     let catalog = runtime
@@ -408,7 +410,7 @@ fn whoami() -> String {
 pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> anyhow::Result<()> {
     let mut created = Vec::new();
     if !accounts.has_users()? {
-        let password = match &config.admin_password {
+        let password = match &config.settings.admin_password {
             Some(Secret(p)) => p.clone(),
             None => {
                 let p = generate_password()?;
@@ -419,7 +421,7 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
         };
         accounts.add_user("admin", &password, &[DATA_OPS.to_string()])?;
         tracing::info!("created the administrator 'admin' (group data-ops)");
-    } else if config.admin_password.is_some() {
+    } else if config.settings.admin_password.is_some() {
         tracing::info!(
             "DATAPORT_ADMIN_PASSWORD only sets the first administrator's password; users exist, so it is not used (change passwords with: dataport user passwd NAME)"
         );
@@ -451,14 +453,14 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
         let _ = writeln!(
             err,
             "(also in {}/<user>-password; change them with: dataport user passwd NAME)\n",
-            config.data_dir.join("auth").display()
+            config.settings.data_dir.join("auth").display()
         );
     }
     Ok(())
 }
 
 fn keep_password(config: &Config, user: &str, password: &str) -> anyhow::Result<()> {
-    let dir = config.data_dir.join("auth");
+    let dir = config.settings.data_dir.join("auth");
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     #[cfg(unix)]
     {

@@ -87,10 +87,12 @@ impl JobAction for SyncSourceJob {
 /// Connectors of every configured source.
 fn connectors(config: &Config) -> anyhow::Result<Vec<Arc<dyn Connector>>> {
     config
+        .settings
         .sources
+        .0
         .iter()
         .map(|s| {
-            dataport_connectors::build(s, &config.data_dir, &|v| std::env::var(v).ok())
+            dataport_connectors::build(s, &config.settings.data_dir, &|v| std::env::var(v).ok())
                 .with_context(|| format!("cannot set up source '{}'", s.name))
         })
         .collect()
@@ -132,7 +134,7 @@ pub(crate) fn server_jobs(
             jitter: s.map(|s| s.jitter).unwrap_or_default(),
             action: Arc::new(SyncSourceJob {
                 connector,
-                data_dir: config.data_dir.clone(),
+                data_dir: config.settings.data_dir.clone(),
                 state: Arc::clone(store),
                 catalog: catalog.clone(),
                 profiler: Some(Arc::clone(profiler)),
@@ -181,7 +183,7 @@ pub(crate) struct SyncArgs {
 pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::Result<()> {
     let config = store.config()?;
     init_cli_logging(args.quiet);
-    if config.sources.is_empty() {
+    if config.settings.sources.0.is_empty() {
         anyhow::bail!(
             "no sources are configured; add a `sources:` list to the config file (see docs/connectors.md)"
         );
@@ -192,7 +194,13 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
         Some(name) => {
             let found: Vec<_> = all.into_iter().filter(|c| c.source() == name).collect();
             if found.is_empty() {
-                let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+                let names: Vec<&str> = config
+                    .settings
+                    .sources
+                    .0
+                    .iter()
+                    .map(|s| s.name.as_str())
+                    .collect();
                 anyhow::bail!(
                     "there is no source '{name}'; configured: {}",
                     names.join(", ")
@@ -201,8 +209,9 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
             found
         }
     };
-    recover(&config.data_dir)?;
-    let state = StateStore::open(&config.data_dir).context("cannot open the state store")?;
+    recover(&config.settings.data_dir)?;
+    let state =
+        StateStore::open(&config.settings.data_dir).context("cannot open the state store")?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -218,7 +227,7 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
         };
         let report = runtime.block_on(sync_source(
             connector.as_ref(),
-            &config.data_dir,
+            &config.settings.data_dir,
             &state,
             None,
             &request,

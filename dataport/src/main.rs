@@ -29,6 +29,9 @@ struct Cli {
 enum Command {
     /// Serve the data dir over HTTP and Flight SQL.
     Serve(Box<serve::ServeArgs>),
+    /// Print the effective configuration (secrets masked) and where each value came from:
+    /// default, file, env or flag; `--reference` prints every key.
+    Config(config::ConfigArgs),
     /// Manage users: add, list, remove, passwd, set-groups.
     User {
         #[command(flatten)]
@@ -101,6 +104,10 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve::run(*args),
+        Command::Config(args) => {
+            print!("{}", config::render(&args)?);
+            Ok(())
+        }
         Command::User { store, command } => admin::user(&store, command),
         Command::Grant { store, args } => admin::grant(&store, args),
         Command::Revoke { store, args } => admin::revoke(&store, args),

@@ -37,15 +37,16 @@ pub(crate) struct ProfileArgs {
 pub(crate) fn profile(store: &StoreArgs, args: ProfileArgs) -> anyhow::Result<()> {
     let config = store.config()?;
     init_cli_logging(true);
-    let state =
-        Arc::new(StateStore::open(&config.data_dir).context("cannot open the state store")?);
+    let state = Arc::new(
+        StateStore::open(&config.settings.data_dir).context("cannot open the state store")?,
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     runtime.block_on(async {
         let catalog = Catalog::open(
-            CatalogOptions::new(&config.data_dir),
+            CatalogOptions::new(&config.settings.data_dir),
             Arc::new(datafusion::execution::runtime_env::RuntimeEnv::default()),
             crate::wiring::catalog_session_config(&config)?,
         )

@@ -27,8 +27,9 @@ pub(crate) struct RsyncFilterArgs {
 pub(crate) fn rsync_filter(store: &StoreArgs, args: RsyncFilterArgs) -> anyhow::Result<()> {
     let config = store.config()?;
     init_cli_logging(true);
-    let state =
-        Arc::new(StateStore::open(&config.data_dir).context("cannot open the state store")?);
+    let state = Arc::new(
+        StateStore::open(&config.settings.data_dir).context("cannot open the state store")?,
+    );
     let auth = crate::wiring::authenticator(&config, &state, None)?;
     let principal = auth
         .principal(&args.user)
@@ -45,7 +46,7 @@ pub(crate) fn rsync_filter(store: &StoreArgs, args: RsyncFilterArgs) -> anyhow::
             Surface::Internal,
             "rsync-filter",
         ));
-        let sync = SyncFiles::new(Arc::clone(&state), &config.data_dir);
+        let sync = SyncFiles::new(Arc::clone(&state), &config.settings.data_dir);
         let manifest = sync
             .manifest(&view, &SyncSettings::default())
             .await

@@ -37,6 +37,9 @@ pub(crate) struct ServeArgs {
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.overrides).context("invalid configuration")?;
     init_logging(&config)?;
+    for warning in &config.warnings {
+        tracing::warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("dataport")
@@ -50,14 +53,14 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.log_level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.settings.level))
         .context("log.level is not a valid filter")?;
     // Colours only on a terminal: a log file or journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let result = match config.log_format {
+    let result = match config.settings.format {
         LogFormat::Human => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),
     };
@@ -117,7 +120,7 @@ async fn prune_sync_views(
 
 /// `demo`: the scale of the demo dataset to make sure of, if any.
 async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
-    let data_dir = config.data_dir.clone();
+    let data_dir = config.settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let addresses = data_dir.join("run").join("addresses.json");
@@ -190,24 +193,29 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     .context("cannot set up the jobs")?;
     let timers = jobs.start(cancel.clone());
 
-    let listener = tokio::net::TcpListener::bind(config.http_addr)
+    let listener = tokio::net::TcpListener::bind(config.settings.http_addr)
         .await
-        .with_context(|| format!("cannot listen on {} (server.http_addr)", config.http_addr))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (server.http_addr)",
+                config.settings.http_addr
+            )
+        })?;
     let http_addr = listener.local_addr().context("listener has no address")?;
 
-    let flight_listener = tokio::net::TcpListener::bind(config.flight_addr)
+    let flight_listener = tokio::net::TcpListener::bind(config.settings.flight_addr)
         .await
         .with_context(|| {
             format!(
                 "cannot listen on {} (server.flight_addr)",
-                config.flight_addr
+                config.settings.flight_addr
             )
         })?;
     let flight_addr = flight_listener
         .local_addr()
         .context("listener has no address")?;
     let flight_options = FlightOptions {
-        max_message_bytes: config.flight_max_message_bytes,
+        max_message_bytes: config.settings.flight_max_message_bytes.0,
         tls: config
             .flight_tls
             .clone()
@@ -257,11 +265,11 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         profiler,
         sync,
         options: WebOptions {
-            max_body_bytes: config.max_body_bytes,
-            max_upload_bytes: config.max_upload_bytes,
-            max_json_rows: config.max_json_rows,
-            metrics_allow: config.metrics_allow.clone(),
-            trusted_proxies: config.trusted_proxies.clone(),
+            max_body_bytes: config.settings.max_body_size.0,
+            max_upload_bytes: config.settings.max_upload_size.0,
+            max_json_rows: config.settings.max_json_rows,
+            metrics_allow: config.settings.metrics_allow.clone(),
+            trusted_proxies: config.settings.trusted_proxies.clone(),
         },
     });
     let shutdown = {
@@ -275,7 +283,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
             cancel.cancel();
         }
     };
-    let http = dataport_web::serve(listener, app, shutdown, config.shutdown_grace);
+    let http = dataport_web::serve(listener, app, shutdown, config.settings.shutdown_grace);
     tokio::pin!(http);
     let served = tokio::select! {
         r = &mut http => r.context("HTTP server failed"),
@@ -285,7 +293,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
             // gets its grace period.
             let stopping = cancel.is_cancelled();
             cancel.cancel();
-            let http_result = tokio::time::timeout(config.shutdown_grace, &mut http).await;
+            let http_result = tokio::time::timeout(config.settings.shutdown_grace, &mut http).await;
             match r {
                 Ok(()) if stopping => match http_result {
                     Ok(r) => r.context("HTTP server failed"),
@@ -298,7 +306,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     };
     cancel.cancel();
     if !flight.is_finished() {
-        match tokio::time::timeout(config.shutdown_grace, &mut flight).await {
+        match tokio::time::timeout(config.settings.shutdown_grace, &mut flight).await {
             Ok(Err(e)) => {
                 tracing::warn!(error = %e, "Flight SQL server task failed while stopping")
             }

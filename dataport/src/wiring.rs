@@ -21,11 +21,11 @@ pub(crate) fn authenticator(
     Authenticator::new(
         Arc::clone(store),
         AuthOptions {
-            issuer: config.issuer.clone(),
-            token_ttl: config.token_ttl,
-            refresh_grace: config.refresh_grace,
-            signing_key: config.signing_key.clone().map(|Secret(k)| k),
-            max_failed_logins: config.max_failed_logins,
+            issuer: config.settings.issuer.clone(),
+            token_ttl: config.settings.token_ttl,
+            refresh_grace: config.settings.refresh_grace,
+            signing_key: config.settings.signing_key.clone().map(|Secret(k)| k),
+            max_failed_logins: config.settings.max_failed_logins,
             audit,
         },
     )
@@ -36,8 +36,8 @@ pub(crate) fn authenticator(
 pub(crate) fn catalog_session_config(
     config: &Config,
 ) -> anyhow::Result<datafusion::prelude::SessionConfig> {
-    let mut options = EngineOptions::new(&config.data_dir);
-    options.datafusion = config.datafusion.clone();
+    let mut options = EngineOptions::new(&config.settings.data_dir);
+    options.datafusion = config.settings.datafusion.clone().into_iter().collect();
     dataport_engine::session_config(&options).context("invalid engine.datafusion settings")
 }
 
@@ -50,17 +50,17 @@ pub(crate) async fn engine(
     audit: Option<AuditLog>,
     serving: bool,
 ) -> anyhow::Result<Engine> {
-    let mut engine_options = EngineOptions::new(&config.data_dir);
+    let mut engine_options = EngineOptions::new(&config.settings.data_dir);
     engine_options.grants = Some(Arc::new(auth.clone()));
     engine_options.audit = audit;
-    engine_options.memory_limit = config.memory_limit;
+    engine_options.memory_limit = config.settings.memory_limit.bytes;
     engine_options.spill_dir = config.spill_dir.clone();
-    engine_options.query_timeout = config.query_timeout;
+    engine_options.query_timeout = config.settings.query_timeout;
     engine_options.target_partitions = config.target_partitions;
-    engine_options.datafusion = config.datafusion.clone();
-    let mut catalog_options = CatalogOptions::new(&config.data_dir);
-    catalog_options.refresh_interval = config.refresh_interval;
-    catalog_options.watch = serving && config.watch;
+    engine_options.datafusion = config.settings.datafusion.clone().into_iter().collect();
+    let mut catalog_options = CatalogOptions::new(&config.settings.data_dir);
+    catalog_options.refresh_interval = config.settings.refresh_interval;
+    catalog_options.watch = serving && config.settings.watch;
     if serving {
         catalog_options.memory = config.memory_tables.clone();
     }

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 pub use client::{Client, ClientPolicy, TableDetail};
 
-use crate::connector::{Connector, SourceTable, SyncContext, TableSync};
+use crate::connector::{Connector, SourceTable, SyncContext, TableSync, load_descriptions};
 use crate::error::{ConnectorError, Result};
 use crate::sink::{Partitioning, TableTarget, WriteMode};
 use crate::typed::{Converted, CsvOptions, csv_to_parquet};
@@ -182,17 +182,7 @@ impl Connector for KeboolaConnector {
     }
 
     async fn discover(&self) -> Result<Vec<SourceTable>> {
-        let data_dir = self.data_dir.clone();
-        let described = tokio::task::spawn_blocking(move || description::load(&data_dir))
-            .await
-            .map_err(|e| ConnectorError::Config {
-                source_name: self.name.clone(),
-                message: format!("reading the data description failed: {e}"),
-            })?
-            .map_err(|e| ConnectorError::Config {
-                source_name: self.name.clone(),
-                message: e.to_string(),
-            })?;
+        let described = load_descriptions(&self.name, &self.data_dir).await?;
         let Some(described) = described else {
             return Err(ConnectorError::Config {
                 source_name: self.name.clone(),

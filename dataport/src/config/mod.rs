@@ -1,0 +1,390 @@
+//! The server's configuration: each key declared once ([`keys`]), its value taken from the
+//! default < the YAML file < a `DATAPORT_*` environment variable < a flag ([`layers`]), parsed
+//! by its type ([`value`]), then checked as a whole into a [`Config`]. `dataport config` shows
+//! the effective values and where each came from ([`show`]).
+
+mod keys;
+mod layers;
+mod show;
+mod value;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub(crate) use keys::Settings;
+pub(crate) use layers::Effective;
+pub(crate) use show::{ConfigArgs, render};
+use value::invalid;
+pub(crate) use value::{LogFormat, Secret, parse_duration};
+
+/// A configuration problem; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error(
+        "config file {path}: ${{{var}}} is referenced but the environment variable {var} is not set"
+    )]
+    MissingEnv { path: PathBuf, var: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+/// One entry of `jobs:`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct JobSection {
+    /// `sync:<source>` or `refresh:catalog`.
+    pub(crate) job: String,
+    /// A fixed interval such as `15m`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) every: Option<String>,
+    /// A five-field cron expression (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cron: Option<String>,
+    /// Up to this much random delay per start, default `0s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) jitter: Option<String>,
+}
+
+/// A validated schedule of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobSchedule {
+    pub(crate) job: String,
+    pub(crate) schedule: dataport_engine::jobs::Schedule,
+    pub(crate) jitter: Duration,
+}
+
+/// The job that syncs a source.
+pub(crate) fn sync_job_name(source: &str) -> String {
+    format!("sync:{source}")
+}
+
+/// The job that rescans the data dir.
+pub(crate) const REFRESH_JOB: &str = "refresh:catalog";
+
+/// The job that profiles changed tables.
+pub(crate) const PROFILE_JOB: &str = "profile:catalog";
+
+fn parse_jobs(
+    sources: &[dataport_connectors::SourceConfig],
+    jobs: &[JobSection],
+) -> Result<Vec<JobSchedule>, ConfigError> {
+    let mut names = std::collections::HashSet::new();
+    for s in sources {
+        if !names.insert(s.name.clone()) {
+            return Err(invalid(
+                "sources",
+                format!("source '{}' is defined twice", s.name),
+            ));
+        }
+    }
+    let mut out: Vec<JobSchedule> = Vec::new();
+    for j in jobs {
+        let known = j.job == REFRESH_JOB
+            || j.job == PROFILE_JOB
+            || j.job
+                .strip_prefix("sync:")
+                .is_some_and(|s| names.contains(s));
+        if !known {
+            let mut list: Vec<String> = sources.iter().map(|s| sync_job_name(&s.name)).collect();
+            list.push(PROFILE_JOB.into());
+            list.push(REFRESH_JOB.into());
+            return Err(invalid(
+                "jobs",
+                format!(
+                    "there is no job '{}'; known jobs: {}",
+                    j.job,
+                    list.join(", ")
+                ),
+            ));
+        }
+        if out.iter().any(|o| o.job == j.job) {
+            return Err(invalid(
+                "jobs",
+                format!("job '{}' is scheduled twice", j.job),
+            ));
+        }
+        let key = format!("jobs[{}]", j.job);
+        let schedule = match (&j.every, &j.cron) {
+            (Some(every), None) => {
+                let d = parse_duration(&format!("{key}.every"), every)?;
+                if d < Duration::from_secs(1) {
+                    return Err(invalid(&format!("{key}.every"), "must be at least 1s"));
+                }
+                dataport_engine::jobs::Schedule::Every(d)
+            }
+            (None, Some(cron)) => dataport_engine::jobs::Schedule::Cron(
+                dataport_engine::jobs::Cron::parse(cron)
+                    .map_err(|e| invalid(&format!("{key}.cron"), e.to_string()))?,
+            ),
+            _ => {
+                return Err(invalid(
+                    &key,
+                    "give exactly one of every (e.g. 15m) or cron (e.g. \"*/15 * * * *\")",
+                ));
+            }
+        };
+        let jitter = parse_duration(
+            &format!("{key}.jitter"),
+            j.jitter.as_deref().unwrap_or("0s"),
+        )?;
+        out.push(JobSchedule {
+            job: j.job.clone(),
+            schedule,
+            jitter,
+        });
+    }
+    Ok(out)
+}
+
+/// The config file and the flags of the command line (`--http-addr`, …, one per key that
+/// has a flag, generated from the declarations).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Overrides {
+    /// The YAML config file (`--config` / `DATAPORT_CONFIG`).
+    pub(crate) config: Option<PathBuf>,
+    /// Flag values by key path.
+    pub(crate) flags: BTreeMap<String, String>,
+}
+
+impl Overrides {
+    /// `self` with a key's value given as if by its flag.
+    pub(crate) fn with(mut self, path: &str, value: impl Into<String>) -> Self {
+        self.flags.insert(path.to_string(), value.into());
+        self
+    }
+}
+
+impl clap::FromArgMatches for Overrides {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let mut o = Overrides {
+            config: m.get_one::<PathBuf>("config").cloned(),
+            flags: BTreeMap::new(),
+        };
+        for key in keys::KEYS.iter().filter(|k| k.flag().is_some()) {
+            if let Some(v) = m.get_one::<String>(key.path) {
+                o.flags.insert(key.path.to_string(), v.clone());
+            }
+        }
+        Ok(o)
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
+impl clap::Args for Overrides {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let config = clap::Arg::new("config")
+            .long("config")
+            .env("DATAPORT_CONFIG")
+            .value_name("FILE")
+            .value_parser(clap::value_parser!(PathBuf))
+            .help("YAML config file");
+        keys::KEYS.iter().fold(cmd.arg(config), |cmd, key| {
+            let Some(flag) = key.flag() else { return cmd };
+            cmd.arg(
+                clap::Arg::new(key.path)
+                    .long(flag)
+                    .value_name(key.hint)
+                    .help(show::help_line(key)),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+/// The resolved, validated configuration: every key's value, and what follows from them.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    /// The YAML file the configuration came from (absolute), if any.
+    pub(crate) config_file: Option<PathBuf>,
+    /// Every key's value.
+    pub(crate) settings: Settings,
+    /// `engine.spill_dir`, else `<data-dir>/spill`.
+    pub(crate) spill_dir: PathBuf,
+    /// `engine.target_partitions`, else the number of cores.
+    pub(crate) target_partitions: usize,
+    /// `server.flight_tls_cert` and `_key`: both or neither.
+    pub(crate) flight_tls: Option<(PathBuf, PathBuf)>,
+    /// `catalog.memory_tables` and the budget they share.
+    pub(crate) memory_tables: dataport_catalog::MemoryOptions,
+    /// `jobs`, checked against `sources`.
+    pub(crate) jobs: Vec<JobSchedule>,
+    /// Each key's effective value and its source, for `dataport config`.
+    pub(crate) effective: Vec<Effective>,
+    /// `DATAPORT_*` variables that look like a mistyped key's, to be logged.
+    pub(crate) warnings: Vec<String>,
+}
+
+impl Config {
+    /// Resolve against the process's environment.
+    pub(crate) fn load(o: &Overrides) -> Result<Self, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok();
+        let mut config = Self::resolve(o, &env)?;
+        config.warnings = layers::mistyped_env(std::env::vars().map(|(k, _)| k))
+            .into_iter()
+            .map(|(given, meant)| {
+                format!("environment variable {given} is not a setting; did you mean {meant}?")
+            })
+            .collect();
+        Ok(config)
+    }
+
+    /// Resolve every key (default < file < `env` < flags), then check them together.
+    pub(crate) fn resolve(
+        o: &Overrides,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let config_file = o.config.as_deref().map(layers::config_path).transpose()?;
+        let file = match &config_file {
+            Some(path) => layers::read_file(path, env)?,
+            None => BTreeMap::new(),
+        };
+        let mut effective = Vec::new();
+        let layers = layers::Layers {
+            file,
+            env,
+            flags: &o.flags,
+        };
+        let s = Settings::resolve(&layers, &mut effective)?;
+        check(&s)?;
+        let memory_tables = dataport_catalog::MemoryOptions {
+            budget: if s.memory_tables.is_empty() {
+                0
+            } else {
+                s.memory_budget.bytes as u64
+            },
+            tables: s.memory_tables.clone(),
+        };
+        memory_tables
+            .validate()
+            .map_err(|m| invalid("catalog.memory_tables", m))?;
+        let flight_tls = match (&s.flight_tls_cert, &s.flight_tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid(
+                    "server.flight_tls_key",
+                    "a TLS certificate was given without its private key",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(
+                    "server.flight_tls_cert",
+                    "a TLS private key was given without its certificate",
+                ));
+            }
+        };
+        let spill_dir = s
+            .spill_dir
+            .clone()
+            .unwrap_or_else(|| s.data_dir.join("spill"));
+        let target_partitions = s.target_partitions.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        });
+        // What an unset key came to, for `dataport config`.
+        for e in effective
+            .iter_mut()
+            .filter(|e| e.source == layers::Source::Default)
+        {
+            match e.key.path {
+                "engine.spill_dir" => e.value = spill_dir.display().to_string(),
+                "engine.target_partitions" => e.value = format!("{target_partitions} (cores)"),
+                _ => {}
+            }
+        }
+        Ok(Self {
+            config_file,
+            spill_dir,
+            target_partitions,
+            flight_tls,
+            memory_tables,
+            jobs: parse_jobs(&s.sources.0, &s.jobs.0)?,
+            settings: s,
+            effective,
+            warnings: Vec::new(),
+        })
+    }
+}
+
+/// The rules a key's type does not say.
+fn check(s: &Settings) -> Result<(), ConfigError> {
+    let rule = |ok: bool, key: &str, message: &str| {
+        if ok {
+            Ok(())
+        } else {
+            Err(invalid(key, message))
+        }
+    };
+    rule(
+        !s.query_timeout.is_zero(),
+        "engine.query_timeout",
+        "must be greater than zero",
+    )?;
+    rule(
+        s.max_json_rows > 0,
+        "engine.max_json_rows",
+        "must be at least 1",
+    )?;
+    rule(
+        s.target_partitions != Some(0),
+        "engine.target_partitions",
+        "must be at least 1",
+    )?;
+    if let Some(key) = s.datafusion.keys().find(|k| !k.starts_with("datafusion.")) {
+        return Err(invalid(
+            &format!("engine.datafusion.{key}"),
+            "DataFusion settings start with 'datafusion.' (e.g. datafusion.execution.batch_size)",
+        ));
+    }
+    rule(
+        (64 * 1024..=256 << 20).contains(&s.flight_max_message_bytes.0),
+        "server.flight_max_message_bytes",
+        "must be between 64KiB and 256MiB (clients such as ADBC accept 16MiB by default)",
+    )?;
+    if let Some(Secret(password)) = &s.admin_password {
+        dataport_auth::password::check_password_rules(password)
+            .map_err(|e| invalid("auth.admin_password", e.to_string()))?;
+    }
+    rule(
+        !s.token_ttl.is_zero(),
+        "auth.token_ttl",
+        "must be greater than zero",
+    )?;
+    rule(
+        !s.issuer.trim().is_empty(),
+        "auth.issuer",
+        "must not be empty",
+    )?;
+    rule(
+        s.signing_key.as_ref().is_none_or(|Secret(k)| k.len() >= 32),
+        "auth.signing_key",
+        "must have at least 32 characters (for example: openssl rand -hex 32)",
+    )?;
+    rule(
+        s.max_failed_logins > 0,
+        "auth.max_failed_logins",
+        "must be at least 1",
+    )
+}
+
+#[cfg(test)]
+mod tests;
