@@ -33,6 +33,7 @@ use tracing::Instrument;
 
 use crate::error::{EngineError, Result};
 use crate::metrics::{Metrics, Outcome, Surface};
+use crate::telemetry::Tally;
 use crate::wire;
 
 /// How the engine runs queries.
@@ -79,6 +80,8 @@ pub struct RequestContext {
     pub surface: Surface,
     /// Correlates logs, metrics and error bodies.
     pub request_id: String,
+    /// Where the request's queries count the rows they serve, for its trace.
+    pub tally: Arc<Tally>,
 }
 
 impl RequestContext {
@@ -87,7 +90,14 @@ impl RequestContext {
             principal,
             surface,
             request_id: request_id.into(),
+            tally: Arc::default(),
         }
+    }
+
+    /// The context with the tally of the request's [`RequestTrace`](crate::telemetry::RequestTrace).
+    pub fn with_tally(mut self, tally: Arc<Tally>) -> Self {
+        self.tally = tally;
+        self
     }
 }
 
@@ -143,7 +153,7 @@ struct Inner {
     base_state: SessionState,
     /// The base state shared with access rules, which parse row filters with it.
     parse_state: Arc<SessionState>,
-    metrics: Metrics,
+    metrics: Arc<Metrics>,
     started: Instant,
 }
 
@@ -180,7 +190,7 @@ impl Engine {
             runtime,
             parse_state: Arc::new(base_state.clone()),
             base_state,
-            metrics: Metrics::default(),
+            metrics: Arc::default(),
             started: Instant::now(),
         })))
     }
@@ -195,6 +205,11 @@ impl Engine {
 
     pub fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    /// The metrics, to keep beyond a borrow of the engine (a request's trace).
+    pub fn shared_metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.0.metrics)
     }
 
     pub fn uptime(&self) -> Duration {
@@ -730,6 +745,7 @@ struct QueryGuard {
     surface: Surface,
     user: String,
     request_id: String,
+    tally: Arc<Tally>,
     sql: String,
     tables: Vec<String>,
     started: Instant,
@@ -747,6 +763,7 @@ impl QueryGuard {
             surface: ctx.surface,
             user: ctx.principal.name.clone(),
             request_id: ctx.request_id.clone(),
+            tally: Arc::clone(&ctx.tally),
             sql: truncate(sql, AUDIT_SQL_CHARS).to_string(),
             tables: Vec::new(),
             started,
@@ -767,6 +784,7 @@ impl QueryGuard {
         let elapsed = self.started.elapsed();
         let m = &self.engine.0.metrics;
         m.rows_served(self.surface, self.rows);
+        self.tally.add_rows(self.rows);
         m.query_finished(self.surface, outcome, elapsed);
         if let Some(audit) = &self.engine.0.options.audit {
             audit.record(AuditEntry {

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod profiles;
 mod statistics;
 pub mod sync;
+pub mod telemetry;
 pub mod wire;
 
 pub use dataport_auth::Principal;

@@ -1,11 +1,13 @@
-//! Query counters and latency histograms, rendered as Prometheus text.
+//! Query and request counters and latency histograms, rendered as Prometheus text.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Which protocol a request came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Surface {
     Http,
     Flight,
@@ -67,16 +69,58 @@ const BUCKETS: [f64; 14] = [
 const SURFACES: usize = 3;
 const OUTCOMES: usize = 5;
 
-/// Process-wide query metrics. Lock-free; cheap to update on every query.
+/// A latency histogram (Prometheus buckets, count and sum).
+#[derive(Debug, Default)]
+struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// `name_bucket`, `name_sum` and `name_count` lines with the label `labels`.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        for (b, le) in BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{labels},le=\"{le}\"}} {}",
+                self.buckets[b].load(Ordering::Relaxed)
+            );
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(
+            out,
+            "{name}_sum{{{labels}}} {}",
+            self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6
+        );
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// Process-wide query and request metrics; cheap to update on every query and request.
 #[derive(Debug, Default)]
 pub struct Metrics {
     queries: [[AtomicU64; OUTCOMES]; SURFACES],
     running: AtomicI64,
-    latency_buckets: [[AtomicU64; BUCKETS.len()]; SURFACES],
-    latency_count: [AtomicU64; SURFACES],
-    latency_sum_micros: [AtomicU64; SURFACES],
+    latency: [Histogram; SURFACES],
     rows: [AtomicU64; SURFACES],
     bytes: [AtomicU64; SURFACES],
+    /// Requests by surface, method and status: the transports keep both label sets small.
+    requests: Mutex<BTreeMap<(Surface, String, String), u64>>,
+    request_latency: [Histogram; SURFACES],
 }
 
 impl Metrics {
@@ -88,14 +132,32 @@ impl Metrics {
         self.running.fetch_sub(1, Ordering::Relaxed);
         let s = surface.idx();
         self.queries[s][outcome.idx()].fetch_add(1, Ordering::Relaxed);
-        let secs = elapsed.as_secs_f64();
-        for (i, b) in BUCKETS.iter().enumerate() {
-            if secs <= *b {
-                self.latency_buckets[s][i].fetch_add(1, Ordering::Relaxed);
-            }
+        self.latency[s].observe(elapsed);
+    }
+
+    /// A request ended (see [`crate::telemetry`]).
+    pub(crate) fn request_finished(
+        &self,
+        surface: Surface,
+        method: &str,
+        status: &str,
+        elapsed: Duration,
+    ) {
+        self.request_latency[surface.idx()].observe(elapsed);
+        if let Ok(mut requests) = self.requests.lock() {
+            *requests
+                .entry((surface, method.to_string(), status.to_string()))
+                .or_default() += 1;
         }
-        self.latency_count[s].fetch_add(1, Ordering::Relaxed);
-        self.latency_sum_micros[s].fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Requests that ended on `surface` with `method` and `status`.
+    pub fn requests(&self, surface: Surface, method: &str, status: &str) -> u64 {
+        self.requests.lock().map_or(0, |r| {
+            r.get(&(surface, method.to_string(), status.to_string()))
+                .copied()
+                .unwrap_or(0)
+        })
     }
 
     pub(crate) fn rows_served(&self, surface: Surface, rows: u64) {
@@ -150,31 +212,10 @@ impl Metrics {
             "Query time from receipt to the end of the result stream.",
         );
         for s in Surface::ALL {
-            let i = s.idx();
-            for (b, le) in BUCKETS.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "dataport_query_duration_seconds_bucket{{surface=\"{}\",le=\"{le}\"}} {}",
-                    s.as_str(),
-                    self.latency_buckets[i][b].load(Ordering::Relaxed)
-                );
-            }
-            let count = self.latency_count[i].load(Ordering::Relaxed);
-            let _ = writeln!(
+            self.latency[s.idx()].render(
                 out,
-                "dataport_query_duration_seconds_bucket{{surface=\"{}\",le=\"+Inf\"}} {count}",
-                s.as_str()
-            );
-            let _ = writeln!(
-                out,
-                "dataport_query_duration_seconds_sum{{surface=\"{}\"}} {}",
-                s.as_str(),
-                self.latency_sum_micros[i].load(Ordering::Relaxed) as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "dataport_query_duration_seconds_count{{surface=\"{}\"}} {count}",
-                s.as_str()
+                "dataport_query_duration_seconds",
+                &format!("surface=\"{}\"", s.as_str()),
             );
         }
         header(
@@ -205,7 +246,48 @@ impl Metrics {
                 self.bytes[s.idx()].load(Ordering::Relaxed)
             );
         }
+        self.render_requests(out);
     }
+
+    fn render_requests(&self, out: &mut String) {
+        header(
+            out,
+            "dataport_requests_total",
+            "counter",
+            "Requests (HTTP requests, Flight RPCs) by surface, method and status.",
+        );
+        if let Ok(requests) = self.requests.lock() {
+            for ((surface, method, status), n) in requests.iter() {
+                let _ = writeln!(
+                    out,
+                    "dataport_requests_total{{surface=\"{}\",method=\"{}\",status=\"{}\"}} {n}",
+                    surface.as_str(),
+                    label(method),
+                    label(status)
+                );
+            }
+        }
+        header(
+            out,
+            "dataport_request_duration_seconds",
+            "histogram",
+            "Request time from receipt to the end of the response body.",
+        );
+        for s in [Surface::Http, Surface::Flight] {
+            self.request_latency[s.idx()].render(
+                out,
+                "dataport_request_duration_seconds",
+                &format!("surface=\"{}\"", s.as_str()),
+            );
+        }
+    }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 pub(crate) fn header(out: &mut String, name: &str, kind: &str, help: &str) {

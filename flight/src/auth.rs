@@ -66,6 +66,7 @@ impl Interceptor for AuthInterceptor {
                     .record_refusal("flight", &request_id, claimed, &address, &e);
                 crate::error::auth_status(&e)
             })?;
+        tracing::Span::current().record("user", principal.name.as_str());
         request.extensions_mut().insert(Caller {
             principal,
             request_id,

@@ -34,6 +34,7 @@ use crate::TlsFiles;
 use crate::doget::ResponseBody;
 use crate::error::FlightServeError;
 use crate::routes::FlightRoutes;
+use dataport_engine::telemetry::TracedBody;
 
 /// Pings an idle connection this often, and drops it when a ping goes unanswered this long.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
@@ -214,7 +215,7 @@ struct Calls {
 }
 
 impl hyper::service::Service<http::Request<Incoming>> for Calls {
-    type Response = http::Response<ResponseBody>;
+    type Response = http::Response<TracedBody<ResponseBody>>;
     type Error = std::convert::Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 

@@ -13,6 +13,8 @@ use arrow_flight::{
 };
 use bytes::Buf;
 use dataport_common::ErrorKind;
+use dataport_engine::Surface;
+use dataport_engine::telemetry::{RequestTrace, TracedBody};
 use futures::future::BoxFuture;
 use http::HeaderValue;
 use http_body_util::{BodyExt, Limited};
@@ -23,6 +25,7 @@ use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
 use tonic::{Request, Response, Status, Streaming};
 use tower::Service;
+use tracing::Instrument;
 
 use crate::auth::AuthInterceptor;
 use crate::doget::{FramedBody, GRPC_PREFIX, OutgoingStream, ResponseBody, status_headers};
@@ -122,7 +125,7 @@ impl NamedService for FlightRoutes {
 }
 
 impl Service<http::Request<Body>> for FlightRoutes {
-    type Response = http::Response<ResponseBody>;
+    type Response = http::Response<TracedBody<ResponseBody>>;
     type Error = Infallible;
     type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
 
@@ -130,17 +133,101 @@ impl Service<http::Request<Body>> for FlightRoutes {
         <Generated as Service<http::Request<Body>>>::poll_ready(&mut self.generated, cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        if request.uri().path() == DO_GET {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+        let mut trace = start_trace(self.service.0.engine(), &mut request);
+        let span = trace.span().clone();
+        let future: BoxFuture<'static, http::Response<ResponseBody>> = if request.uri().path()
+            == DO_GET
+        {
             let routes = self.clone();
-            return Box::pin(async move { Ok(routes.do_get(request).await) });
-        }
-        let call = self.generated.call(request);
-        Box::pin(async move {
-            let response = call.await?;
-            Ok(response.map(|body| ResponseBody::Generated(Body::new(body))))
-        })
+            Box::pin(async move { routes.do_get(request).await })
+        } else {
+            // The interceptor runs in `call`: it names the user on the span.
+            let call = span.in_scope(|| self.generated.call(request));
+            Box::pin(async move {
+                match call.await {
+                    Ok(response) => response.map(|body| ResponseBody::Generated(Body::new(body))),
+                    Err(never) => match never {},
+                }
+            })
+        };
+        Box::pin(
+            async move {
+                let response = future.await;
+                // A status before the first message comes in the headers (trailers-only).
+                if let Some(status) = grpc_status(response.headers()) {
+                    trace.set_status(status);
+                }
+                Ok(response.map(|body| TracedBody::new(body, trace, Some(grpc_status))))
+            }
+            .instrument(span),
+        )
     }
+}
+
+/// The trace of one RPC: its request id (the client's `x-request-id`, else a new one, set on
+/// the request for the interceptor and the error messages) and its method.
+fn start_trace(
+    engine: &dataport_engine::Engine,
+    request: &mut http::Request<Body>,
+) -> RequestTrace {
+    let given = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned);
+    let id = given.unwrap_or_else(|| {
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(value) = HeaderValue::from_str(&id) {
+            request.headers_mut().insert("x-request-id", value);
+        }
+        id
+    });
+    // Only the service's own RPCs are labels; any other path is one value.
+    let method = request
+        .uri()
+        .path()
+        .strip_prefix(concat!("/", "arrow.flight.protocol.FlightService", "/"))
+        .filter(|m| RPCS.contains(m))
+        .unwrap_or("unknown")
+        .to_string();
+    let trace = RequestTrace::start(engine.shared_metrics(), Surface::Flight, method, &id);
+    request.extensions_mut().insert(trace.tally());
+    trace
+}
+
+/// The RPCs of the Flight service.
+const RPCS: &[&str] = &[
+    "Handshake",
+    "ListFlights",
+    "GetFlightInfo",
+    "PollFlightInfo",
+    "GetSchema",
+    "DoGet",
+    "DoPut",
+    "DoExchange",
+    "DoAction",
+    "ListActions",
+];
+
+/// The gRPC status in `headers` (or trailers), by its canonical name (`NOT_FOUND`).
+fn grpc_status(headers: &http::HeaderMap) -> Option<String> {
+    let code = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    let name = format!("{:?}", tonic::Code::from_i32(code));
+    let mut out = String::with_capacity(name.len() + 4);
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    Some(out)
 }
 
 /// The single `Ticket` message of a `DoGet` request body.

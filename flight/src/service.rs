@@ -35,6 +35,7 @@ use arrow_flight::{
 };
 use bytes::Bytes;
 use dataport_auth::Authenticator;
+use dataport_engine::telemetry::Tally;
 use dataport_engine::{Engine, QueryRequest, RequestContext, Surface};
 use futures::{Stream, StreamExt, TryStreamExt};
 use prost::Message;
@@ -112,7 +113,7 @@ impl FlightSqlServer {
         &self.inner.options
     }
 
-    fn engine(&self) -> &Engine {
+    pub(crate) fn engine(&self) -> &Engine {
         &self.inner.engine
     }
 
@@ -290,11 +291,15 @@ fn context<T>(request: &Request<T>) -> Result<RequestContext, Status> {
     let caller = request.extensions().get::<Caller>().ok_or_else(|| {
         crate::error::status(ErrorKind::Unauthenticated, "the call was not authenticated")
     })?;
-    Ok(RequestContext::new(
+    let context = RequestContext::new(
         caller.principal.clone(),
         Surface::Flight,
         caller.request_id.clone(),
-    ))
+    );
+    Ok(match request.extensions().get::<Arc<Tally>>() {
+        Some(tally) => context.with_tally(Arc::clone(tally)),
+        None => context,
+    })
 }
 
 fn ipc_schema(schema: &Schema) -> Result<Bytes, Status> {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
 
-from e2e_util import TPCH_TABLES, metric
+from e2e_util import ADMIN_USER, TPCH_TABLES, FlightSession, metric
 
 METRIC_NAMES = [
     "dataport_queries_total",
@@ -108,3 +109,81 @@ def test_graceful_shutdown(start_server):
     code = srv.stop(timeout=45)
     assert code == 0, (f"exit code {code} after SIGTERM (None = had to be killed after "
                        f"{time.monotonic() - t0:.0f}s)\n{srv.stderr_tail()}")
+
+
+def _finished(log_path, request_id: str) -> list[dict]:
+    """The `request finished` events of `request_id` in a JSON log: their span's fields."""
+    out = []
+    for line in log_path.read_text(errors="replace").splitlines():
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        span = event.get("span") or {}
+        if event.get("fields", {}).get("message") == "request finished" and \
+                span.get("request_id") == request_id:
+            out.append(span)
+    return out
+
+
+def _wait_finished(srv, request_id: str) -> list[dict]:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        found = _finished(srv.stderr_path, request_id)
+        if found:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"no 'request finished' for {request_id}:\n{srv.stderr_tail()}")
+
+
+def test_every_request_has_a_span_and_is_counted(start_server):
+    """Each HTTP request and each Flight RPC runs in one `request` span that ends with its
+    user, method, status, rows, bytes and duration, logged and counted in /metrics."""
+    srv = start_server(["--log-format", "json"])
+    r = srv.session.post(srv.url("/api/v1/query"), json={"sql": "select * from tpch.nation"},
+                         headers={"x-request-id": "trace-http-1"}, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    [span] = _wait_finished(srv, "trace-http-1")
+    assert span["surface"] == "http" and span["method"] == "POST /api/v1/query", span
+    assert span["user"] == ADMIN_USER and span["status"] == "200", span
+    assert span["rows"] == 25 and span["bytes"] == len(r.content), span
+    assert span["duration_ms"] >= 0, span
+
+    r = srv.session.get(srv.url("/api/v1/catalog/tpch/nope"), headers={"x-request-id": "trace-http-2"},
+                        timeout=60)
+    assert r.status_code == 404
+    [span] = _wait_finished(srv, "trace-http-2")
+    assert span["status"] == "404" and span["rows"] == 0, span
+    assert span["method"] == "GET /api/v1/catalog/{schema}/{table}", span
+
+    with FlightSession(srv.flight) as s:
+        options = s.call_options([s.header, (b"x-request-id", b"trace-flight-1")])
+        table = s.sql("select * from tpch.region", options)
+        assert table.num_rows == 5
+    spans = _wait_finished(srv, "trace-flight-1")
+    by_method = {sp["method"]: sp for sp in spans}
+    assert set(by_method) == {"GetFlightInfo", "DoGet"}, spans
+    assert all(sp["user"] == ADMIN_USER and sp["status"] == "OK" for sp in spans), spans
+    assert by_method["DoGet"]["rows"] == 5 and by_method["DoGet"]["bytes"] > 0, spans
+
+    with FlightSession(srv.flight) as s:
+        options = s.call_options([s.header, (b"x-request-id", b"trace-flight-2")])
+        with pytest.raises(Exception):
+            s.sql("select * from tpch.no_such_table", options)
+    [span] = _wait_finished(srv, "trace-flight-2")
+    assert span["method"] == "GetFlightInfo" and span["status"] == "NOT_FOUND", span
+
+    samples = srv.metrics()
+    assert metric(samples, "dataport_requests_total", surface="http",
+                  method="POST /api/v1/query", status="200") >= 1
+    assert metric(samples, "dataport_requests_total", surface="flight",
+                  method="DoGet", status="OK") >= 1
+    assert metric(samples, "dataport_requests_total", surface="flight",
+                  method="GetFlightInfo", status="NOT_FOUND") >= 1
+    assert metric(samples, "dataport_request_duration_seconds_count", surface="flight") >= 3
+    # an unmatched path is one label value, whatever was asked
+    srv.get("/no/such/path/x1")
+    srv.get("/no/such/path/x2")
+    samples = srv.metrics()
+    methods = {ls.get("method") for n, ls, _ in samples if n == "dataport_requests_total"}
+    assert "GET unmatched" in methods and not any("x1" in m for m in methods), methods

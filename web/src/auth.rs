@@ -114,6 +114,7 @@ pub(crate) async fn require_bearer(
     let principal = bearer_of(request.headers()).and_then(|t| state.auth.check_bearer(&t));
     match principal {
         Ok(p) => {
+            crate::trace::record_user(&p.name);
             request.extensions_mut().insert(Caller(p));
             next.run(request).await
         }
@@ -230,6 +231,7 @@ pub(crate) async fn post_login(
                     .record_refusal("http", &id, Some(&user), &from, &e);
                 ApiError::from(e).with_request_id(&id)
             })?;
+    crate::trace::record_user(&session.principal.name);
     tracing::info!(request_id = %id, user = %session.principal.name, "logged in");
     Ok(Json(session.into()))
 }

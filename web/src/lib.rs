@@ -15,6 +15,7 @@ mod json;
 mod params;
 mod query;
 mod sync;
+mod trace;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -23,14 +24,13 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
-use axum::http::{HeaderName, Request, Uri};
+use axum::http::{HeaderName, Uri};
 use axum::middleware::from_fn_with_state;
 use axum::routing::{get, post};
 use dataport_auth::Authenticator;
 use dataport_engine::{Engine, Principal, RequestContext, Surface};
 use ipnet::IpNet;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::trace::TraceLayer;
 
 pub use error::ApiError;
 
@@ -105,6 +105,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.max_body_bytes;
     let upload_limit = state.options.max_upload_bytes;
+    let traced = state.clone();
     // Everything here needs a bearer token: new routes are protected by default.
     let protected = Router::new()
         .route("/api/v1/query", post(query::post_query))
@@ -150,23 +151,7 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state);
     api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
-        .layer(
-            TraceLayer::new_for_http()
-                .make_span_with(|req: &Request<_>| {
-                    let route = req
-                        .extensions()
-                        .get::<axum::extract::MatchedPath>()
-                        .map(|p| p.as_str().to_string())
-                        .unwrap_or_else(|| req.uri().path().to_string());
-                    let id = req
-                        .headers()
-                        .get(&REQUEST_ID)
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("-");
-                    tracing::info_span!("http.request", method = %req.method(), route, request_id = id)
-                })
-                .on_failure(()),
-        )
+        .layer(from_fn_with_state(traced, trace::trace_request))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }
 

@@ -30,6 +30,7 @@ pub(crate) async fn post_query(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
     crate::auth::Caller(principal): crate::auth::Caller,
+    tally: Option<axum::Extension<std::sync::Arc<dataport_engine::telemetry::Tally>>>,
     Query(query): Query<QueryParams>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
@@ -69,7 +70,10 @@ pub(crate) async fn post_query(
         params,
         max_rows: None,
     };
-    let ctx = crate::request_context(&principal, &request_id);
+    let mut ctx = crate::request_context(&principal, &request_id);
+    if let Some(axum::Extension(tally)) = tally {
+        ctx = ctx.with_tally(tally);
+    }
     let mut stream = state
         .engine
         .execute(request, &ctx)
