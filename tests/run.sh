@@ -79,7 +79,12 @@ else
 fi
 
 step "cargo test"
-cargo test --workspace --quiet
+# `--tests`: the unit and integration tests; the doc examples are the next step.
+cargo test --workspace --tests --quiet
+
+step "cargo test --doc (the examples in the crates' documentation)"
+# Same environment as the build: the libraries are not rebuilt, only the examples compiled.
+cargo test --workspace --doc --quiet
 
 [ "${1:-}" = "--rust" ] && exit 0
 

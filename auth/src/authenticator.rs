@@ -85,6 +85,32 @@ impl std::fmt::Debug for Session {
 
 /// Authenticates callers of every surface. Cheap to clone; clones share a cache of the
 /// identities that reloads whenever the state store's identities change.
+///
+/// ```
+/// use std::sync::Arc;
+/// use dataport_auth::{Accounts, AuthOptions, Authenticator, DATAREAD, StateStore};
+/// use dataport_auth::parse_authorization;
+///
+/// let data = tempfile::tempdir()?;
+/// let store = Arc::new(StateStore::open(data.path())?);
+/// let accounts = Accounts::new(Arc::clone(&store));
+/// accounts.add_user("ana", "Correct-Horse-7", &[DATAREAD.to_string()])?;
+///
+/// let auth = Authenticator::new(store, AuthOptions::default())?;
+/// let session = auth.login("ana", "Correct-Horse-7", "192.0.2.10")?;
+///
+/// // A transport parses its header and asks who is calling.
+/// let credentials = parse_authorization(&format!("Bearer {}", session.token))?;
+/// let ana = auth.authenticate(&credentials, "192.0.2.10")?;
+/// assert_eq!(ana.name, "ana");
+/// assert!(ana.in_group(DATAREAD) && !ana.admin);
+///
+/// // A wrong password, or a token after logout, is refused.
+/// assert!(auth.login("ana", "guess", "192.0.2.10").is_err());
+/// auth.revoke(&session.token)?;
+/// assert!(auth.authenticate(&credentials, "192.0.2.10").is_err());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct Authenticator(Arc<Inner>);
 

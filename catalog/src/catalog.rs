@@ -102,6 +102,43 @@ impl Catalog {
     /// Open the data dir and build the first snapshot. `runtime` is shared with query execution
     /// so Parquet footers read here are cached for queries; `config` carries the Parquet reading
     /// options queries use.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use arrow::array::{ArrayRef, Int64Array, RecordBatch};
+    /// use datafusion::execution::runtime_env::RuntimeEnv;
+    /// use datafusion::prelude::SessionConfig;
+    /// use dataport_catalog::write::ParquetFileWriter;
+    /// use dataport_catalog::{Catalog, CatalogOptions};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let data = tempfile::tempdir()?;
+    /// let ids: ArrayRef = Arc::new(Int64Array::from(vec![1, 2, 3]));
+    /// let batch = RecordBatch::try_from_iter([("id", ids)])?;
+    /// let write_table = |path: &str| -> Result<_, Box<dyn std::error::Error>> {
+    ///     let mut file = ParquetFileWriter::try_new(&data.path().join(path), batch.schema())?;
+    ///     file.write(&batch)?;
+    ///     Ok(file.finish()?)
+    /// };
+    /// write_table("parquet/sales/orders.parquet")?;
+    ///
+    /// let mut options = CatalogOptions::new(data.path());
+    /// options.watch = false; // no file events: this example refreshes by hand
+    /// let runtime = Arc::new(RuntimeEnv::default());
+    /// let catalog = Catalog::open(options, runtime, SessionConfig::new()).await?;
+    /// let first = catalog.snapshot();
+    /// let orders = first.table("sales", "orders").ok_or("sales.orders is listed")?;
+    /// assert_eq!(orders.row_count(), Some(3));
+    ///
+    /// // A new table appears: a refresh reads only it and swaps in a new snapshot.
+    /// write_table("parquet/sales/customers.parquet")?;
+    /// let report = catalog.refresh().await?;
+    /// assert_eq!(report.added, ["sales.customers"]);
+    /// assert_eq!((first.table_count(), catalog.snapshot().table_count()), (1, 2));
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn open(
         options: CatalogOptions,
         runtime: Arc<RuntimeEnv>,

@@ -112,6 +112,59 @@ fn is_safe_local_path(path: &str) -> bool {
 }
 
 /// Mirrors the caller's manifest into `options.dir`, then writes (and applies) the views.
+///
+/// ```
+/// use dataport_client::{Api, DuckDb, PullOptions, pull};
+/// # use std::sync::Arc;
+/// # use dataport_auth::{Accounts, Authenticator, DATAREAD, StateStore};
+/// # use dataport_engine::{Engine, EngineOptions};
+/// # use dataport_engine::{jobs::Scheduler, profiles::Profiler, sync::SyncFiles};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let data = tempfile::tempdir()?;
+/// # dataport_testkit::write_table(&data.path().join("parquet/sales/orders.parquet"), &[1, 2, 3]);
+/// # let mut catalog = dataport_catalog::CatalogOptions::new(data.path());
+/// # catalog.watch = false;
+/// # let engine = Engine::try_new(EngineOptions::new(data.path()), catalog).await?;
+/// # let store = Arc::new(StateStore::open(data.path())?);
+/// # Accounts::new(Arc::clone(&store)).add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
+/// # let app = dataport_web::router(dataport_web::AppState {
+/// #     auth: Authenticator::new(Arc::clone(&store), Default::default())?,
+/// #     jobs: Scheduler::new(Arc::clone(&store), Vec::new())?,
+/// #     profiler: Arc::new(Profiler::new(Arc::clone(&store))),
+/// #     sync: Arc::new(SyncFiles::new(Arc::clone(&store), data.path())),
+/// #     engine,
+/// #     options: Default::default(),
+/// # });
+/// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+/// # let server = format!("http://{}", listener.local_addr()?);
+/// # tokio::spawn(dataport_web::serve(listener, app, std::future::pending(), Default::default()));
+/// // `server` is a Dataport server whose one table, `sales.orders`, `ana` may read.
+/// let api = Api::new(&server, None)?;
+/// let session = api.login("ana", "Correct-Horse-7").await?;
+/// let api = api.with_token(session.token);
+///
+/// let laptop = tempfile::tempdir()?;
+/// let options = PullOptions {
+///     dir: laptop.path().to_path_buf(),
+///     all: true,
+///     jobs: 4,
+///     verify: false,
+///     limit_rate: None,
+///     duckdb: DuckDb::Off, // only write views.sql
+/// };
+/// let report = pull(&api, &session.user, &options, &()).await?;
+/// assert_eq!((report.tables, report.downloaded), (1, 1));
+/// assert!(laptop.path().join("sales/orders.parquet").is_file());
+/// assert!(std::fs::read_to_string(laptop.path().join("views.sql"))?.contains("orders"));
+///
+/// // Nothing changed on the server: the next pull downloads nothing.
+/// let again = pull(&api, &session.user, &options, &()).await?;
+/// assert_eq!((again.downloaded, again.unchanged), (0, 1));
+/// # Ok(())
+/// # }
+/// ```
 pub async fn pull(
     api: &Api,
     user: &str,

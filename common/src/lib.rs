@@ -5,6 +5,7 @@
 //! - [`digest`]: SHA-256 of files and of bytes as they are written;
 //! - [`sync`]: the analyst-sync wire types (manifest, file entries, upload answer), declared
 //!   once for the server that writes them and the client that reads them;
+//! - [`text`]: placeholders in text (`${VAR}`);
 //! - [`error`]: the error vocabulary ([`ErrorKind`]) every error of every crate answers, and
 //!   the JSON error body of the HTTP API.
 //!
@@ -29,6 +30,7 @@ pub mod digest;
 pub mod error;
 pub mod fs;
 pub mod sync;
+pub mod text;
 
 pub use error::{ErrorBody, ErrorKind, HasKind};
 pub use fs::FsError;

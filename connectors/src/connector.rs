@@ -176,6 +176,38 @@ pub struct SyncRequest {
 
 /// Syncs the tables of a source one after the other. A table that fails is recorded and
 /// reported; the others go on. After each written table the catalog (if given) is refreshed.
+///
+/// ```
+/// use dataport_connectors::files::{FilesConfig, FilesConnector};
+/// use dataport_connectors::{LogProgress, SyncRequest, sync_source};
+/// use dataport_state::StateStore;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let data = tempfile::tempdir()?;
+/// std::fs::create_dir(data.path().join("drop"))?;
+/// std::fs::write(data.path().join("drop/orders.csv"), "id,amount\n1,9.50\n2,12.00\n")?;
+///
+/// // `sources: [{name: drops, type: files, path: drop, schema: uploads}]`
+/// let config = FilesConfig {
+///     path: "drop".into(),
+///     schema: "uploads".into(),
+///     mode: Default::default(),
+///     processed: None,
+///     rejected: None,
+/// };
+/// let drops = FilesConnector::new("drops", &config, data.path())?;
+/// let state = StateStore::open(data.path())?;
+/// let request = SyncRequest::default();
+/// let report = sync_source(&drops, data.path(), &state, None, &request, &LogProgress).await;
+///
+/// assert_eq!(report.outcome(), "ok", "{}", report.summary());
+/// assert_eq!((report.tables[0].table.as_str(), report.tables[0].rows), ("uploads.orders", 2));
+/// assert!(data.path().join("parquet/uploads/orders.parquet").is_file());
+/// assert!(!data.path().join("drop/orders.csv").exists()); // moved to drop/processed/
+/// # Ok(())
+/// # }
+/// ```
 pub async fn sync_source(
     connector: &dyn Connector,
     data_dir: &Path,

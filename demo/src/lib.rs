@@ -3,6 +3,28 @@
 //! (descriptions, primary and foreign keys, column descriptions), so a fresh Dataport install has
 //! something to query. This crate only produces files, through the catalog's atomic writer; it
 //! must not know about the server, the query engine or HTTP.
+//!
+//! # Example
+//!
+//! [`ensure_tpch`] is what the server runs at start: it generates the dataset once and reuses it
+//! afterwards. Scale 1 has six million line items; this example uses a thousandth of that.
+//!
+//! ```
+//! use dataport_demo::{DemoOutcome, TPCH_TABLES, ensure_tpch, tpch_dir};
+//!
+//! let data = tempfile::tempdir()?;
+//! let DemoOutcome::Generated(report) = ensure_tpch(data.path(), 0.001)? else {
+//!     return Err("an empty data dir gets a new dataset".into());
+//! };
+//! assert_eq!(report.tables.len(), TPCH_TABLES.len());
+//! let rows = |name: &str| report.tables.iter().find(|t| t.name == name).map(|t| t.rows);
+//! assert_eq!((rows("region"), rows("nation")), (Some(5), Some(25)));
+//! assert!(tpch_dir(data.path()).join("lineitem.parquet").is_file());
+//! assert!(report.description_path.is_file()); // docs/data_description.md
+//!
+//! assert_eq!(ensure_tpch(data.path(), 0.001)?, DemoOutcome::Reused);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 use std::fs;
 use std::io;

@@ -142,6 +142,42 @@ impl QueryRequest {
 }
 
 /// The query engine. Clone it freely; clones share everything.
+///
+/// ```
+/// use std::sync::Arc;
+/// use arrow::array::{ArrayRef, AsArray, Int64Array, RecordBatch};
+/// use arrow::datatypes::Int64Type;
+/// use dataport_catalog::{CatalogOptions, write::ParquetFileWriter};
+/// use dataport_engine::{Engine, EngineOptions, Principal, QueryRequest, RequestContext, Surface};
+/// use futures::TryStreamExt as _;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// // A data dir with one table, `sales.orders`, of three rows.
+/// let data = tempfile::tempdir()?;
+/// let ids: ArrayRef = Arc::new(Int64Array::from(vec![10, 20, 30]));
+/// let batch = RecordBatch::try_from_iter([("id", ids)])?;
+/// let path = data.path().join("parquet/sales/orders.parquet");
+/// let mut file = ParquetFileWriter::try_new(&path, batch.schema())?;
+/// file.write(&batch)?;
+/// file.finish()?;
+///
+/// let mut catalog = CatalogOptions::new(data.path());
+/// catalog.watch = false;
+/// let engine = Engine::try_new(EngineOptions::new(data.path()), catalog).await?;
+///
+/// let ctx = RequestContext::new(Principal::local_admin(), Surface::Internal, "example-1");
+/// let request = QueryRequest::new("SELECT count(*) AS n FROM sales.orders WHERE id > $1");
+/// let request = QueryRequest { params: vec![15_i64.into()], ..request };
+/// let batches: Vec<RecordBatch> = engine.execute(request, &ctx).await?.try_collect().await?;
+/// assert_eq!(batches[0].column(0).as_primitive::<Int64Type>().value(0), 2);
+///
+/// // The engine is read-only: statements that change anything are refused.
+/// let drop = engine.execute(QueryRequest::new("DROP TABLE sales.orders"), &ctx).await;
+/// assert!(drop.is_err());
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone, Debug)]
 pub struct Engine(Arc<Inner>);
 

@@ -15,6 +15,33 @@ use dataport_client::{
 use crate::term::{human_bytes, init_cli_logging, out, time};
 
 /// The analyst's commands, as subcommands of `dataport` and of `dataport-client`.
+///
+/// A binary embeds them as its subcommands and hands the parsed one to [`run`]:
+///
+/// ```
+/// use clap::Parser;
+/// use dataport_laptop::ClientCommand;
+///
+/// #[derive(Parser)]
+/// struct Cli {
+///     #[command(subcommand)]
+///     command: ClientCommand,
+/// }
+///
+/// let cli = Cli::try_parse_from(["dataport-client", "pull", "--all", "--limit-rate", "2M"])?;
+/// let ClientCommand::Pull(pull) = cli.command else {
+///     return Err("`pull` parses as ClientCommand::Pull".into());
+/// };
+/// let parsed = format!("{pull:?}");
+/// assert!(parsed.contains("all: true") && parsed.contains("limit_rate: Some(2097152)"));
+///
+/// // Mistakes are refused before anything runs, with what to write instead.
+/// let error = Cli::try_parse_from(["dataport-client", "pull", "--limit-rate", "fast"])
+///     .err()
+///     .ok_or("'fast' is refused")?;
+/// assert!(error.to_string().contains("'fast' is not a rate such as 500K or 2M"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
     /// Log in to a Dataport server and store the token for pull and push.

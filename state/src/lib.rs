@@ -47,6 +47,27 @@ pub struct StateStore {
 
 impl StateStore {
     /// Open (creating and migrating if needed) the store of a data dir.
+    ///
+    /// Several handles (in one process or several) may be open at once; each sees the others'
+    /// commits, and [`data_version`](Self::data_version) says when there are new ones.
+    ///
+    /// ```
+    /// use dataport_state::StateStore;
+    ///
+    /// let data = tempfile::tempdir()?;
+    /// let server = StateStore::open(data.path())?;
+    /// assert!(data.path().join("state/dataport.sqlite").is_file());
+    /// let seen = server.data_version()?;
+    ///
+    /// // `dataport user add` in another process: its own handle on the same data dir.
+    /// let cli = StateStore::open(data.path())?;
+    /// cli.add_user("ana", "$argon2id$v=19$...", &["dataread".to_string()])?;
+    ///
+    /// assert_ne!(server.data_version()?, seen);
+    /// let ana = server.user("ana")?.ok_or("ana was just added")?;
+    /// assert_eq!(ana.groups, ["dataread"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn open(data_dir: &Path) -> Result<Self> {
         let dir = data_dir.join("state");
         create_private_dir(&dir)?;

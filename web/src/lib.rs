@@ -102,6 +102,54 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 }
 
 /// All HTTP routes.
+///
+/// ```
+/// use axum::body::{Body, to_bytes};
+/// use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+/// use axum::http::{Request, StatusCode};
+/// use dataport_web::{AppState, WebOptions, router};
+/// use tower::ServiceExt as _;
+/// # use std::sync::Arc;
+/// # use dataport_auth::{Accounts, Authenticator, DATAREAD, StateStore};
+/// # use dataport_engine::{Engine, EngineOptions};
+/// # use dataport_engine::{jobs::Scheduler, profiles::Profiler, sync::SyncFiles};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// # let data = tempfile::tempdir()?;
+/// # dataport_testkit::write_table(&data.path().join("parquet/sales/orders.parquet"), &[1, 2, 3]);
+/// # let mut catalog = dataport_catalog::CatalogOptions::new(data.path());
+/// # catalog.watch = false;
+/// # let engine = Engine::try_new(EngineOptions::new(data.path()), catalog).await?;
+/// # let store = Arc::new(StateStore::open(data.path())?);
+/// # Accounts::new(Arc::clone(&store)).add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
+/// # let auth = Authenticator::new(Arc::clone(&store), Default::default())?;
+/// # let jobs = Scheduler::new(Arc::clone(&store), Vec::new())?;
+/// # let profiler = Arc::new(Profiler::new(Arc::clone(&store)));
+/// # let sync = Arc::new(SyncFiles::new(Arc::clone(&store), data.path()));
+/// // `engine` serves a data dir with `sales.orders` (3 rows); `auth` knows the user `ana`.
+/// let options = WebOptions::default();
+/// let app = router(AppState { engine, auth, jobs, profiler, sync, options });
+///
+/// let login = Request::post("/api/v1/auth/login")
+///     .header(CONTENT_TYPE, "application/json")
+///     .body(Body::from(r#"{"username": "ana", "password": "Correct-Horse-7"}"#))?;
+/// let response = app.clone().oneshot(login).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// let body = to_bytes(response.into_body(), 4096).await?;
+/// let session: serde_json::Value = serde_json::from_slice(&body)?;
+/// let token = session["token"].as_str().ok_or("a login answers a token")?;
+///
+/// let query = Request::post("/api/v1/query?format=csv")
+///     .header(AUTHORIZATION, format!("Bearer {token}"))
+///     .header(CONTENT_TYPE, "application/json")
+///     .body(Body::from(r#"{"sql": "SELECT count(*) AS n FROM sales.orders"}"#))?;
+/// let response = app.oneshot(query).await?;
+/// assert_eq!(response.status(), StatusCode::OK);
+/// assert_eq!(to_bytes(response.into_body(), 4096).await?, "n\n3\n");
+/// # Ok(())
+/// # }
+/// ```
 pub fn router(state: AppState) -> Router {
     let body_limit = state.options.max_body_bytes;
     let upload_limit = state.options.max_upload_bytes;

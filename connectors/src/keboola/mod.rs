@@ -543,16 +543,8 @@ const PLACEHOLDERS: &[(&str, i64)] = &[
 ];
 
 fn resolve_placeholders(value: &str, today: chrono::NaiveDate) -> Result<String> {
-    let mut out = String::with_capacity(value.len());
-    let mut rest = value;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = after[..end].trim();
+    dataport_common::text::substitute(value, "{{", "}}", |name| {
+        let name = name.trim();
         let Some((_, days)) = PLACEHOLDERS.iter().find(|(n, _)| *n == name) else {
             return Err(ConnectorError::Table {
                 table: String::new(),
@@ -567,11 +559,8 @@ fn resolve_placeholders(value: &str, today: chrono::NaiveDate) -> Result<String>
             });
         };
         let date = today - chrono::Duration::days(*days);
-        out.push_str(&date.format("%Y-%m-%d").to_string());
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    Ok(out)
+        Ok(date.format("%Y-%m-%d").to_string())
+    })
 }
 
 #[cfg(test)]

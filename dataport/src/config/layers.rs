@@ -218,24 +218,9 @@ pub(crate) fn substitute_env(
     text: &str,
     lookup: impl Fn(&str) -> Option<String>,
 ) -> Result<String, String> {
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(start) = rest.find("${") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find('}') else {
-            out.push_str(&rest[start..]);
-            return Ok(out);
-        };
-        let name = &after[..end];
-        match lookup(name) {
-            Some(v) => out.push_str(&v),
-            None => return Err(name.to_string()),
-        }
-        rest = &after[end + 1..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    dataport_common::text::substitute(text, "${", "}", |name| {
+        lookup(name).ok_or_else(|| name.to_string())
+    })
 }
 
 /// The config file's path, absolute.
