@@ -4,16 +4,66 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use dataport_state::{ApiTokenRecord, GrantRecord, StateStore, UserRecord, now_secs};
+use dataport_state::{
+    AccountChange, AccountState, ApiTokenRecord, GrantRecord, NewAccount, StateStore, UserRecord,
+    now_secs,
+};
 
 use crate::authenticator::{API_TOKEN_PREFIX, hash_secret};
 use crate::password::{check_password_rules, hash_password};
-use crate::{AuthError, DATA_OPS, valid_name};
+use crate::{AuthError, DATA_OPS, Principal, normalize_email, username_for, valid_name};
+
+/// Who makes a change to an account, for the record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub id: Option<i64>,
+    pub name: String,
+    /// The request that made it (empty for the command line).
+    pub request_id: String,
+}
+
+impl Actor {
+    /// Someone at the server's command line: `cli:<login>` (the `sudo` caller's, else the
+    /// user's).
+    pub fn command_line() -> Self {
+        let name = std::env::var("SUDO_USER")
+            .or_else(|_| std::env::var("USER"))
+            .map(|u| format!("cli:{u}"))
+            .unwrap_or_else(|_| "cli".into());
+        Self {
+            id: None,
+            name,
+            request_id: String::new(),
+        }
+    }
+
+    /// The server itself (the accounts it makes on its first start).
+    pub fn server() -> Self {
+        Self {
+            id: None,
+            name: "dataport".into(),
+            request_id: String::new(),
+        }
+    }
+
+    /// An administrator through the API.
+    pub fn principal(principal: &Principal, request_id: &str) -> Self {
+        Self {
+            id: (principal.id > 0).then_some(principal.id),
+            name: principal.name.clone(),
+            request_id: request_id.to_string(),
+        }
+    }
+}
 
 /// Account administration over the state store.
 #[derive(Debug, Clone)]
 pub struct Accounts {
     store: Arc<StateStore>,
+    /// The organisation's email domains (usernames from the local part).
+    domains: Arc<[String]>,
+    /// Groups of an invited account whose invitation names none.
+    default_groups: Arc<[String]>,
 }
 
 /// A table, or with `table: None` every table of a schema, as a grant target
@@ -77,8 +127,24 @@ impl std::fmt::Debug for NewApiToken {
 }
 
 impl Accounts {
+    /// Accounts of no organisation domain, invited into `dataread` by default.
     pub fn new(store: Arc<StateStore>) -> Self {
-        Self { store }
+        Self {
+            store,
+            domains: Arc::from(Vec::new()),
+            default_groups: Arc::from(vec![crate::DATAREAD.to_string()]),
+        }
+    }
+
+    /// The organisation's email `domains` (`auth.allowed_domains`) and the groups of an
+    /// invitation that names none (`auth.default_groups`).
+    pub fn with_organisation(mut self, domains: &[String], default_groups: &[String]) -> Self {
+        self.domains = domains
+            .iter()
+            .map(|d| d.trim().trim_start_matches('@').to_ascii_lowercase())
+            .collect();
+        self.default_groups = default_groups.into();
+        self
     }
 
     pub fn store(&self) -> &Arc<StateStore> {
@@ -98,62 +164,201 @@ impl Accounts {
         Ok(self.store.user_count()? > 0)
     }
 
-    /// Create a user. The password must follow the rules; groups must be valid names.
+    /// The account a login names: its username, else its email (any case).
+    pub fn account(&self, login: &str) -> Result<UserRecord, AuthError> {
+        self.store
+            .user_by_login(login)?
+            .ok_or_else(|| AuthError::NotFound {
+                message: format!("no account '{login}' (give a username or an email)"),
+            })
+    }
+
+    /// The account with this id.
+    pub fn account_by_id(&self, id: i64) -> Result<UserRecord, AuthError> {
+        self.store
+            .user_by_id(id)?
+            .ok_or_else(|| AuthError::NotFound {
+                message: format!("no account with id {id}"),
+            })
+    }
+
+    /// Create an active username-only account with a password. The password must follow
+    /// the rules; groups must be valid names.
     pub fn add_user(&self, name: &str, password: &str, groups: &[String]) -> Result<(), AuthError> {
+        self.create_user(name, password, groups, &Actor::command_line())
+            .map(|_| ())
+    }
+
+    /// [`add_user`](Self::add_user), recorded as made by `by`; the new account's id.
+    pub fn create_user(
+        &self,
+        name: &str,
+        password: &str,
+        groups: &[String],
+        by: &Actor,
+    ) -> Result<i64, AuthError> {
         check_user_name(name)?;
         check_groups(groups)?;
         check_password_rules(password)?;
         let hash = hash_password(password)?;
-        self.store.add_user(name, &hash, groups)?;
+        let id = self.store.add_user(name, &hash, groups)?;
         tracing::info!(user = name, groups = ?groups, "user created");
-        Ok(())
+        self.record(
+            by,
+            "create",
+            id,
+            name,
+            &format!("groups: {}", groups.join(",")),
+        )?;
+        Ok(id)
     }
 
-    /// Set a new password; sessions opened before it end.
+    /// Invite `email` into `groups` (else the default groups): an account in state `invited`,
+    /// without a password, that becomes active at its first sign-in. The organisation's
+    /// domains decide its username.
+    pub fn invite(
+        &self,
+        email: &str,
+        display_name: &str,
+        groups: Option<&[String]>,
+        by: &Actor,
+    ) -> Result<UserRecord, AuthError> {
+        let email = normalize_email(email)?;
+        let groups = groups.unwrap_or(&self.default_groups);
+        check_groups(groups)?;
+        let username = username_for(&email, &self.domains, |name| {
+            self.store.user(name).ok().flatten().is_some()
+        })?;
+        let id = self.store.add_account(&NewAccount {
+            username: username.clone(),
+            email: Some(email.clone()),
+            display_name: display_name.trim().to_string(),
+            picture_url: None,
+            state: AccountState::Invited,
+            password_hash: None,
+            groups: groups.to_vec(),
+        })?;
+        tracing::info!(user = %username, groups = ?groups, "account invited");
+        self.record(
+            by,
+            "invite",
+            id,
+            &username,
+            &format!("{email}; groups: {}", groups.join(",")),
+        )?;
+        self.account_by_id(id)
+    }
+
+    /// Disable (no sign-in; its sessions and tokens are refused) or enable an account. The
+    /// last active administrator cannot be disabled.
+    pub fn set_state(
+        &self,
+        login: &str,
+        state: AccountState,
+        by: &Actor,
+    ) -> Result<UserRecord, AuthError> {
+        let account = self.account(login)?;
+        if state == AccountState::Invited {
+            return Err(AuthError::InvalidInput {
+                message: "an account can be set active or disabled".into(),
+            });
+        }
+        // Enabling an invited account that has no password would leave it unable to sign in
+        // with one: it stays invited until its first sign-in.
+        let state = match (account.state, state) {
+            (AccountState::Invited, AccountState::Active) => AccountState::Invited,
+            _ => state,
+        };
+        self.store
+            .set_account_state(account.id, state, Some(DATA_OPS))?;
+        let action = match state {
+            AccountState::Disabled => "disable",
+            _ => "enable",
+        };
+        tracing::info!(user = %account.name, state = %state, "account state changed");
+        self.record(by, action, account.id, &account.name, "")?;
+        self.account_by_id(account.id)
+    }
+
+    /// Set a new password; sessions opened before it end. An invited account becomes active.
     pub fn set_password(&self, name: &str, password: &str) -> Result<(), AuthError> {
         check_password_rules(password)?;
         let hash = hash_password(password)?;
-        self.store.set_password_hash(name, &hash)?;
-        tracing::info!(user = name, "password changed");
-        Ok(())
+        let account = self.account(name)?;
+        self.store.set_password_hash(&account.name, &hash)?;
+        tracing::info!(user = %account.name, "password changed");
+        self.record(
+            &Actor::command_line(),
+            "password",
+            account.id,
+            &account.name,
+            "",
+        )
     }
 
-    /// Replace a user's groups. The last administrator cannot leave `data-ops`.
+    /// Replace a user's groups. The last active administrator cannot leave `data-ops`.
     pub fn set_groups(&self, name: &str, groups: &[String]) -> Result<(), AuthError> {
+        self.change_groups(name, groups, &Actor::command_line())
+            .map(|_| ())
+    }
+
+    /// [`set_groups`](Self::set_groups), recorded as made by `by`.
+    pub fn change_groups(
+        &self,
+        login: &str,
+        groups: &[String],
+        by: &Actor,
+    ) -> Result<UserRecord, AuthError> {
         check_groups(groups)?;
-        if !groups.iter().any(|g| g == DATA_OPS) {
-            self.keep_an_admin(name)?;
-        }
-        self.store.set_groups(name, groups)?;
-        tracing::info!(user = name, groups = ?groups, "groups changed");
-        Ok(())
+        let account = self.account(login)?;
+        self.store
+            .set_account_groups(account.id, groups, Some(DATA_OPS))?;
+        tracing::info!(user = %account.name, groups = ?groups, "groups changed");
+        self.record(by, "groups", account.id, &account.name, &groups.join(","))?;
+        self.account_by_id(account.id)
     }
 
-    /// Delete a user with their tokens. The last administrator cannot be removed.
+    /// Delete a user with their tokens. The last active administrator cannot be removed.
     pub fn remove_user(&self, name: &str) -> Result<(), AuthError> {
-        self.keep_an_admin(name)?;
-        if !self.store.remove_user(name)? {
-            return Err(AuthError::NotFound {
-                message: format!("user '{name}' does not exist"),
-            });
-        }
-        tracing::info!(user = name, "user removed");
-        Ok(())
+        self.delete(name, &Actor::command_line())
     }
 
-    fn keep_an_admin(&self, leaving: &str) -> Result<(), AuthError> {
-        let users = self.store.users()?;
-        let admins: Vec<&UserRecord> = users
-            .iter()
-            .filter(|u| u.groups.iter().any(|g| g == DATA_OPS))
-            .collect();
-        if admins.len() == 1 && admins[0].name == leaving {
-            return Err(AuthError::InvalidInput {
-                message: format!(
-                    "'{leaving}' is the last member of data-ops; add another administrator first"
-                ),
-            });
-        }
+    /// [`remove_user`](Self::remove_user), recorded as made by `by`.
+    pub fn delete(&self, login: &str, by: &Actor) -> Result<(), AuthError> {
+        let account = self.account(login)?;
+        self.store.remove_account(account.id, Some(DATA_OPS))?;
+        tracing::info!(user = %account.name, "account deleted");
+        let detail = account.email.clone().unwrap_or_default();
+        self.record(by, "delete", account.id, &account.name, &detail)
+    }
+
+    /// The newest changes to accounts, newest first.
+    pub fn changes(
+        &self,
+        account: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<AccountChange>, AuthError> {
+        Ok(self.store.account_changes(account, limit)?)
+    }
+
+    fn record(
+        &self,
+        by: &Actor,
+        action: &str,
+        id: i64,
+        name: &str,
+        detail: &str,
+    ) -> Result<(), AuthError> {
+        self.store.record_account_change(&AccountChange {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            actor_id: by.id,
+            actor: by.name.clone(),
+            action: action.to_string(),
+            account_id: Some(id),
+            account: name.to_string(),
+            detail: detail.to_string(),
+            request_id: by.request_id.clone(),
+        })?;
         Ok(())
     }
 
@@ -218,9 +423,11 @@ impl Accounts {
         let secret = crate::random_token(32)?;
         let now = now_secs();
         let expires_at = ttl.map(|t| now + t.as_secs() as i64);
+        let account = self.account(user)?;
         self.store.add_api_token(&ApiTokenRecord {
             id: id.clone(),
-            user: user.to_string(),
+            account_id: account.id,
+            user: account.name.clone(),
             label: label.to_string(),
             secret_hash: hash_secret(&secret),
             created_at: now,

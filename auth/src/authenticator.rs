@@ -4,7 +4,10 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use dataport_state::{ApiTokenRecord, AuditEntry, AuditLog, LoginAttempt, StateStore, now_secs};
+use dataport_state::{
+    AccountState, ApiTokenRecord, AuditEntry, AuditLog, LoginAttempt, StateStore, UserRecord,
+    now_secs,
+};
 use sha2::{Digest, Sha256};
 
 use crate::jwt::{Claims, TokenKeys};
@@ -127,17 +130,32 @@ struct Inner {
 #[derive(Debug, Default)]
 struct Identities {
     version: i64,
-    users: HashMap<String, User>,
+    /// By id.
+    accounts: HashMap<i64, UserRecord>,
+    /// Username → id.
+    by_name: HashMap<String, i64>,
+    /// Email (lower case) → id.
+    by_email: HashMap<String, i64>,
     grants: Arc<[Grant]>,
     revoked: HashSet<String>,
     api_tokens: HashMap<String, ApiTokenRecord>,
 }
 
-#[derive(Debug)]
-struct User {
-    groups: Vec<String>,
-    password_hash: String,
-    password_changed_at: i64,
+impl Identities {
+    /// The account a login names: a username, else an email in any case.
+    fn by_login(&self, login: &str) -> Option<&UserRecord> {
+        let id = self
+            .by_name
+            .get(login)
+            .or_else(|| self.by_email.get(&login.to_ascii_lowercase()))?;
+        self.accounts.get(id)
+    }
+
+    /// An active account as a principal.
+    fn principal(&self, account: &UserRecord) -> Option<Principal> {
+        (account.state == AccountState::Active)
+            .then(|| Principal::account(account.id, &account.name, account.groups.clone()))
+    }
 }
 
 impl Authenticator {
@@ -182,22 +200,16 @@ impl Authenticator {
         let store = &self.0.store;
         let now = now_secs();
         let grace = self.0.options.refresh_grace.as_secs() as i64;
+        let accounts: HashMap<i64, UserRecord> =
+            store.users()?.into_iter().map(|u| (u.id, u)).collect();
         let loaded = Arc::new(Identities {
             version,
-            users: store
-                .users()?
-                .into_iter()
-                .map(|u| {
-                    (
-                        u.name,
-                        User {
-                            groups: u.groups,
-                            password_hash: u.password_hash,
-                            password_changed_at: u.password_changed_at,
-                        },
-                    )
-                })
+            by_name: accounts.values().map(|u| (u.name.clone(), u.id)).collect(),
+            by_email: accounts
+                .values()
+                .filter_map(|u| Some((u.email.as_ref()?.to_ascii_lowercase(), u.id)))
                 .collect(),
+            accounts,
             grants: store.grants()?.into(),
             revoked: store.revoked_jtis(now - grace)?.into_iter().collect(),
             api_tokens: store
@@ -248,6 +260,7 @@ impl Authenticator {
         let expires_at = now + self.0.options.token_ttl.as_secs() as i64;
         let claims = Claims {
             sub: principal.name.clone(),
+            uid: (principal.id > 0).then_some(principal.id),
             exp: expires_at,
             iat: now,
             iss: self.0.keys.issuer().to_string(),
@@ -306,6 +319,7 @@ impl Authenticator {
         };
         audit.record(AuditEntry {
             at_ms: chrono::Utc::now().timestamp_millis(),
+            account_id: None,
             user: user.unwrap_or("-").to_string(),
             surface: surface.to_string(),
             request_id: request_id.to_string(),
@@ -323,9 +337,10 @@ impl Authenticator {
     pub fn principal(&self, name: &str) -> Result<Option<Principal>, AuthError> {
         let ids = self.identities()?;
         Ok(ids
-            .users
+            .by_name
             .get(name)
-            .map(|u| Principal::new(name, u.groups.clone())))
+            .and_then(|id| ids.accounts.get(id))
+            .and_then(|u| ids.principal(u)))
     }
 
     fn claims_within_grace(&self, token: &str) -> Result<Claims, AuthError> {
@@ -345,18 +360,26 @@ impl Authenticator {
         Ok(())
     }
 
+    /// The principal a session token stands for: its account (by id; a token from before
+    /// accounts had ids by username, issued after that account was created), active, and the
+    /// token issued after its last password change.
     fn principal_for_claims(&self, claims: &Claims) -> Result<Principal, AuthError> {
         let ids = self.identities()?;
         if ids.revoked.contains(&claims.jti) {
             return Err(AuthError::InvalidToken);
         }
-        match ids.users.get(&claims.sub) {
-            // A password change ends the sessions opened before it.
-            Some(u) if claims.iat >= u.password_changed_at => {
-                Ok(Principal::new(&claims.sub, u.groups.clone()))
-            }
-            _ => Err(AuthError::InvalidToken),
-        }
+        let account = match claims.uid {
+            Some(id) => ids.accounts.get(&id).filter(|u| u.name == claims.sub),
+            None => ids
+                .by_name
+                .get(&claims.sub)
+                .and_then(|id| ids.accounts.get(id))
+                .filter(|u| claims.iat >= u.created_at),
+        };
+        account
+            .filter(|u| claims.iat >= u.password_changed_at)
+            .and_then(|u| ids.principal(u))
+            .ok_or(AuthError::InvalidToken)
     }
 
     fn api_token_record(&self, token: &str) -> Result<(String, ApiTokenRecord), AuthError> {
@@ -378,8 +401,11 @@ impl Authenticator {
 
     fn check_api_token(&self, token: &str) -> Result<Principal, AuthError> {
         let (id, record) = self.api_token_record(token)?;
-        let principal = self
-            .principal(&record.user)?
+        let ids = self.identities()?;
+        let principal = ids
+            .accounts
+            .get(&record.account_id)
+            .and_then(|u| ids.principal(u))
             .ok_or(AuthError::InvalidToken)?;
         self.touch(&id);
         Ok(principal)
@@ -411,7 +437,11 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         let store = &self.0.store;
         let now = now_secs();
-        let (by_user, by_address) = store.failed_logins_since(user, address, now - RATE_WINDOW)?;
+        let ids = self.identities()?;
+        let known = ids.by_login(user);
+        // One count per account, whether it is named by username or by email.
+        let key = known.map_or_else(|| user.to_ascii_lowercase(), |u| u.name.clone());
+        let (by_user, by_address) = store.failed_logins_since(&key, address, now - RATE_WINDOW)?;
         let max = self.0.options.max_failed_logins;
         if by_user >= max || by_address >= max {
             tracing::warn!(user, address, "login refused: too many failed attempts");
@@ -419,22 +449,22 @@ impl Authenticator {
                 retry_after_secs: RATE_WINDOW as u64,
             });
         }
-        let ids = self.identities()?;
-        let known = ids.users.get(user);
-        // An unknown user costs the same hash check as a wrong password.
-        let hash = match known {
-            Some(u) => u.password_hash.as_str(),
-            None => decoy_hash(),
-        };
-        let ok = verify_password(hash, password) && known.is_some();
+        let hash = known
+            .and_then(|u| u.password_hash.as_deref())
+            .unwrap_or(decoy_hash());
+        let ok =
+            verify_password(hash, password) && known.is_some_and(|u| u.password_hash.is_some());
         store.record_login_attempt(&LoginAttempt {
             at: now,
-            user: user.to_string(),
+            user: key,
             address: address.to_string(),
             ok,
         })?;
         match known {
-            Some(u) if ok => Ok(Principal::new(user, u.groups.clone())),
+            Some(u) if ok => ids.principal(u).ok_or_else(|| {
+                tracing::info!(user, address, state = %u.state, "login refused: the account is not active");
+                AuthError::Disabled
+            }),
             _ => {
                 tracing::info!(user, address, "login failed: wrong user name or password");
                 Err(AuthError::InvalidCredentials)

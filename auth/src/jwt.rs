@@ -8,7 +8,11 @@ use crate::AuthError;
 /// The claims of a session token.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Claims {
+    /// The username.
     pub sub: String,
+    /// The account's stable id; tokens issued before accounts had ids have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uid: Option<i64>,
     pub exp: i64,
     pub iat: i64,
     pub iss: String,

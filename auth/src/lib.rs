@@ -18,19 +18,21 @@
 mod accounts;
 mod authenticator;
 mod credentials;
+mod identity;
 mod jwt;
 pub mod password;
 
 use dataport_common::{ErrorKind, HasKind};
 use std::sync::Arc;
 
-pub use accounts::{Accounts, NewApiToken, TargetTable, generate_password};
+pub use accounts::{Accounts, Actor, NewApiToken, TargetTable, generate_password};
 pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
-    ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, GrantRecord as Grant, StateError, StateStore,
-    now_secs,
+    AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery,
+    GrantRecord as Grant, StateError, StateStore, UserRecord, now_secs,
 };
+pub use identity::{normalize_email, username_for};
 pub use jwt::Claims;
 
 /// Group whose members may read public tables.
@@ -46,6 +48,9 @@ pub const BOOTSTRAP_ADMIN: &str = "admin";
 /// Who is asking.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The account's stable id; 0 for the server itself (jobs, the command line).
+    pub id: i64,
+    /// The username.
     pub name: String,
     /// Sorted group names.
     pub groups: Vec<String>,
@@ -54,11 +59,18 @@ pub struct Principal {
 }
 
 impl Principal {
-    pub fn new(name: impl Into<String>, mut groups: Vec<String>) -> Self {
+    /// A principal that is no account (the server's own work, tests); see [`Principal::account`].
+    pub fn new(name: impl Into<String>, groups: Vec<String>) -> Self {
+        Self::account(0, name, groups)
+    }
+
+    /// The account `id`, named `name`, in `groups`.
+    pub fn account(id: i64, name: impl Into<String>, mut groups: Vec<String>) -> Self {
         groups.sort();
         groups.dedup();
         let admin = groups.iter().any(|g| g == DATA_OPS);
         Self {
+            id,
             name: name.into(),
             groups,
             admin,
@@ -87,6 +99,8 @@ pub enum AuthError {
     Malformed { reason: String },
     #[error("wrong user name or password")]
     InvalidCredentials,
+    #[error("this account is disabled; ask an administrator (a member of data-ops)")]
+    Disabled,
     #[error("the bearer token is invalid, expired or revoked; log in again")]
     InvalidToken,
     #[error("too many failed logins; try again in {retry_after_secs} s")]
@@ -99,6 +113,8 @@ pub enum AuthError {
     NotFound { message: String },
     #[error("{message}")]
     AlreadyExists { message: String },
+    #[error("{message}")]
+    Conflict { message: String },
     #[error("internal authentication error: {message}")]
     Internal { message: String },
 }
@@ -110,10 +126,12 @@ impl HasKind for AuthError {
             | Self::Malformed { .. }
             | Self::InvalidCredentials
             | Self::InvalidToken => ErrorKind::Unauthenticated,
+            Self::Disabled => ErrorKind::PermissionDenied,
             Self::TooManyAttempts { .. } => ErrorKind::ResourceExhausted,
             Self::WeakPassword { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidArgument,
             Self::NotFound { .. } => ErrorKind::NotFound,
             Self::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            Self::Conflict { .. } => ErrorKind::Conflict,
             Self::Internal { .. } => ErrorKind::Internal,
         }
     }
@@ -125,7 +143,10 @@ impl From<StateError> for AuthError {
             StateError::NoSuchUser(_) => Self::NotFound {
                 message: e.to_string(),
             },
-            StateError::UserExists(_) => Self::AlreadyExists {
+            StateError::UserExists(_) | StateError::EmailTaken(_) => Self::AlreadyExists {
+                message: e.to_string(),
+            },
+            StateError::LastMember { .. } => Self::Conflict {
                 message: e.to_string(),
             },
             other => Self::Internal {

@@ -328,11 +328,11 @@ fn accounts_keep_an_administrator_and_check_names() {
     let f = fixture();
     assert!(matches!(
         f.accounts.remove_user("admin"),
-        Err(AuthError::InvalidInput { .. })
+        Err(AuthError::Conflict { .. })
     ));
     assert!(matches!(
         f.accounts.set_groups("admin", &[DATAREAD.to_string()]),
-        Err(AuthError::InvalidInput { .. })
+        Err(AuthError::Conflict { .. })
     ));
     for bad in ["", "Ana", "a b", "-x", "x/y"] {
         assert!(
@@ -389,4 +389,217 @@ fn generated_signing_key_is_kept() {
         )
         .is_err()
     );
+}
+
+#[test]
+fn invited_accounts_sign_in_by_email_once_they_have_a_password() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let by = Actor::command_line();
+    let accounts = f
+        .accounts
+        .clone()
+        .with_organisation(&["@Example.com".to_string()], &[DATA_PRIVATE.to_string()]);
+    let ann = accounts
+        .invite(
+            "Ann@Example.com",
+            "Ann Lee",
+            Some(&[DATAREAD.to_string()]),
+            &by,
+        )
+        .unwrap();
+    assert_eq!(ann.name, "ann");
+    assert_eq!(ann.email.as_deref(), Some("ann@example.com"));
+    assert_eq!(ann.state, AccountState::Invited);
+    let outside = accounts.invite("bob@partner.io", "", None, &by).unwrap();
+    assert_eq!(outside.name, "bob_partner_io");
+    assert_eq!(outside.groups, [DATA_PRIVATE]);
+    // the same email in another case is the same account
+    assert!(matches!(
+        accounts.invite("ANN@example.com", "", None, &by),
+        Err(AuthError::AlreadyExists { .. })
+    ));
+    // invited: no password, no sign-in
+    assert_eq!(
+        a.login("ann@example.com", PW, ADDR).map(|_| ()),
+        Err(AuthError::InvalidCredentials)
+    );
+    f.accounts.set_password("ann@example.com", PW).unwrap();
+    assert_eq!(
+        f.accounts.account("ann").unwrap().state,
+        AccountState::Active
+    );
+    for login in ["ann", "ann@example.com", "ANN@EXAMPLE.COM"] {
+        let session = a.login(login, PW, ADDR).unwrap();
+        assert_eq!(session.principal.id, ann.id);
+        assert_eq!(session.principal.name, "ann");
+        assert_eq!(claims_of(&session.token)["uid"], ann.id);
+    }
+    let actions: Vec<String> = f
+        .accounts
+        .changes(Some(ann.id), 10)
+        .unwrap()
+        .into_iter()
+        .map(|c| c.action)
+        .collect();
+    assert_eq!(actions, ["password", "invite"]);
+}
+
+#[test]
+fn a_disabled_account_cannot_sign_in_and_its_tokens_stop() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let by = Actor::command_line();
+    let session = a.login("ana", PW, ADDR).unwrap();
+    let api = f.accounts.create_api_token("ana", "ci", None).unwrap();
+    assert!(a.check_bearer(&api.token).is_ok());
+    let disabled = f
+        .accounts
+        .set_state("ana", AccountState::Disabled, &by)
+        .unwrap();
+    assert_eq!(disabled.state, AccountState::Disabled);
+    assert_eq!(a.check_bearer(&session.token), Err(AuthError::InvalidToken));
+    assert_eq!(a.check_bearer(&api.token), Err(AuthError::InvalidToken));
+    // the right password says why; a wrong one says nothing more
+    assert_eq!(
+        a.login("ana", PW, ADDR).map(|_| ()),
+        Err(AuthError::Disabled)
+    );
+    assert_eq!(
+        a.login("ana", "Wrong-Horse-9", ADDR).map(|_| ()),
+        Err(AuthError::InvalidCredentials)
+    );
+    f.accounts
+        .set_state("ana", AccountState::Active, &by)
+        .unwrap();
+    assert!(a.check_bearer(&api.token).is_ok());
+    assert!(a.login("ana", PW, ADDR).is_ok());
+}
+
+#[test]
+fn the_last_active_administrator_stays() {
+    let f = fixture();
+    let by = Actor::command_line();
+    for result in [
+        f.accounts
+            .set_state("admin", AccountState::Disabled, &by)
+            .map(|_| ()),
+        f.accounts.delete("admin", &by),
+        f.accounts
+            .change_groups("admin", &[DATAREAD.to_string()], &by)
+            .map(|_| ()),
+    ] {
+        assert!(
+            matches!(result, Err(AuthError::Conflict { .. })),
+            "{result:?}"
+        );
+    }
+    // a second administrator who is disabled does not count
+    f.accounts
+        .add_user("ops2", PW, &[DATA_OPS.to_string()])
+        .unwrap();
+    f.accounts
+        .set_state("ops2", AccountState::Disabled, &by)
+        .unwrap();
+    assert!(f.accounts.delete("admin", &by).is_err());
+    f.accounts
+        .set_state("ops2", AccountState::Active, &by)
+        .unwrap();
+    f.accounts.delete("admin", &by).unwrap();
+    assert!(f.accounts.account("admin").is_err());
+}
+
+#[test]
+fn a_token_from_before_account_ids_is_honoured_only_for_its_own_account() {
+    let f = fixture();
+    let key = "k".repeat(32);
+    let a = auth(&f, options());
+    let ana = f.accounts.account("ana").unwrap();
+    let legacy = |iat: i64| {
+        let claims = serde_json::json!({
+            "sub": "ana", "iat": iat, "exp": dataport_state::now_secs() + 3600,
+            "iss": "dataport", "jti": format!("legacy-{iat}"),
+        });
+        sign_raw("", &claims, key.as_bytes(), jsonwebtoken::Algorithm::HS256)
+    };
+    let principal = a.check_bearer(&legacy(ana.created_at)).unwrap();
+    assert_eq!(principal.id, ana.id);
+    // issued before this account existed: it was someone else's 'ana'
+    assert_eq!(
+        a.check_bearer(&legacy(ana.created_at - 1)),
+        Err(AuthError::InvalidToken)
+    );
+    // a token naming one account and carrying another's id is refused
+    let admin = f.accounts.account("admin").unwrap();
+    let mixed = serde_json::json!({
+        "sub": "ana", "uid": admin.id, "iat": dataport_state::now_secs(),
+        "exp": dataport_state::now_secs() + 3600, "iss": "dataport", "jti": "mixed",
+    });
+    let mixed = sign_raw("", &mixed, key.as_bytes(), jsonwebtoken::Algorithm::HS256);
+    assert_eq!(a.check_bearer(&mixed), Err(AuthError::InvalidToken));
+}
+
+/// A state database written by the first release (schema version 4, username-only accounts):
+/// alice (dataread, API token), bob (data-ops, dataread), carol (data-private), two grants and an
+/// audit entry. Migrated, every account signs in as before and keeps its groups and tokens.
+#[test]
+fn a_round_one_state_database_keeps_working() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../state/tests/fixtures/round1.sqlite");
+    std::fs::copy(&fixture, dir.path().join("state/dataport.sqlite")).unwrap();
+    let store = Arc::new(StateStore::open(dir.path()).unwrap());
+    let accounts = Accounts::new(Arc::clone(&store));
+    let a = auth_on(&store);
+    let users = accounts.users().unwrap();
+    let names: Vec<(&str, AccountState, Vec<String>)> = users
+        .iter()
+        .map(|u| (u.name.as_str(), u.state, u.groups.clone()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alice", AccountState::Active, vec![DATAREAD.to_string()]),
+            (
+                "bob",
+                AccountState::Active,
+                vec![DATA_OPS.to_string(), DATAREAD.to_string()]
+            ),
+            (
+                "carol",
+                AccountState::Active,
+                vec![DATA_PRIVATE.to_string()]
+            ),
+        ]
+    );
+    for (user, password) in [
+        ("alice", "Alice-Pass1"),
+        ("bob", "Bob-Pass12"),
+        ("carol", "Carol-Pass1"),
+    ] {
+        let session = a.login(user, password, ADDR).unwrap();
+        assert!(a.check_bearer(&session.token).is_ok());
+    }
+    let token =
+        "dpk_c1b3ae4370b04638_637806097c59017b04221973eed1e9d8da1a1b88025c8cf51a1dc7edc524dc8d";
+    let alice = a.check_bearer(token).unwrap();
+    assert_eq!((alice.name.as_str(), alice.id), ("alice", users[0].id));
+    assert_eq!(accounts.grants().unwrap().len(), 2);
+    let audit = store
+        .audit_entries(&dataport_state::AuditQuery {
+            user: Some("alice".into()),
+            limit: 10,
+        })
+        .unwrap();
+    assert_eq!(audit.len(), 1);
+    assert_eq!(audit[0].account_id, Some(users[0].id));
+    // new accounts get new ids, never an old one's
+    accounts.add_user("dave", PW, &[]).unwrap();
+    let dave = accounts.account("dave").unwrap();
+    assert!(dave.id > users.iter().map(|u| u.id).max().unwrap());
+}
+
+fn auth_on(store: &Arc<StateStore>) -> Authenticator {
+    Authenticator::new(Arc::clone(store), options()).unwrap()
 }

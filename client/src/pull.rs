@@ -131,6 +131,7 @@ fn is_safe_local_path(path: &str) -> bool {
 /// # Accounts::new(Arc::clone(&store)).add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
 /// # let app = dataport_web::router(dataport_web::AppState {
 /// #     auth: Authenticator::new(Arc::clone(&store), Default::default())?,
+/// #     accounts: Accounts::new(Arc::clone(&store)),
 /// #     jobs: Scheduler::new(Arc::clone(&store), Vec::new())?,
 /// #     profiler: Arc::new(Profiler::new(Arc::clone(&store))),
 /// #     sync: Arc::new(SyncFiles::new(Arc::clone(&store), data.path())),

@@ -15,6 +15,9 @@ pub enum ErrorKind {
     NotFound,
     /// The object already exists.
     AlreadyExists,
+    /// The request conflicts with the current state (it would remove the last administrator);
+    /// change that state first.
+    Conflict,
     /// No valid credentials.
     Unauthenticated,
     /// Valid credentials, but the action is refused (read-only policy, missing grant).
@@ -36,10 +39,11 @@ pub enum ErrorKind {
 
 impl ErrorKind {
     /// Every kind, for exhaustive tests of the transports' mappings.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         Self::InvalidArgument,
         Self::NotFound,
         Self::AlreadyExists,
+        Self::Conflict,
         Self::Unauthenticated,
         Self::PermissionDenied,
         Self::ResourceExhausted,
@@ -56,6 +60,7 @@ impl ErrorKind {
             Self::InvalidArgument => "invalid_argument",
             Self::NotFound => "not_found",
             Self::AlreadyExists => "already_exists",
+            Self::Conflict => "conflict",
             Self::Unauthenticated => "unauthenticated",
             Self::PermissionDenied => "permission_denied",
             Self::ResourceExhausted => "resource_exhausted",

@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use dataport_auth::{
-    Accounts, AuditQuery, DATA_OPS, DATA_PRIVATE, DATAREAD, StateStore, TargetTable,
-    generate_password,
+    AccountState, Accounts, Actor, AuditQuery, DATA_OPS, DATA_PRIVATE, DATAREAD, StateStore,
+    TargetTable, generate_password,
 };
 
 use crate::config::{Config, Overrides, Secret, parse_duration};
@@ -35,7 +35,7 @@ impl StoreArgs {
                 config.settings.data_dir.display()
             )
         })?;
-        Ok(Accounts::new(Arc::new(store)))
+        Ok(crate::wiring::accounts(&config, &Arc::new(store)))
     }
 
     pub(crate) fn config(&self) -> anyhow::Result<Config> {
@@ -62,15 +62,33 @@ pub(crate) enum UserCommand {
         #[arg(long)]
         password_stdin: bool,
     },
-    /// List users and their groups.
+    /// Invite someone by email: an account without a password (state invited) that becomes
+    /// active at its first sign-in. The username is the email's local part for the
+    /// organisation's domains (auth.allowed_domains), else the whole email with '@' and '.' as
+    /// '_'.
+    Invite {
+        email: String,
+        /// Comma-separated groups [default: auth.default_groups]
+        #[arg(long, value_delimiter = ',')]
+        groups: Option<Vec<String>>,
+        /// Display name
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List accounts: username, state, email and groups.
     List {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a user and their API tokens.
+    /// Delete an account (username or email) with its API tokens and sessions; never the
+    /// last active member of data-ops.
     Remove { name: String },
-    /// Set a new password (ends the user's sessions). Without --password-stdin one is
-    /// generated and printed.
+    /// Disable an account: it cannot sign in, and its sessions and tokens stop working.
+    Disable { name: String },
+    /// Enable a disabled account again.
+    Enable { name: String },
+    /// Set a new password (ends the user's sessions; activates an invited account). Without
+    /// --password-stdin one is generated and printed.
     Passwd {
         name: String,
         #[arg(long)]
@@ -78,6 +96,15 @@ pub(crate) enum UserCommand {
     },
     /// Replace a user's groups (comma-separated; empty string for none).
     SetGroups { name: String, groups: String },
+    /// The record of changes to accounts (who invited, disabled, … whom), newest last.
+    Changes {
+        /// Only the changes to this account (username or email)
+        name: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -173,19 +200,74 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
                 out(format!("password: {password}"))?;
             }
         }
+        UserCommand::Invite {
+            email,
+            groups,
+            name,
+        } => {
+            let account =
+                accounts.invite(&email, &name, groups.as_deref(), &Actor::command_line())?;
+            out(format!(
+                "invited {} as {} (groups: {}); the account becomes active at its first sign-in \
+                 (or set a password with: dataport user passwd {})",
+                account.email.as_deref().unwrap_or_default(),
+                account.name,
+                account.groups.join(","),
+                account.name
+            ))?;
+        }
         UserCommand::List { json } => {
             let users = accounts.users()?;
             if json {
                 out(serde_json::to_string(&users)?)?;
             } else {
                 for u in users {
-                    out(format!("{:<24} {}", u.name, u.groups.join(",")))?;
+                    out(format!(
+                        "{:<24} {:<9} {:<32} {}",
+                        u.name,
+                        u.state,
+                        u.email.as_deref().unwrap_or("-"),
+                        u.groups.join(",")
+                    ))?;
                 }
             }
         }
         UserCommand::Remove { name } => {
             accounts.remove_user(&name)?;
             out(format!("removed user {name}"))?;
+        }
+        UserCommand::Disable { name } => {
+            let account =
+                accounts.set_state(&name, AccountState::Disabled, &Actor::command_line())?;
+            out(format!(
+                "disabled {}; its sessions and tokens no longer work",
+                account.name
+            ))?;
+        }
+        UserCommand::Enable { name } => {
+            let account =
+                accounts.set_state(&name, AccountState::Active, &Actor::command_line())?;
+            out(format!("{} is {}", account.name, account.state))?;
+        }
+        UserCommand::Changes { name, limit, json } => {
+            let id = name
+                .map(|n| accounts.account(&n))
+                .transpose()?
+                .map(|a| a.id);
+            let changes = accounts.changes(id, limit)?;
+            if json {
+                return out(serde_json::to_string(&changes)?);
+            }
+            for c in changes.iter().rev() {
+                out(format!(
+                    "{} {:<20} {:<9} {:<24} {}",
+                    time(c.at_ms / 1000),
+                    c.actor,
+                    c.action,
+                    c.account,
+                    c.detail
+                ))?;
+            }
         }
         UserCommand::Passwd {
             name,
@@ -398,10 +480,7 @@ pub(crate) fn audit(store: &StoreArgs, args: AuditArgs) -> anyhow::Result<()> {
 
 /// Who runs the command, for the grant's `created_by`.
 fn whoami() -> String {
-    std::env::var("SUDO_USER")
-        .or_else(|_| std::env::var("USER"))
-        .map(|u| format!("cli:{u}"))
-        .unwrap_or_else(|_| "cli".into())
+    Actor::command_line().name
 }
 
 /// Users made on first start: `admin` (and with `--demo`, `analyst` and `insider`), with a
@@ -419,7 +498,12 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
                 p
             }
         };
-        accounts.add_user("admin", &password, &[DATA_OPS.to_string()])?;
+        accounts.create_user(
+            "admin",
+            &password,
+            &[DATA_OPS.to_string()],
+            &Actor::server(),
+        )?;
         tracing::info!("created the administrator 'admin' (group data-ops)");
     } else if config.settings.admin_password.is_some() {
         tracing::info!(
@@ -438,7 +522,7 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
                 continue;
             }
             let p = generate_password()?;
-            accounts.add_user(name, &p, &groups)?;
+            accounts.create_user(name, &p, &groups, &Actor::server())?;
             keep_password(config, name, &p)?;
             created.push((name, p));
         }

@@ -154,8 +154,12 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     if let Err(e) = store.prune(now - LOGIN_ATTEMPTS_KEPT, now) {
         tracing::warn!(error = %e, "cannot prune old login attempts");
     }
-    crate::admin::bootstrap(&config, &Accounts::new(Arc::clone(&store)), demo.is_some())
-        .context("cannot create the first accounts")?;
+    crate::admin::bootstrap(
+        &config,
+        &crate::wiring::accounts(&config, &store),
+        demo.is_some(),
+    )
+    .context("cannot create the first accounts")?;
     let audit = store.audit_log().context("cannot start the audit log")?;
     let auth = authenticator(&config, &store, Some(audit.clone()))?;
     let engine = engine(&config, &auth, Some(audit), true).await?;
@@ -255,12 +259,13 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
     let pruner = tokio::spawn(prune_sync_views(
         Arc::clone(&sync),
         engine.clone(),
-        Accounts::new(Arc::clone(&store)),
+        crate::wiring::accounts(&config, &store),
         cancel.clone(),
     ));
     let app = dataport_web::router(AppState {
         engine: engine.clone(),
         auth,
+        accounts: crate::wiring::accounts(&config, &store),
         jobs,
         profiler,
         sync,

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use anyhow::Context;
-use dataport_auth::{AuditLog, AuthOptions, Authenticator, StateStore};
+use dataport_auth::{Accounts, AuditLog, AuthOptions, Authenticator, StateStore};
 use dataport_catalog::CatalogOptions;
 use dataport_engine::{Engine, EngineOptions};
 
@@ -30,6 +30,14 @@ pub(crate) fn authenticator(
         },
     )
     .context("cannot set up authentication")
+}
+
+/// Account administration with the organisation's domains and default groups.
+pub(crate) fn accounts(config: &Config, store: &Arc<StateStore>) -> Accounts {
+    Accounts::new(Arc::clone(store)).with_organisation(
+        &config.settings.allowed_domains,
+        &config.settings.default_groups,
+    )
 }
 
 /// The server's DataFusion settings, for commands that open the catalog on their own.

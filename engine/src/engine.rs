@@ -779,6 +779,7 @@ const AUDIT_SQL_CHARS: usize = 10_000;
 struct QueryGuard {
     engine: Engine,
     surface: Surface,
+    account_id: i64,
     user: String,
     request_id: String,
     tally: Arc<Tally>,
@@ -797,6 +798,7 @@ impl QueryGuard {
         Self {
             engine,
             surface: ctx.surface,
+            account_id: ctx.principal.id,
             user: ctx.principal.name.clone(),
             request_id: ctx.request_id.clone(),
             tally: Arc::clone(&ctx.tally),
@@ -825,6 +827,7 @@ impl QueryGuard {
         if let Some(audit) = &self.engine.0.options.audit {
             audit.record(AuditEntry {
                 at_ms: self.at_ms,
+                account_id: (self.account_id > 0).then_some(self.account_id),
                 user: std::mem::take(&mut self.user),
                 surface: self.surface.as_str().to_string(),
                 request_id: std::mem::take(&mut self.request_id),

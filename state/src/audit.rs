@@ -20,6 +20,9 @@ const BATCH: usize = 500;
 pub struct AuditEntry {
     /// Milliseconds since the Unix epoch, when the query arrived.
     pub at_ms: i64,
+    /// The account that asked (none for the server's own work and unknown callers).
+    pub account_id: Option<i64>,
+    /// Its username at the time, or the name a refused caller gave.
     pub user: String,
     /// `http`, `flight`, …
     pub surface: String,
@@ -98,7 +101,7 @@ impl StateStore {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT at_ms, user_name, surface, request_id, sql, tables, rows, bytes,
-                    duration_ms, outcome, error
+                    duration_ms, outcome, error, account_id
              FROM audit_log WHERE ?1 IS NULL OR user_name = ?1
              ORDER BY id DESC LIMIT ?2",
         )?;
@@ -106,6 +109,7 @@ impl StateStore {
             let tables: String = r.get(5)?;
             Ok(AuditEntry {
                 at_ms: r.get(0)?,
+                account_id: r.get(11)?,
                 user: r.get(1)?,
                 surface: r.get(2)?,
                 request_id: r.get(3)?,
@@ -146,8 +150,8 @@ fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEntry]) -> rusqlit
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit_log (at_ms, user_name, surface, request_id, sql, tables, rows,
-                                    bytes, duration_ms, outcome, error)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                    bytes, duration_ms, outcome, error, account_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
         for e in batch {
             stmt.execute(params![
@@ -162,6 +166,7 @@ fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEntry]) -> rusqlit
                 e.duration_ms as i64,
                 e.outcome,
                 e.error,
+                e.account_id,
             ])?;
         }
     }

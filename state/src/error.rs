@@ -31,6 +31,12 @@ pub enum StateError {
     NoSuchUser(String),
     #[error("user '{0}' already exists")]
     UserExists(String),
+    #[error("the email {0} already belongs to an account")]
+    EmailTaken(String),
+    #[error(
+        "'{account}' is the last active member of {group}; make another account an active member first"
+    )]
+    LastMember { account: String, group: String },
     #[error("state database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
 }
@@ -39,7 +45,8 @@ impl HasKind for StateError {
     fn kind(&self) -> ErrorKind {
         match self {
             Self::NoSuchUser(_) => ErrorKind::NotFound,
-            Self::UserExists(_) => ErrorKind::AlreadyExists,
+            Self::UserExists(_) | Self::EmailTaken(_) => ErrorKind::AlreadyExists,
+            Self::LastMember { .. } => ErrorKind::Conflict,
             // The server's own database failing under it: nothing a client can change.
             Self::Open { .. } | Self::TooNew { .. } | Self::Io { .. } | Self::Sqlite(_) => {
                 ErrorKind::Internal

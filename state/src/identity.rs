@@ -5,17 +5,88 @@ use rusqlite::{OptionalExtension, params};
 use crate::error::{Result, StateError};
 use crate::{StateStore, now_secs};
 
-/// A user account with its groups (sorted). Serializes without the hash.
+/// Whether an account may sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AccountState {
+    /// Created by an administrator; becomes active at its first sign-in (a password set
+    /// through a set-up link, or an OpenID Connect login).
+    Invited,
+    Active,
+    /// May not sign in; its sessions and tokens are refused.
+    Disabled,
+}
+
+impl AccountState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Invited => "invited",
+            Self::Active => "active",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    fn parse(s: &str) -> Self {
+        match s {
+            "invited" => Self::Invited,
+            "disabled" => Self::Disabled,
+            _ => Self::Active,
+        }
+    }
+}
+
+impl std::fmt::Display for AccountState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An account with its groups (sorted). Serializes without the password hash.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UserRecord {
+    /// Stable and never reused: memberships, tokens and the audit log are keyed by it.
+    pub id: i64,
+    /// The username (`alice`, or `ann_example_org` for an outside email).
     pub name: String,
+    /// The login email, unique regardless of case; none for a username-only account.
+    pub email: Option<String>,
+    pub display_name: String,
+    pub picture_url: Option<String>,
+    pub state: AccountState,
     pub groups: Vec<String>,
-    /// A PHC string (Argon2id); never the password.
+    /// A PHC string (Argon2id); never the password. None: no password is set.
     #[serde(skip)]
-    pub password_hash: String,
+    pub password_hash: Option<String>,
     pub created_at: i64,
     /// Tokens issued before this moment are no longer accepted.
     pub password_changed_at: i64,
+}
+
+/// An account to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    pub username: String,
+    pub email: Option<String>,
+    pub display_name: String,
+    pub picture_url: Option<String>,
+    pub state: AccountState,
+    pub password_hash: Option<String>,
+    pub groups: Vec<String>,
+}
+
+/// One change to an account, for the administrators' record.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AccountChange {
+    pub at_ms: i64,
+    /// Who made it: an account id, or none for the server itself or the command line.
+    pub actor_id: Option<i64>,
+    pub actor: String,
+    /// `invite`, `create`, `disable`, `enable`, `delete`, `groups`, `password`, …
+    pub action: String,
+    pub account_id: Option<i64>,
+    pub account: String,
+    pub detail: String,
+    pub request_id: String,
 }
 
 /// Access to a table (or, with `table: None`, every table of a schema) for a group,
@@ -35,6 +106,9 @@ pub struct GrantRecord {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ApiTokenRecord {
     pub id: String,
+    /// The account it signs in as.
+    pub account_id: i64,
+    /// That account's username (for listing).
     pub user: String,
     pub label: String,
     #[serde(skip)]
@@ -57,31 +131,42 @@ pub struct LoginAttempt {
 const ALL_TABLES: &str = "*";
 
 impl StateStore {
-    /// Every user with their groups, sorted by name.
+    /// Every account with its groups, sorted by username.
     pub fn users(&self) -> Result<Vec<UserRecord>> {
         let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT u.name, u.password_hash, u.created_at, u.password_changed_at,
-                    COALESCE((SELECT group_concat(group_name, ',') FROM
-                        (SELECT group_name FROM memberships m WHERE m.user_name = u.name
-                         ORDER BY group_name)), '')
-             FROM users u ORDER BY u.name",
-        )?;
+        let mut stmt = conn.prepare(&format!("{ACCOUNT_COLUMNS} ORDER BY a.username"))?;
         let rows = stmt.query_map([], user_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
-    /// One user, if it exists.
+    /// The account with this username, if any.
     pub fn user(&self, name: &str) -> Result<Option<UserRecord>> {
+        self.account_where("a.username = ?1", name)
+    }
+
+    /// The account with this id, if any.
+    pub fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>> {
+        self.account_where("a.id = ?1", id)
+    }
+
+    /// The account a login names: its username, else its email (any case).
+    pub fn user_by_login(&self, login: &str) -> Result<Option<UserRecord>> {
+        match self.user(login)? {
+            Some(user) => Ok(Some(user)),
+            None => self.account_where("a.email = ?1 COLLATE NOCASE", login),
+        }
+    }
+
+    fn account_where(
+        &self,
+        condition: &str,
+        value: impl rusqlite::ToSql,
+    ) -> Result<Option<UserRecord>> {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                "SELECT u.name, u.password_hash, u.created_at, u.password_changed_at,
-                    COALESCE((SELECT group_concat(group_name, ',') FROM
-                        (SELECT group_name FROM memberships m WHERE m.user_name = u.name
-                         ORDER BY group_name)), '')
-                 FROM users u WHERE u.name = ?1",
-                [name],
+                &format!("{ACCOUNT_COLUMNS} WHERE {condition}"),
+                [value],
                 user_from_row,
             )
             .optional()?)
@@ -101,38 +186,157 @@ impl StateStore {
 
     pub fn user_count(&self) -> Result<u64> {
         let conn = self.lock();
-        let n: i64 = conn.query_row("SELECT count(*) FROM users", [], |r| r.get(0))?;
+        let n: i64 = conn.query_row("SELECT count(*) FROM accounts", [], |r| r.get(0))?;
         Ok(n as u64)
     }
 
-    /// Create a user with a password hash and groups. Fails if the name is taken.
-    pub fn add_user(&self, name: &str, password_hash: &str, groups: &[String]) -> Result<()> {
+    /// Create an active username-only account with a password hash and groups. Fails if the
+    /// name is taken.
+    pub fn add_user(&self, name: &str, password_hash: &str, groups: &[String]) -> Result<i64> {
+        self.add_account(&NewAccount {
+            username: name.to_string(),
+            email: None,
+            display_name: String::new(),
+            picture_url: None,
+            state: AccountState::Active,
+            password_hash: Some(password_hash.to_string()),
+            groups: groups.to_vec(),
+        })
+    }
+
+    /// Create an account; its id is the answer. Fails if the username or the email is taken.
+    pub fn add_account(&self, account: &NewAccount) -> Result<i64> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
         let now = now_secs();
+        if let Some(email) = &account.email {
+            let taken = tx
+                .query_row(
+                    "SELECT 1 FROM accounts WHERE email = ?1 COLLATE NOCASE",
+                    [email],
+                    |_| Ok(()),
+                )
+                .optional()?
+                .is_some();
+            if taken {
+                return Err(StateError::EmailTaken(email.clone()));
+            }
+        }
         let inserted = tx.execute(
-            "INSERT INTO users (name, password_hash, created_at, password_changed_at)
-             VALUES (?1, ?2, ?3, ?3) ON CONFLICT (name) DO NOTHING",
-            params![name, password_hash, now],
+            "INSERT INTO accounts (username, email, display_name, picture_url, state,
+                                   password_hash, created_at, password_changed_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?7) ON CONFLICT (username) DO NOTHING",
+            params![
+                account.username,
+                account.email,
+                account.display_name,
+                account.picture_url,
+                account.state.as_str(),
+                account.password_hash,
+                now
+            ],
         )?;
         if inserted == 0 {
-            return Err(StateError::UserExists(name.to_string()));
+            return Err(StateError::UserExists(account.username.clone()));
         }
-        set_memberships(&tx, name, groups)?;
+        let id = tx.last_insert_rowid();
+        set_memberships(&tx, id, &account.groups)?;
         tx.commit()?;
-        Ok(())
+        Ok(id)
     }
 
-    /// Delete a user, their memberships and API tokens. Returns whether it existed.
+    /// Delete an account with its memberships, tokens and settings; returns whether it
+    /// existed. With `keep` (a group), refused when it would leave the group without an
+    /// active member.
+    pub fn remove_account(&self, id: i64, keep: Option<&str>) -> Result<bool> {
+        self.change_account(id, keep, |tx| {
+            Ok(tx.execute("DELETE FROM accounts WHERE id = ?1", [id])? > 0)
+        })
+    }
+
+    /// Delete the account with this username; returns whether it existed.
     pub fn remove_user(&self, name: &str) -> Result<bool> {
         let conn = self.lock();
-        Ok(conn.execute("DELETE FROM users WHERE name = ?1", [name])? > 0)
+        Ok(conn.execute("DELETE FROM accounts WHERE username = ?1", [name])? > 0)
     }
 
+    /// Set an account's state; with `keep`, as for [`remove_account`](Self::remove_account).
+    pub fn set_account_state(
+        &self,
+        id: i64,
+        state: AccountState,
+        keep: Option<&str>,
+    ) -> Result<bool> {
+        self.change_account(id, keep, |tx| {
+            Ok(tx.execute(
+                "UPDATE accounts SET state = ?2, updated_at = ?3 WHERE id = ?1",
+                params![id, state.as_str(), now_secs()],
+            )? > 0)
+        })
+    }
+
+    /// Replace an account's groups; with `keep`, as for [`remove_account`](Self::remove_account).
+    pub fn set_account_groups(
+        &self,
+        id: i64,
+        groups: &[String],
+        keep: Option<&str>,
+    ) -> Result<bool> {
+        self.change_account(id, keep, |tx| {
+            let exists = tx
+                .query_row("SELECT 1 FROM accounts WHERE id = ?1", [id], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if exists {
+                tx.execute("DELETE FROM account_groups WHERE account_id = ?1", [id])?;
+                set_memberships(tx, id, groups)?;
+            }
+            Ok(exists)
+        })
+    }
+
+    /// Runs `change` in one transaction, which is rolled back if it leaves `keep` without an
+    /// active member.
+    fn change_account(
+        &self,
+        id: i64,
+        keep: Option<&str>,
+        change: impl FnOnce(&rusqlite::Transaction<'_>) -> Result<bool>,
+    ) -> Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let username: Option<String> = tx
+            .query_row("SELECT username FROM accounts WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let changed = change(&tx)?;
+        if let Some(group) = keep {
+            let active: i64 = tx.query_row(
+                "SELECT count(*) FROM account_groups g JOIN accounts a ON a.id = g.account_id
+                 WHERE g.group_name = ?1 AND a.state = 'active'",
+                [group],
+                |r| r.get(0),
+            )?;
+            if active == 0 {
+                return Err(StateError::LastMember {
+                    account: username.unwrap_or_else(|| format!("account {id}")),
+                    group: group.to_string(),
+                });
+            }
+        }
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Set an account's password hash (and activate an invited account); tokens issued before
+    /// now end.
     pub fn set_password_hash(&self, name: &str, password_hash: &str) -> Result<()> {
         let conn = self.lock();
         let n = conn.execute(
-            "UPDATE users SET password_hash = ?2, password_changed_at = ?3 WHERE name = ?1",
+            "UPDATE accounts SET password_hash = ?2, password_changed_at = ?3, updated_at = ?3,
+                    state = CASE state WHEN 'invited' THEN 'active' ELSE state END
+             WHERE username = ?1",
             params![name, password_hash, now_secs()],
         )?;
         if n == 0 {
@@ -143,19 +347,56 @@ impl StateStore {
 
     /// Replace a user's groups.
     pub fn set_groups(&self, name: &str, groups: &[String]) -> Result<()> {
-        let mut conn = self.lock();
-        let tx = conn.transaction()?;
-        let exists = tx
-            .query_row("SELECT 1 FROM users WHERE name = ?1", [name], |_| Ok(()))
-            .optional()?
-            .is_some();
-        if !exists {
-            return Err(StateError::NoSuchUser(name.to_string()));
-        }
-        tx.execute("DELETE FROM memberships WHERE user_name = ?1", [name])?;
-        set_memberships(&tx, name, groups)?;
-        tx.commit()?;
+        let id = self
+            .user(name)?
+            .ok_or_else(|| StateError::NoSuchUser(name.to_string()))?
+            .id;
+        self.set_account_groups(id, groups, None)?;
         Ok(())
+    }
+
+    /// Record a change to an account.
+    pub fn record_account_change(&self, change: &AccountChange) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO account_changes (at_ms, actor_id, actor, action, account_id, account,
+                                          detail, request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                change.at_ms,
+                change.actor_id,
+                change.actor,
+                change.action,
+                change.account_id,
+                change.account,
+                change.detail,
+                change.request_id
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The newest changes to accounts (of one account, or of all), newest first.
+    pub fn account_changes(&self, account: Option<i64>, limit: u32) -> Result<Vec<AccountChange>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT at_ms, actor_id, actor, action, account_id, account, detail, request_id
+             FROM account_changes WHERE ?1 IS NULL OR account_id = ?1
+             ORDER BY at_ms DESC, id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![account, limit], |r| {
+            Ok(AccountChange {
+                at_ms: r.get(0)?,
+                actor_id: r.get(1)?,
+                actor: r.get(2)?,
+                action: r.get(3)?,
+                account_id: r.get(4)?,
+                account: r.get(5)?,
+                detail: r.get(6)?,
+                request_id: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Every group name (the built-in ones and any used in a membership or grant), sorted.
@@ -231,11 +472,11 @@ impl StateStore {
     pub fn add_api_token(&self, token: &ApiTokenRecord) -> Result<()> {
         let conn = self.lock();
         let n = conn.execute(
-            "INSERT INTO api_tokens (id, user_name, label, secret_hash, created_at, expires_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM users WHERE name = ?2)",
+            "INSERT INTO account_tokens (id, account_id, label, secret_hash, created_at, expires_at)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2)",
             params![
                 token.id,
-                token.user,
+                token.account_id,
                 token.label,
                 token.secret_hash,
                 token.created_at,
@@ -252,7 +493,7 @@ impl StateStore {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                &format!("{TOKEN_COLUMNS} WHERE id = ?1"),
+                &format!("{TOKEN_COLUMNS} WHERE t.id = ?1"),
                 [id],
                 token_from_row,
             )
@@ -263,7 +504,7 @@ impl StateStore {
     pub fn api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>> {
         let conn = self.lock();
         let mut stmt = conn.prepare(&format!(
-            "{TOKEN_COLUMNS} WHERE ?1 IS NULL OR user_name = ?1 ORDER BY created_at DESC, id"
+            "{TOKEN_COLUMNS} WHERE ?1 IS NULL OR a.username = ?1 ORDER BY t.created_at DESC, t.id"
         ))?;
         let rows = stmt.query_map([user], token_from_row)?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -273,7 +514,7 @@ impl StateStore {
     pub fn revoke_api_token(&self, id: &str) -> Result<bool> {
         let conn = self.lock();
         Ok(conn.execute(
-            "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            "UPDATE account_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, now_secs()],
         )? > 0)
     }
@@ -282,7 +523,7 @@ impl StateStore {
     pub fn touch_api_token(&self, id: &str, at: i64) -> Result<()> {
         let conn = self.lock();
         conn.execute(
-            "UPDATE api_tokens SET last_used_at = ?2
+            "UPDATE account_tokens SET last_used_at = ?2
              WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2 - 60)",
             params![id, at],
         )?;
@@ -374,45 +615,60 @@ impl StateStore {
     }
 }
 
-const TOKEN_COLUMNS: &str = "SELECT id, user_name, label, secret_hash, created_at, expires_at,
-        last_used_at, revoked_at FROM api_tokens";
+const TOKEN_COLUMNS: &str = "SELECT t.id, t.account_id, a.username, t.label, t.secret_hash,
+        t.created_at, t.expires_at, t.last_used_at, t.revoked_at
+        FROM account_tokens t JOIN accounts a ON a.id = t.account_id";
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
     Ok(ApiTokenRecord {
         id: r.get(0)?,
-        user: r.get(1)?,
-        label: r.get(2)?,
-        secret_hash: r.get(3)?,
-        created_at: r.get(4)?,
-        expires_at: r.get(5)?,
-        last_used_at: r.get(6)?,
-        revoked_at: r.get(7)?,
+        account_id: r.get(1)?,
+        user: r.get(2)?,
+        label: r.get(3)?,
+        secret_hash: r.get(4)?,
+        created_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        last_used_at: r.get(7)?,
+        revoked_at: r.get(8)?,
     })
 }
 
+const ACCOUNT_COLUMNS: &str = "SELECT a.id, a.username, a.email, a.display_name, a.picture_url,
+        a.state, a.password_hash, a.created_at, a.password_changed_at,
+        COALESCE((SELECT group_concat(group_name, ',') FROM
+            (SELECT group_name FROM account_groups g WHERE g.account_id = a.id
+             ORDER BY group_name)), '')
+        FROM accounts a";
+
 fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UserRecord> {
-    let groups: String = r.get(4)?;
+    let state: String = r.get(5)?;
+    let groups: String = r.get(9)?;
     let mut groups = split_list(&groups);
     groups.sort();
     Ok(UserRecord {
-        name: r.get(0)?,
-        password_hash: r.get(1)?,
-        created_at: r.get(2)?,
-        password_changed_at: r.get(3)?,
+        id: r.get(0)?,
+        name: r.get(1)?,
+        email: r.get(2)?,
+        display_name: r.get(3)?,
+        picture_url: r.get(4)?,
+        state: AccountState::parse(&state),
+        password_hash: r.get(6)?,
+        created_at: r.get(7)?,
+        password_changed_at: r.get(8)?,
         groups,
     })
 }
 
-fn set_memberships(tx: &rusqlite::Transaction<'_>, user: &str, groups: &[String]) -> Result<()> {
+fn set_memberships(tx: &rusqlite::Transaction<'_>, account: i64, groups: &[String]) -> Result<()> {
     for group in groups {
         tx.execute(
             "INSERT INTO groups (name) VALUES (?1) ON CONFLICT (name) DO NOTHING",
             [group],
         )?;
         tx.execute(
-            "INSERT INTO memberships (user_name, group_name) VALUES (?1, ?2)
+            "INSERT INTO account_groups (account_id, group_name) VALUES (?1, ?2)
              ON CONFLICT DO NOTHING",
-            [user, group],
+            params![account, group],
         )?;
     }
     Ok(())

@@ -29,7 +29,9 @@ use rusqlite::Connection;
 
 pub use audit::{AuditEntry, AuditLog, AuditQuery};
 pub use error::{Result, StateError};
-pub use identity::{ApiTokenRecord, GrantRecord, LoginAttempt, UserRecord};
+pub use identity::{
+    AccountChange, AccountState, ApiTokenRecord, GrantRecord, LoginAttempt, NewAccount, UserRecord,
+};
 pub use jobs::{JobRun, SyncRecord};
 pub use profiles::StoredProfile;
 pub use sync::{FileDigest, mtime_ns, relative_path};

@@ -182,6 +182,106 @@ const STEPS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     ",
+    // 5: accounts. An account has a stable id (never reused), a username, an optional email
+    // (unique, case-insensitive), a display name and picture, a state (invited, active,
+    // disabled) and an optional password. Memberships, API tokens, sync settings and the audit
+    // log are keyed by the id, so a changed email or a re-created username inherits nothing.
+    // Every username-only account of version 4 becomes an active account with its password.
+    "
+    CREATE TABLE accounts (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        username      TEXT NOT NULL UNIQUE,
+        email         TEXT UNIQUE COLLATE NOCASE,
+        display_name  TEXT NOT NULL DEFAULT '',
+        picture_url   TEXT,
+        state         TEXT NOT NULL DEFAULT 'active'
+                      CHECK (state IN ('invited', 'active', 'disabled')),
+        password_hash TEXT,
+        created_at    INTEGER NOT NULL,
+        password_changed_at INTEGER NOT NULL,
+        updated_at    INTEGER NOT NULL
+    );
+    INSERT INTO accounts (username, password_hash, created_at, password_changed_at, updated_at)
+        SELECT name, password_hash, created_at, password_changed_at, created_at
+        FROM users ORDER BY created_at, name;
+    CREATE TABLE account_groups (
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        group_name TEXT NOT NULL REFERENCES groups (name),
+        PRIMARY KEY (account_id, group_name)
+    );
+    INSERT INTO account_groups (account_id, group_name)
+        SELECT a.id, m.group_name FROM memberships m JOIN accounts a ON a.username = m.user_name;
+    CREATE TABLE account_tokens (
+        id           TEXT PRIMARY KEY,
+        account_id   INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        label        TEXT NOT NULL,
+        secret_hash  TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        expires_at   INTEGER,
+        last_used_at INTEGER,
+        revoked_at   INTEGER
+    );
+    INSERT INTO account_tokens (id, account_id, label, secret_hash, created_at, expires_at,
+                                last_used_at, revoked_at)
+        SELECT t.id, a.id, t.label, t.secret_hash, t.created_at, t.expires_at, t.last_used_at,
+               t.revoked_at
+        FROM api_tokens t JOIN accounts a ON a.username = t.user_name;
+    CREATE TABLE account_sync_settings (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+        settings   TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    INSERT INTO account_sync_settings (account_id, settings, updated_at)
+        SELECT a.id, s.settings, s.updated_at
+        FROM sync_settings s JOIN accounts a ON a.username = s.user_name;
+    DROP TABLE sync_settings;
+    DROP TABLE api_tokens;
+    DROP TABLE memberships;
+    DROP TABLE users;
+    ALTER TABLE audit_log ADD COLUMN account_id INTEGER;
+    UPDATE audit_log SET account_id = (SELECT id FROM accounts WHERE username = audit_log.user_name);
+    CREATE INDEX audit_log_account ON audit_log (account_id, at_ms);
+
+    -- Who changed which account, when and how (invite, disable, groups, …).
+    CREATE TABLE account_changes (
+        id         INTEGER PRIMARY KEY,
+        at_ms      INTEGER NOT NULL,
+        actor_id   INTEGER,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        account_id INTEGER,
+        account    TEXT NOT NULL,
+        detail     TEXT NOT NULL DEFAULT '',
+        request_id TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX account_changes_account ON account_changes (account_id, at_ms);
+
+    CREATE TRIGGER accounts_insert_bump AFTER INSERT ON accounts BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER accounts_update_bump AFTER UPDATE ON accounts BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER accounts_delete_bump AFTER DELETE ON accounts BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER account_groups_insert_bump AFTER INSERT ON account_groups BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER account_groups_delete_bump AFTER DELETE ON account_groups BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER account_tokens_insert_bump AFTER INSERT ON account_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER account_tokens_delete_bump AFTER DELETE ON account_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    CREATE TRIGGER account_tokens_update_bump AFTER UPDATE OF revoked_at ON account_tokens BEGIN
+        UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    END;
+    UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -102,25 +102,28 @@ impl StateStore {
     }
 
     /// A user's sync settings (JSON), if they saved any.
-    pub fn sync_settings(&self, user: &str) -> Result<Option<String>> {
+    pub fn sync_settings(&self, account: i64) -> Result<Option<String>> {
         let conn = self.lock();
         Ok(conn
             .query_row(
-                "SELECT settings FROM sync_settings WHERE user_name = ?1",
-                [user],
+                "SELECT settings FROM account_sync_settings WHERE account_id = ?1",
+                [account],
                 |r| r.get(0),
             )
             .optional()?)
     }
 
     /// Save a user's sync settings (JSON).
-    pub fn put_sync_settings(&self, user: &str, settings: &str, now: i64) -> Result<()> {
+    pub fn put_sync_settings(&self, account: i64, settings: &str, now: i64) -> Result<()> {
         let conn = self.lock();
-        conn.execute(
-            "INSERT OR REPLACE INTO sync_settings (user_name, settings, updated_at) \
-             VALUES (?1, ?2, ?3)",
-            params![user, settings, now],
+        let n = conn.execute(
+            "INSERT OR REPLACE INTO account_sync_settings (account_id, settings, updated_at) \
+             SELECT ?1, ?2, ?3 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1)",
+            params![account, settings, now],
         )?;
+        if n == 0 {
+            return Err(crate::StateError::NoSuchUser(format!("account {account}")));
+        }
         Ok(())
     }
 }
@@ -155,11 +158,14 @@ mod tests {
     fn settings_round_trip() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.sync_settings("ann").unwrap(), None);
-        store.put_sync_settings("ann", "{\"a\":1}", 7).unwrap();
-        store.put_sync_settings("ann", "{\"a\":2}", 8).unwrap();
+        store.add_user("ann", "hash", &[]).unwrap();
+        let ann = store.user("ann").unwrap().unwrap().id;
+        assert_eq!(store.sync_settings(ann).unwrap(), None);
+        store.put_sync_settings(ann, "{\"a\":1}", 7).unwrap();
+        store.put_sync_settings(ann, "{\"a\":2}", 8).unwrap();
+        assert!(store.put_sync_settings(ann + 1, "{}", 9).is_err());
         assert_eq!(
-            store.sync_settings("ann").unwrap().as_deref(),
+            store.sync_settings(ann).unwrap().as_deref(),
             Some("{\"a\":2}")
         );
     }

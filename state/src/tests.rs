@@ -106,9 +106,10 @@ fn grants_upsert_and_remove() {
 #[test]
 fn api_tokens_and_revocation() {
     let (_dir, store) = store();
-    store.add_user("bo", "h", &[]).unwrap();
+    let bo = store.add_user("bo", "h", &[]).unwrap();
     let t = ApiTokenRecord {
         id: "abc".into(),
+        account_id: bo,
         user: "bo".into(),
         label: "laptop".into(),
         secret_hash: "sha".into(),
@@ -120,6 +121,7 @@ fn api_tokens_and_revocation() {
     store.add_api_token(&t).unwrap();
     assert!(matches!(
         store.add_api_token(&ApiTokenRecord {
+            account_id: bo + 1,
             user: "nobody".into(),
             id: "x".into(),
             ..t.clone()
@@ -186,6 +188,7 @@ fn audit_entries_are_written_in_the_background() {
     for i in 0..3 {
         log.record(AuditEntry {
             at_ms: i,
+            account_id: None,
             user: if i == 1 { "x".into() } else { "y".into() },
             surface: "http".into(),
             request_id: format!("r{i}"),

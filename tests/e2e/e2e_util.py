@@ -174,8 +174,9 @@ class Server:
         return s
 
     def cli(self, *args: str, input: str | None = None, check: bool = True) -> subprocess.CompletedProcess:
-        """Run `dataport ARGS` against this server's data dir (as an operator would)."""
-        return run_cli(self.data_dir, *args, input=input, check=check)
+        """Run `dataport ARGS` against this server's data dir, with the server's extra
+        environment (its settings), as an operator would."""
+        return run_cli(self.data_dir, *args, input=input, check=check, env=self.env)
 
     @property
     def flight_hostport(self) -> tuple[str, int]:
@@ -264,9 +265,11 @@ class Server:
 
 
 def run_cli(data_dir: Path, *args: str, input: str | None = None,
-            check: bool = True) -> subprocess.CompletedProcess:
-    """`dataport ARGS` with DATAPORT_DATA_DIR set; output captured as text."""
+            check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`dataport ARGS` with DATAPORT_DATA_DIR (and `env`) set; output captured as text."""
+    extra = env or {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("DATAPORT_")}
+    env.update(extra)
     env["DATAPORT_DATA_DIR"] = str(data_dir)
     p = subprocess.run([str(BIN), *args], input=input, capture_output=True, text=True,
                        env=env, timeout=120)

@@ -5,6 +5,7 @@
 //! place ([`error::status_for`]). This crate never plans SQL itself and knows nothing of
 //! connectors or the command line: jobs are started through the engine's scheduler.
 
+mod accounts;
 pub mod auth;
 mod catalog;
 pub mod error;
@@ -66,6 +67,8 @@ impl Default for WebOptions {
 pub struct AppState {
     pub engine: Engine,
     pub auth: Authenticator,
+    /// Account administration (the admin API).
+    pub accounts: dataport_auth::Accounts,
     /// Catalog maintenance jobs (connector syncs, refreshes, profiles).
     pub jobs: dataport_engine::jobs::Scheduler,
     /// Table profiles.
@@ -122,14 +125,15 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # catalog.watch = false;
 /// # let engine = Engine::try_new(EngineOptions::new(data.path()), catalog).await?;
 /// # let store = Arc::new(StateStore::open(data.path())?);
-/// # Accounts::new(Arc::clone(&store)).add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
+/// # let accounts = Accounts::new(Arc::clone(&store));
+/// # accounts.add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
 /// # let auth = Authenticator::new(Arc::clone(&store), Default::default())?;
 /// # let jobs = Scheduler::new(Arc::clone(&store), Vec::new())?;
 /// # let profiler = Arc::new(Profiler::new(Arc::clone(&store)));
 /// # let sync = Arc::new(SyncFiles::new(Arc::clone(&store), data.path()));
 /// // `engine` serves a data dir with `sales.orders` (3 rows); `auth` knows the user `ana`.
 /// let options = WebOptions::default();
-/// let app = router(AppState { engine, auth, jobs, profiler, sync, options });
+/// let app = router(AppState { engine, auth, accounts, jobs, profiler, sync, options });
 ///
 /// let login = Request::post("/api/v1/auth/login")
 ///     .header(CONTENT_TYPE, "application/json")
@@ -170,6 +174,17 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/auth/me", get(auth::get_me))
         .route("/api/v1/admin/audit", get(auth::get_audit))
+        .route(
+            "/api/v1/admin/users",
+            get(accounts::list).post(accounts::invite),
+        )
+        .route(
+            "/api/v1/admin/users/{id}",
+            get(accounts::get)
+                .patch(accounts::patch)
+                .delete(accounts::delete),
+        )
+        .route("/api/v1/admin/changes", get(accounts::changes))
         .route("/api/v1/jobs", get(jobs::get_jobs))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/run", post(jobs::post_run))

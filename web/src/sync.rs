@@ -19,8 +19,8 @@ use crate::{ApiError, AppState, RequestId, request_context};
 /// Bytes read from a file per chunk of a download.
 const CHUNK: usize = 256 * 1024;
 
-fn settings_of(state: &AppState, user: &str, request_id: &str) -> Result<SyncSettings, ApiError> {
-    match state.auth.store().sync_settings(user) {
+fn settings_of(state: &AppState, account: i64, request_id: &str) -> Result<SyncSettings, ApiError> {
+    match state.auth.store().sync_settings(account) {
         Ok(Some(json)) => Ok(serde_json::from_str(&json).unwrap_or_default()),
         Ok(None) => Ok(SyncSettings::default()),
         Err(e) => Err(ApiError::internal(e).with_request_id(request_id)),
@@ -44,7 +44,7 @@ pub(crate) async fn get_manifest(
     let settings = if params.all {
         SyncSettings::default()
     } else {
-        settings_of(&state, &principal.name, &request_id)?
+        settings_of(&state, principal.id, &request_id)?
     };
     let view = state
         .engine
@@ -199,7 +199,7 @@ pub(crate) async fn get_settings(
     RequestId(request_id): RequestId,
     Caller(principal): Caller,
 ) -> Result<Json<SyncSettings>, ApiError> {
-    settings_of(&state, &principal.name, &request_id).map(Json)
+    settings_of(&state, principal.id, &request_id).map(Json)
 }
 
 /// `PUT /api/v1/sync/settings`.
@@ -222,7 +222,7 @@ pub(crate) async fn put_settings(
     state
         .auth
         .store()
-        .put_sync_settings(&principal.name, &json, chrono_now())
+        .put_sync_settings(principal.id, &json, chrono_now())
         .map_err(|e| ApiError::internal(e).with_request_id(&request_id))?;
     Ok(Json(settings))
 }

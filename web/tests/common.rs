@@ -49,6 +49,7 @@ impl Server {
         ));
         let app = dataport_web::router(AppState {
             engine,
+            accounts: dataport_auth::Accounts::new(std::sync::Arc::clone(auth.store())),
             auth,
             jobs,
             profiler,

@@ -237,6 +237,12 @@ settings! {
         /// HS256 key of session tokens (32+ characters); unset: generated once, kept in the
         /// state store
         signing_key: Option<Secret> = unset("generated");
+        /// the organisation's email domains: an account whose email is of one of them gets the
+        /// email's local part as its username (`ann`), any other the whole email with `@` and
+        /// `.` as `_` (`bob_partner_io`)
+        allowed_domains: Vec<String> = unset("none");
+        /// groups of an invited account when the invitation names none
+        default_groups: Vec<String> = value("dataread");
         /// failed password attempts per account and per client address within 60 s before
         /// logins are refused (429 / RESOURCE_EXHAUSTED) for the rest of the minute
         max_failed_logins: u32 = value("5");
