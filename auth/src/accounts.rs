@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use dataport_state::{
-    AccountChange, AccountState, ApiTokenRecord, GrantRecord, NewAccount, StateStore, UserRecord,
-    now_secs,
+    AccountChange, AccountState, ApiTokenRecord, GrantRecord, LinkRefusal, NewAccount,
+    PasswordPurpose, StateStore, UserRecord, now_secs,
 };
 
 use crate::authenticator::{API_TOKEN_PREFIX, hash_secret};
@@ -107,6 +107,32 @@ impl std::fmt::Display for TargetTable {
             self.schema,
             self.table.as_deref().unwrap_or("*")
         )
+    }
+}
+
+/// How long a set-up or reset link is valid.
+pub const PASSWORD_LINK_TTL: Duration = Duration::from_secs(3600);
+
+/// Requests for password links per account and per client address within
+/// [`LINK_REQUEST_WINDOW`] seconds.
+const LINK_REQUESTS: u32 = 5;
+const LINK_REQUEST_WINDOW: i64 = 60;
+
+/// A one-time link to set a password: its token is shown (mailed) once, only its hash is kept.
+#[derive(Clone)]
+pub struct PasswordLink {
+    pub account: UserRecord,
+    pub purpose: PasswordPurpose,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+impl std::fmt::Debug for PasswordLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PasswordLink")
+            .field("account", &self.account.name)
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
     }
 }
 
@@ -360,6 +386,92 @@ impl Accounts {
             request_id: by.request_id.clone(),
         })?;
         Ok(())
+    }
+
+    /// Counts a request for a password link for `login` from `address`; refused beyond the
+    /// limit (per account and per address), whether or not the account exists.
+    pub fn check_link_request(&self, login: &str, address: &str) -> Result<(), AuthError> {
+        let now = now_secs();
+        let key = login.trim().to_ascii_lowercase();
+        let (by_account, by_address) =
+            self.store
+                .password_requests_since(&key, address, now - LINK_REQUEST_WINDOW)?;
+        if by_account >= LINK_REQUESTS || by_address >= LINK_REQUESTS {
+            tracing::warn!(address, "password link refused: too many requests");
+            return Err(AuthError::TooManyAttempts {
+                retry_after_secs: LINK_REQUEST_WINDOW as u64,
+            });
+        }
+        self.store.record_password_request(now, &key, address)?;
+        Ok(())
+    }
+
+    /// A one-time link for the account `login` names (username or email): to set up the first
+    /// password of an invited account, else to reset it. None when there is no such account or
+    /// it is disabled: the caller answers the same either way.
+    pub fn password_link(&self, login: &str) -> Result<Option<PasswordLink>, AuthError> {
+        let Some(account) = self.store.user_by_login(login.trim())? else {
+            return Ok(None);
+        };
+        let purpose = match account.state {
+            AccountState::Disabled => return Ok(None),
+            AccountState::Invited => PasswordPurpose::Setup,
+            AccountState::Active => PasswordPurpose::Reset,
+        };
+        let token = crate::random_token(32)?;
+        let now = now_secs();
+        let expires_at = now + PASSWORD_LINK_TTL.as_secs() as i64;
+        self.store.add_password_token(
+            &hash_secret(&token),
+            account.id,
+            purpose,
+            now,
+            expires_at,
+        )?;
+        tracing::info!(user = %account.name, purpose = purpose.as_str(), "password link issued");
+        Ok(Some(PasswordLink {
+            account,
+            purpose,
+            token,
+            expires_at,
+        }))
+    }
+
+    /// Sets the password through a link's token: once, within its hour; every other link of
+    /// the account ends with it, and so do its sessions. An invited account becomes active.
+    pub fn set_password_with_link(
+        &self,
+        token: &str,
+        password: &str,
+    ) -> Result<UserRecord, AuthError> {
+        check_password_rules(password)?;
+        let hash = hash_password(password)?;
+        match self
+            .store
+            .use_password_token(&hash_secret(token.trim()), &hash, now_secs())?
+        {
+            Ok(id) => {
+                let account = self.account_by_id(id)?;
+                tracing::info!(user = %account.name, "password set through a link");
+                let by = Actor {
+                    id: Some(id),
+                    name: account.name.clone(),
+                    request_id: String::new(),
+                };
+                self.record(
+                    &by,
+                    "password",
+                    id,
+                    &account.name,
+                    "through an emailed link",
+                )?;
+                Ok(account)
+            }
+            Err(LinkRefusal::Disabled) => Err(AuthError::Disabled),
+            Err(LinkRefusal::Invalid) => Err(AuthError::InvalidInput {
+                message: "this link is invalid, expired or already used; ask for a new one".into(),
+            }),
+        }
     }
 
     pub fn grants(&self) -> Result<Vec<GrantRecord>, AuthError> {

@@ -25,12 +25,14 @@ pub mod password;
 use dataport_common::{ErrorKind, HasKind};
 use std::sync::Arc;
 
-pub use accounts::{Accounts, Actor, NewApiToken, TargetTable, generate_password};
+pub use accounts::{
+    Accounts, Actor, NewApiToken, PASSWORD_LINK_TTL, PasswordLink, TargetTable, generate_password,
+};
 pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
     AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery,
-    GrantRecord as Grant, StateError, StateStore, UserRecord, now_secs,
+    GrantRecord as Grant, PasswordPurpose, StateError, StateStore, UserRecord, now_secs,
 };
 pub use identity::{normalize_email, username_for};
 pub use jwt::Claims;

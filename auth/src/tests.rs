@@ -603,3 +603,114 @@ fn a_round_one_state_database_keeps_working() {
 fn auth_on(store: &Arc<StateStore>) -> Authenticator {
     Authenticator::new(Arc::clone(store), options()).unwrap()
 }
+
+#[test]
+fn a_password_link_works_once_and_ends_the_older_ones() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let by = Actor::command_line();
+    let ann = f.accounts.invite("ann@example.com", "", None, &by).unwrap();
+    let first = f
+        .accounts
+        .password_link("ann@example.com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.purpose, PasswordPurpose::Setup);
+    let second = f
+        .accounts
+        .password_link("ANN@example.com")
+        .unwrap()
+        .unwrap();
+    assert_ne!(first.token, second.token);
+    assert!(matches!(
+        f.accounts.set_password_with_link(&second.token, "weak"),
+        Err(AuthError::WeakPassword { .. })
+    ));
+    let set = f
+        .accounts
+        .set_password_with_link(&second.token, PW)
+        .unwrap();
+    assert_eq!((set.id, set.state), (ann.id, AccountState::Active));
+    assert!(a.login("ann@example.com", PW, ADDR).is_ok());
+    for used in [&second.token, &first.token] {
+        assert!(matches!(
+            f.accounts.set_password_with_link(used, "Another-Pass9"),
+            Err(AuthError::InvalidInput { .. })
+        ));
+    }
+    // an active account's link resets; it ends the sessions opened before it
+    let session = a.login("ann@example.com", PW, ADDR).unwrap();
+    let reset = f
+        .accounts
+        .password_link("ann_example_com")
+        .unwrap()
+        .unwrap();
+    assert_eq!(reset.purpose, PasswordPurpose::Reset);
+    std::thread::sleep(Duration::from_millis(1100));
+    f.accounts
+        .set_password_with_link(&reset.token, "Another-Pass9")
+        .unwrap();
+    assert_eq!(a.check_bearer(&session.token), Err(AuthError::InvalidToken));
+    assert!(a.login("ann@example.com", "Another-Pass9", ADDR).is_ok());
+}
+
+#[test]
+fn no_link_for_unknown_or_disabled_accounts_and_none_after_its_hour() {
+    let f = fixture();
+    let by = Actor::command_line();
+    assert!(
+        f.accounts
+            .password_link("nobody@example.com")
+            .unwrap()
+            .is_none()
+    );
+    let link = f.accounts.password_link("ana").unwrap().unwrap();
+    f.accounts
+        .set_state("ana", AccountState::Disabled, &by)
+        .unwrap();
+    assert!(f.accounts.password_link("ana").unwrap().is_none());
+    assert_eq!(
+        f.accounts
+            .set_password_with_link(&link.token, PW)
+            .map(|_| ()),
+        Err(AuthError::Disabled)
+    );
+    f.accounts
+        .set_state("ana", AccountState::Active, &by)
+        .unwrap();
+    // a link whose hour is over
+    let ana = f.accounts.account("ana").unwrap();
+    let now = dataport_state::now_secs();
+    f.store
+        .add_password_token(
+            &crate::authenticator::hash_secret("old-token"),
+            ana.id,
+            PasswordPurpose::Reset,
+            now - 3700,
+            now - 100,
+        )
+        .unwrap();
+    assert!(matches!(
+        f.accounts.set_password_with_link("old-token", PW),
+        Err(AuthError::InvalidInput { .. })
+    ));
+}
+
+#[test]
+fn link_requests_are_limited_per_account_and_per_address() {
+    let f = fixture();
+    for _ in 0..5 {
+        f.accounts.check_link_request("ana", "10.0.0.9").unwrap();
+    }
+    assert!(matches!(
+        f.accounts.check_link_request("ANA", "10.0.0.8"),
+        Err(AuthError::TooManyAttempts { .. })
+    ));
+    assert!(matches!(
+        f.accounts.check_link_request("someone-else", "10.0.0.9"),
+        Err(AuthError::TooManyAttempts { .. })
+    ));
+    f.accounts
+        .check_link_request("someone-else", "10.0.0.7")
+        .unwrap();
+}

@@ -83,6 +83,9 @@ pub(crate) enum UserCommand {
     /// Delete an account (username or email) with its API tokens and sessions; never the
     /// last active member of data-ops.
     Remove { name: String },
+    /// Mail the account a new one-time link to set its password (set-up when invited, else a
+    /// reset); without an SMTP server the link is printed.
+    Link { name: String },
     /// Disable an account: it cannot sign in, and its sessions and tokens stop working.
     Disable { name: String },
     /// Enable a disabled account again.
@@ -208,13 +211,12 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
             let account =
                 accounts.invite(&email, &name, groups.as_deref(), &Actor::command_line())?;
             out(format!(
-                "invited {} as {} (groups: {}); the account becomes active at its first sign-in \
-                 (or set a password with: dataport user passwd {})",
+                "invited {} as {} (groups: {}); the account becomes active at its first sign-in",
                 account.email.as_deref().unwrap_or_default(),
                 account.name,
                 account.groups.join(","),
-                account.name
             ))?;
+            send_link(store, &accounts, &account.name)?;
         }
         UserCommand::List { json } => {
             let users = accounts.users()?;
@@ -236,6 +238,7 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
             accounts.remove_user(&name)?;
             out(format!("removed user {name}"))?;
         }
+        UserCommand::Link { name } => send_link(store, &accounts, &name)?,
         UserCommand::Disable { name } => {
             let account =
                 accounts.set_state(&name, AccountState::Disabled, &Actor::command_line())?;
@@ -292,6 +295,43 @@ pub(crate) fn user(store: &StoreArgs, command: UserCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// Mails `login`'s account a password link; prints it when no SMTP server is configured.
+fn send_link(store: &StoreArgs, accounts: &Accounts, login: &str) -> anyhow::Result<()> {
+    let config = store.config()?;
+    let Some(link) = accounts.password_link(login)? else {
+        anyhow::bail!("{login} is disabled: enable it before sending a link");
+    };
+    // A running server's own address, else the configured one.
+    let running = std::fs::read_to_string(config.settings.data_dir.join("run/addresses.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|v| v["http"].as_str()?.parse().ok());
+    let public_url = config.public_url_or(running.unwrap_or(config.settings.http_addr));
+    let mailer = crate::wiring::mailer(&config)?;
+    if !mailer.delivers() {
+        return out(format!(
+            "no SMTP server is configured (mail.smtp_host): give {} this link (it works once, for one hour):\n{}",
+            link.account.name,
+            dataport_web::password_link_url(&public_url, &link)
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime
+        .block_on(dataport_web::send_password_link(
+            &mailer,
+            &public_url,
+            &link,
+        ))
+        .context("cannot send the link")?;
+    out(format!(
+        "mailed {} a link to set the password",
+        link.account.email.as_deref().unwrap_or(&link.account.name)
+    ))
 }
 
 pub(crate) fn token(store: &StoreArgs, command: TokenCommand) -> anyhow::Result<()> {

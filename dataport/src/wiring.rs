@@ -40,6 +40,22 @@ pub(crate) fn accounts(config: &Config, store: &Arc<StateStore>) -> Accounts {
     )
 }
 
+/// Mail as `mail.*` configures it (the log when no SMTP host is set).
+pub(crate) fn mailer(config: &Config) -> anyhow::Result<dataport_mail::Mailer> {
+    let s = &config.settings;
+    dataport_mail::Mailer::new(&dataport_mail::MailConfig {
+        host: s.smtp_host.clone(),
+        port: s.smtp_port,
+        security: s.smtp_security.0,
+        user: s.smtp_user.clone(),
+        password: s.smtp_password.clone().map(|Secret(p)| p),
+        from: s.from.clone(),
+        ca_file: s.smtp_ca_file.clone(),
+        timeout: std::time::Duration::from_secs(30),
+    })
+    .context("invalid mail settings")
+}
+
 /// The server's DataFusion settings, for commands that open the catalog on their own.
 pub(crate) fn catalog_session_config(
     config: &Config,

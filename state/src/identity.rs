@@ -611,6 +611,14 @@ impl StateStore {
             [attempts_before],
         )?;
         conn.execute("DELETE FROM revoked_tokens WHERE expires_at < ?1", [now])?;
+        conn.execute(
+            "DELETE FROM password_requests WHERE at < ?1",
+            [attempts_before],
+        )?;
+        conn.execute(
+            "DELETE FROM password_tokens WHERE expires_at < ?1",
+            [now - 7 * 86_400],
+        )?;
         Ok(())
     }
 }
@@ -679,4 +687,123 @@ fn split_list(s: &str) -> Vec<String> {
         .filter(|p| !p.is_empty())
         .map(str::to_string)
         .collect()
+}
+
+/// What a one-time password link is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PasswordPurpose {
+    /// The first password of an invited account.
+    Setup,
+    /// A forgotten password.
+    Reset,
+}
+
+impl PasswordPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Setup => "setup",
+            Self::Reset => "reset",
+        }
+    }
+}
+
+/// Why a password link was not honoured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkRefusal {
+    /// Unknown, expired or already used (one answer for all three).
+    Invalid,
+    /// The account is disabled.
+    Disabled,
+}
+
+impl StateStore {
+    /// Keep a one-time password link (by the SHA-256 of its token) for `account`.
+    pub fn add_password_token(
+        &self,
+        token_hash: &str,
+        account: i64,
+        purpose: PasswordPurpose,
+        now: i64,
+        expires_at: i64,
+    ) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO password_tokens (token_hash, account_id, purpose, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![token_hash, account, purpose.as_str(), now, expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Sets the password of the account whose unused, unexpired link has `token_hash`, in one
+    /// transaction: the account becomes active if it was invited, tokens issued before now end,
+    /// and every link of the account (this one and any older) is used up. The answer is the
+    /// account's id, or why nothing was done.
+    pub fn use_password_token(
+        &self,
+        token_hash: &str,
+        password_hash: &str,
+        now: i64,
+    ) -> Result<std::result::Result<i64, LinkRefusal>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let found: Option<(i64, String)> = tx
+            .query_row(
+                "SELECT t.account_id, a.state FROM password_tokens t
+                 JOIN accounts a ON a.id = t.account_id
+                 WHERE t.token_hash = ?1 AND t.used_at IS NULL AND t.expires_at > ?2",
+                params![token_hash, now],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let Some((account, state)) = found else {
+            return Ok(Err(LinkRefusal::Invalid));
+        };
+        if state == AccountState::Disabled.as_str() {
+            return Ok(Err(LinkRefusal::Disabled));
+        }
+        tx.execute(
+            "UPDATE accounts SET password_hash = ?2, password_changed_at = ?3, updated_at = ?3,
+                    state = 'active'
+             WHERE id = ?1",
+            params![account, password_hash, now],
+        )?;
+        tx.execute(
+            "UPDATE password_tokens SET used_at = ?2 WHERE account_id = ?1 AND used_at IS NULL",
+            params![account, now],
+        )?;
+        tx.commit()?;
+        Ok(Ok(account))
+    }
+
+    /// Record a request for a password link for `account` (as given) from `address`.
+    pub fn record_password_request(&self, at: i64, account: &str, address: &str) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO password_requests (at, account, address) VALUES (?1, ?2, ?3)",
+            params![at, account, address],
+        )?;
+        Ok(())
+    }
+
+    /// Requests for password links since `since`: for `account` and from `address`.
+    pub fn password_requests_since(
+        &self,
+        account: &str,
+        address: &str,
+        since: i64,
+    ) -> Result<(u32, u32)> {
+        let conn = self.lock();
+        let by_account = conn.query_row(
+            "SELECT count(*) FROM password_requests WHERE account = ?1 AND at >= ?2",
+            params![account, since],
+            |r| r.get(0),
+        )?;
+        let by_address = conn.query_row(
+            "SELECT count(*) FROM password_requests WHERE address = ?1 AND at >= ?2",
+            params![address, since],
+            |r| r.get(0),
+        )?;
+        Ok((by_account, by_address))
+    }
 }

@@ -282,6 +282,26 @@ const STEPS: &[&str] = &[
     END;
     UPDATE settings SET value = CAST(value AS INTEGER) + 1 WHERE key = 'identity_version';
     ",
+    // 6: passwords by email: one-time set-up and reset links (only their SHA-256 is kept),
+    // and the requests for them (rate limited per account and per client address).
+    "
+    CREATE TABLE password_tokens (
+        token_hash TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        purpose    TEXT NOT NULL CHECK (purpose IN ('setup', 'reset')),
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        used_at    INTEGER
+    );
+    CREATE INDEX password_tokens_account ON password_tokens (account_id);
+    CREATE TABLE password_requests (
+        at      INTEGER NOT NULL,
+        account TEXT NOT NULL,
+        address TEXT NOT NULL
+    );
+    CREATE INDEX password_requests_account ON password_requests (account, at);
+    CREATE INDEX password_requests_address ON password_requests (address, at);
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

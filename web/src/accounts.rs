@@ -22,6 +22,39 @@ pub(crate) struct UserBody {
     user: UserRecord,
 }
 
+#[derive(Debug, Serialize)]
+pub(crate) struct LinkedUserBody {
+    user: UserRecord,
+    /// What became of the password link: `sent`, `logged` (no SMTP server; in the server log)
+    /// or `failed` (see the server log).
+    mail: &'static str,
+}
+
+/// Makes a set-up (or reset) link for `user` and mails it; what became of the mail.
+async fn mail_link(
+    state: &AppState,
+    request_id: &str,
+    user: &UserRecord,
+) -> Result<&'static str, ApiError> {
+    let login = user.name.clone();
+    let Some(link) = run(state, request_id, move |a| a.password_link(&login)).await? else {
+        return Err(ApiError::of(
+            &AuthError::Conflict {
+                message: format!("{} is disabled: enable it before sending a link", user.name),
+            },
+            request_id,
+        ));
+    };
+    Ok(match crate::password::send_link(state, &link).await {
+        Ok(dataport_mail::Delivery::Sent) => "sent",
+        Ok(dataport_mail::Delivery::Logged) => "logged",
+        Err(e) => {
+            tracing::error!(request_id, error = %e, user = %user.name, "cannot send a password link");
+            "failed"
+        }
+    })
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Invitation {
@@ -83,7 +116,7 @@ pub(crate) async fn invite(
     RequestId(id): RequestId,
     Admin(admin): Admin,
     body: Result<Json<Invitation>, axum::extract::rejection::JsonRejection>,
-) -> Result<(StatusCode, Json<UserBody>), ApiError> {
+) -> Result<(StatusCode, Json<LinkedUserBody>), ApiError> {
     let Json(invitation) = body.map_err(|e| {
         ApiError::bad_request(format!(
             "the body must be JSON {{\"email\": \"…\", \"name\": \"…\", \"groups\": […]}}: {e}"
@@ -100,7 +133,21 @@ pub(crate) async fn invite(
         )
     })
     .await?;
-    Ok((StatusCode::CREATED, Json(UserBody { user })))
+    let mail = mail_link(&state, &id, &user).await?;
+    Ok((StatusCode::CREATED, Json(LinkedUserBody { user, mail })))
+}
+
+/// `POST /api/v1/admin/users/{id}/link`: mail the account a new set-up (invited) or reset
+/// (active) link.
+pub(crate) async fn post_link(
+    State(state): State<AppState>,
+    RequestId(id): RequestId,
+    Admin(_): Admin,
+    Path(account): Path<i64>,
+) -> Result<Json<LinkedUserBody>, ApiError> {
+    let user = run(&state, &id, move |a| a.account_by_id(account)).await?;
+    let mail = mail_link(&state, &id, &user).await?;
+    Ok(Json(LinkedUserBody { user, mail }))
 }
 
 /// `GET /api/v1/admin/users/{id}`.

@@ -82,7 +82,28 @@ pub(crate) fn client_ip(
         .to_string()
 }
 
-fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
+/// The client's address (see [`client_ip`]) and the request's JSON body, within
+/// `server.max_body_size`; `shape` shows the expected body in the error.
+pub(crate) async fn json_from_client<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    id: &str,
+    request: Request,
+    shape: &str,
+) -> Result<(String, T), ApiError> {
+    let (parts, body) = request.into_parts();
+    let address = client_ip(state, &parts.headers, peer_of(&parts.extensions));
+    let bytes = axum::body::to_bytes(body, state.options.max_body_bytes)
+        .await
+        .map_err(|_| {
+            ApiError::payload_too_large(state.options.max_body_bytes).with_request_id(id)
+        })?;
+    let body = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::bad_request(format!("the body must be JSON {shape}: {e}")).with_request_id(id)
+    })?;
+    Ok((address, body))
+}
+
+pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {
     extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(a)| a.ip())
@@ -203,19 +224,8 @@ pub(crate) async fn post_login(
     RequestId(id): RequestId,
     request: Request,
 ) -> Result<Json<SessionBody>, ApiError> {
-    let (parts, body) = request.into_parts();
-    let address = client_ip(&state, &parts.headers, peer_of(&parts.extensions));
-    let bytes = axum::body::to_bytes(body, state.options.max_body_bytes)
-        .await
-        .map_err(|_| {
-            ApiError::payload_too_large(state.options.max_body_bytes).with_request_id(&id)
-        })?;
-    let body: LoginBody = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body must be JSON {{\"username\": …, \"password\": …}}: {e}"
-        ))
-        .with_request_id(&id)
-    })?;
+    let (address, body): (String, LoginBody) =
+        json_from_client(&state, &id, request, "{\"username\": …, \"password\": …}").await?;
     let auth = state.auth.clone();
     let (user, from) = (body.username.clone(), address.clone());
     // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.

@@ -14,6 +14,7 @@ mod health;
 mod jobs;
 mod json;
 mod params;
+mod password;
 mod query;
 mod sync;
 mod trace;
@@ -34,6 +35,7 @@ use ipnet::IpNet;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use error::ApiError;
+pub use password::{password_link_url, send_password_link};
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -48,6 +50,8 @@ pub struct WebOptions {
     pub trusted_proxies: Vec<IpNet>,
     /// Largest upload (`POST /api/v1/sync/upload`).
     pub max_upload_bytes: usize,
+    /// Where users reach the server (`server.public_url`), for links in mail.
+    pub public_url: String,
 }
 
 impl Default for WebOptions {
@@ -58,6 +62,7 @@ impl Default for WebOptions {
             metrics_allow: Vec::new(),
             trusted_proxies: Vec::new(),
             max_upload_bytes: 64 << 20,
+            public_url: "http://127.0.0.1:8080".into(),
         }
     }
 }
@@ -69,6 +74,8 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Account administration (the admin API).
     pub accounts: dataport_auth::Accounts,
+    /// Set-up and reset links by mail.
+    pub mailer: dataport_mail::Mailer,
     /// Catalog maintenance jobs (connector syncs, refreshes, profiles).
     pub jobs: dataport_engine::jobs::Scheduler,
     /// Table profiles.
@@ -126,6 +133,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # let engine = Engine::try_new(EngineOptions::new(data.path()), catalog).await?;
 /// # let store = Arc::new(StateStore::open(data.path())?);
 /// # let accounts = Accounts::new(Arc::clone(&store));
+/// # let mailer = dataport_mail::Mailer::new(&Default::default())?;
 /// # accounts.add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
 /// # let auth = Authenticator::new(Arc::clone(&store), Default::default())?;
 /// # let jobs = Scheduler::new(Arc::clone(&store), Vec::new())?;
@@ -133,7 +141,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # let sync = Arc::new(SyncFiles::new(Arc::clone(&store), data.path()));
 /// // `engine` serves a data dir with `sales.orders` (3 rows); `auth` knows the user `ana`.
 /// let options = WebOptions::default();
-/// let app = router(AppState { engine, auth, accounts, jobs, profiler, sync, options });
+/// let app = router(AppState { engine, auth, accounts, mailer, jobs, profiler, sync, options });
 ///
 /// let login = Request::post("/api/v1/auth/login")
 ///     .header(CONTENT_TYPE, "application/json")
@@ -184,6 +192,7 @@ pub fn router(state: AppState) -> Router {
                 .patch(accounts::patch)
                 .delete(accounts::delete),
         )
+        .route("/api/v1/admin/users/{id}/link", post(accounts::post_link))
         .route("/api/v1/admin/changes", get(accounts::changes))
         .route("/api/v1/jobs", get(jobs::get_jobs))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
@@ -209,6 +218,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/login", post(auth::post_login))
         .route("/api/v1/auth/refresh", post(auth::post_refresh))
         .route("/api/v1/auth/logout", post(auth::post_logout))
+        .route("/api/v1/auth/password/forgot", post(password::post_forgot))
+        .route("/api/v1/auth/password/reset", post(password::post_reset))
+        .route(
+            password::PASSWORD_PAGE,
+            get(password::get_page).post(password::post_page),
+        )
         .route("/health", get(health::get_health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

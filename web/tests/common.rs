@@ -50,6 +50,7 @@ impl Server {
         let app = dataport_web::router(AppState {
             engine,
             accounts: dataport_auth::Accounts::new(std::sync::Arc::clone(auth.store())),
+            mailer: dataport_mail::Mailer::new(&Default::default()).unwrap(),
             auth,
             jobs,
             profiler,

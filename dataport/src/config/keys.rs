@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::JobSection;
-use super::value::{Bytes, Form, LogFormat, Memory, Secret, Setting, Yaml};
+use super::value::{Bytes, Form, LogFormat, MailSecurity, Memory, Secret, Setting, Yaml};
 
 /// How a key's environment variable and flag are named.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,6 +202,9 @@ settings! {
         memory_budget: Memory = value("25%");
     }
     server (key) {
+        /// the address users reach the server at, for the links in mail, e.g.
+        /// `https://data.example.com` (behind a proxy)
+        public_url: Option<String> = unset("`http://` + `server.http_addr`");
         /// HTTP address; port `0` picks a free port (see `run/addresses.json`)
         http_addr: SocketAddr = value("127.0.0.1:8080");
         /// Flight SQL address; port `0` picks a free port
@@ -264,6 +267,24 @@ settings! {
         /// `datafusion.optimizer.use_statistics_registry: "true"`, strings read as `Utf8`
         /// rather than views: `datafusion.execution.parquet.schema_force_view_types: "false"`)
         datafusion: BTreeMap<String, String> = unset("none");
+    }
+    mail (section_key) {
+        /// SMTP server for set-up and reset links; unset, each message is written to the server
+        /// log at `warn` instead
+        smtp_host: Option<String> = unset("none: to the log");
+        /// SMTP port
+        smtp_port: Option<u16> = unset("587, 465 with `tls`, 25 with `none`");
+        /// `starttls` (the server must offer it), `tls` (from the first byte) or `none`
+        smtp_security: MailSecurity = value("starttls");
+        /// SMTP login
+        smtp_user: Option<String> = unset("none");
+        /// SMTP password (environment or `${VAR}` in YAML)
+        smtp_password: Option<Secret> = unset("none");
+        /// PEM certificates of a private CA that signs the SMTP server's certificate (the public
+        /// roots are trusted too)
+        smtp_ca_file: Option<PathBuf> = unset("none");
+        /// the sender of Dataport's mail
+        from: String = value("Dataport <dataport@localhost>");
     }
     log (section_key) {
         /// `human` or `json`

@@ -226,6 +226,8 @@ pub(crate) struct Config {
     pub(crate) memory_tables: dataport_catalog::MemoryOptions,
     /// `jobs`, checked against `sources`.
     pub(crate) jobs: Vec<JobSchedule>,
+    /// `server.public_url` without a trailing `/` (see [`Config::public_url_or`]).
+    pub(crate) public_url: Option<String>,
     /// Each key's effective value and its source, for `dataport config`.
     pub(crate) effective: Vec<Effective>,
     /// `DATAPORT_*` variables that look like a mistyped key's, to be logged.
@@ -311,8 +313,13 @@ impl Config {
                 _ => {}
             }
         }
+        let public_url = s
+            .public_url
+            .as_ref()
+            .map(|url| url.trim().trim_end_matches('/').to_string());
         Ok(Self {
             config_file,
+            public_url,
             spill_dir,
             target_partitions,
             flight_tls,
@@ -322,6 +329,21 @@ impl Config {
             effective,
             warnings: Vec::new(),
         })
+    }
+}
+
+impl Config {
+    /// The address in links: `server.public_url`, else the HTTP listener `http` (with
+    /// 127.0.0.1 for an unspecified address such as 0.0.0.0, which a browser cannot open).
+    pub(crate) fn public_url_or(&self, http: std::net::SocketAddr) -> String {
+        if let Some(url) = &self.public_url {
+            return url.clone();
+        }
+        let mut http = http;
+        if http.ip().is_unspecified() {
+            http.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        format!("http://{http}")
     }
 }
 
@@ -379,6 +401,18 @@ fn check(s: &Settings) -> Result<(), ConfigError> {
         "auth.signing_key",
         "must have at least 32 characters (for example: openssl rand -hex 32)",
     )?;
+    if let Some(url) = &s.public_url {
+        let url = url.trim();
+        let rest = url
+            .strip_prefix("https://")
+            .or_else(|| url.strip_prefix("http://"))
+            .unwrap_or_default();
+        rule(
+            !rest.is_empty() && !rest.contains(char::is_whitespace) && !rest.contains(['?', '#']),
+            "server.public_url",
+            "must be an address like https://data.example.com (http or https, no query)",
+        )?;
+    }
     rule(
         s.max_failed_logins > 0,
         "auth.max_failed_logins",

@@ -323,7 +323,7 @@ macro_rules! whole_number {
         }
     )*};
 }
-whole_number!(u32, usize);
+whole_number!(u16, u32, usize);
 
 impl Setting for String {
     const HINT: &'static str = "TEXT";
@@ -533,6 +533,26 @@ impl Setting for LogFormat {
         match self {
             LogFormat::Human => "human".into(),
             LogFormat::Json => "json".into(),
+        }
+    }
+}
+
+/// How SMTP is secured (`mail.smtp_security`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct MailSecurity(pub(crate) dataport_mail::Security);
+
+impl Setting for MailSecurity {
+    const HINT: &'static str = "starttls|tls|none";
+
+    fn from_text(key: &str, text: &str) -> Result<Self, ConfigError> {
+        text.parse().map(MailSecurity).map_err(|m| invalid(key, m))
+    }
+
+    fn show(&self) -> String {
+        match self.0 {
+            dataport_mail::Security::StartTls => "starttls".into(),
+            dataport_mail::Security::Tls => "tls".into(),
+            dataport_mail::Security::None => "none".into(),
         }
     }
 }
