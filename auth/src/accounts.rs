@@ -297,6 +297,10 @@ impl Accounts {
         };
         self.store
             .set_account_state(account.id, state, Some(DATA_OPS))?;
+        if state == AccountState::Disabled {
+            // Enabling the account again must not bring its browser sessions back.
+            self.store.remove_browser_sessions_of(account.id)?;
+        }
         let action = match state {
             AccountState::Disabled => "disable",
             _ => "enable",

@@ -37,6 +37,10 @@ pub struct AuthOptions {
     pub max_failed_logins: u32,
     /// Where refused authentications are recorded (see [`Authenticator::record_refusal`]).
     pub audit: Option<AuditLog>,
+    /// A browser session ends after this long without a request…
+    pub session_idle: Duration,
+    /// …and this long after it started, whatever the activity.
+    pub session_lifetime: Duration,
 }
 
 impl std::fmt::Debug for AuthOptions {
@@ -51,6 +55,8 @@ impl std::fmt::Debug for AuthOptions {
             )
             .field("max_failed_logins", &self.max_failed_logins)
             .field("audit", &self.audit.is_some())
+            .field("session_idle", &self.session_idle)
+            .field("session_lifetime", &self.session_lifetime)
             .finish()
     }
 }
@@ -64,6 +70,8 @@ impl Default for AuthOptions {
             signing_key: None,
             max_failed_logins: 5,
             audit: None,
+            session_idle: Duration::from_secs(12 * 3600),
+            session_lifetime: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -186,6 +194,42 @@ impl Authenticator {
 
     pub fn store(&self) -> &Arc<StateStore> {
         &self.0.store
+    }
+
+    pub(crate) fn options(&self) -> &AuthOptions {
+        &self.0.options
+    }
+
+    /// The active account `id` as a principal, if its password has not changed since `since`.
+    pub(crate) fn account_principal(
+        &self,
+        id: i64,
+        since: i64,
+    ) -> Result<Option<Principal>, AuthError> {
+        let ids = self.identities()?;
+        Ok(ids
+            .accounts
+            .get(&id)
+            .filter(|u| since >= u.password_changed_at)
+            .and_then(|u| ids.principal(u)))
+    }
+
+    /// Records a session's activity, at most once a minute.
+    pub(crate) fn touch_session(&self, id: &str, now: i64) {
+        let key = format!("session:{id}");
+        let mut touches = self
+            .0
+            .token_touches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if touches.get(&key).is_some_and(|t| now - t < 60) {
+            return;
+        }
+        touches.insert(key, now);
+        drop(touches);
+        if let Err(e) = self.0.store.touch_browser_session(id, now) {
+            tracing::warn!(error = %e, "cannot record a session's activity");
+        }
     }
 
     /// The cached identities, reloaded if anything changed since they were read.

@@ -21,6 +21,7 @@ mod credentials;
 mod identity;
 mod jwt;
 pub mod password;
+mod sessions;
 
 use dataport_common::{ErrorKind, HasKind};
 use std::sync::Arc;
@@ -31,11 +32,12 @@ pub use accounts::{
 pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
-    AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery,
+    AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, BrowserSession,
     GrantRecord as Grant, PasswordPurpose, StateError, StateStore, UserRecord, now_secs,
 };
 pub use identity::{normalize_email, username_for};
 pub use jwt::Claims;
+pub use sessions::{SessionAuth, SessionCookie};
 
 /// Group whose members may read public tables.
 pub const DATAREAD: &str = "dataread";
@@ -117,6 +119,8 @@ pub enum AuthError {
     AlreadyExists { message: String },
     #[error("{message}")]
     Conflict { message: String },
+    #[error("{message}")]
+    Forbidden { message: String },
     #[error("internal authentication error: {message}")]
     Internal { message: String },
 }
@@ -128,7 +132,7 @@ impl HasKind for AuthError {
             | Self::Malformed { .. }
             | Self::InvalidCredentials
             | Self::InvalidToken => ErrorKind::Unauthenticated,
-            Self::Disabled => ErrorKind::PermissionDenied,
+            Self::Disabled | Self::Forbidden { .. } => ErrorKind::PermissionDenied,
             Self::TooManyAttempts { .. } => ErrorKind::ResourceExhausted,
             Self::WeakPassword { .. } | Self::InvalidInput { .. } => ErrorKind::InvalidArgument,
             Self::NotFound { .. } => ErrorKind::NotFound,

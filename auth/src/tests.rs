@@ -714,3 +714,53 @@ fn link_requests_are_limited_per_account_and_per_address() {
         .check_link_request("someone-else", "10.0.0.7")
         .unwrap();
 }
+
+#[test]
+fn a_browser_session_ends_when_idle_or_old_and_checks_its_csrf_token() {
+    let f = fixture();
+    let a = auth(
+        &f,
+        AuthOptions {
+            session_idle: Duration::from_secs(600),
+            session_lifetime: Duration::from_secs(3600),
+            ..options()
+        },
+    );
+    let ana = a.principal("ana").unwrap().unwrap();
+    let cookie = a.start_session(&ana, ADDR, "test", None).unwrap();
+    let checked = a.check_session(&cookie.value).unwrap();
+    assert_eq!(checked.principal, ana);
+    assert!(checked.csrf_matches(&cookie.csrf));
+    assert!(!checked.csrf_matches("not-it"));
+    // a forged secret for a real id
+    let forged = format!("{}.{}", cookie.id, "0".repeat(64));
+    assert_eq!(
+        a.check_session(&forged).map(|_| ()),
+        Err(AuthError::InvalidToken)
+    );
+    // idle too long, or past its absolute end
+    let now = dataport_state::now_secs();
+    let mut session = f.store.browser_session(&cookie.id).unwrap().unwrap();
+    for (last_seen, expires) in [(now - 601, now + 100), (now, now)] {
+        f.store.remove_browser_session(&session.id, None).unwrap();
+        session.last_seen_at = last_seen;
+        session.expires_at = expires;
+        f.store.add_browser_session(&session).unwrap();
+        assert_eq!(
+            a.check_session(&cookie.value).map(|_| ()),
+            Err(AuthError::InvalidToken),
+            "last seen {last_seen}, ends {expires}"
+        );
+    }
+    // signing in again from the same browser ends the old session
+    let first = a.start_session(&ana, ADDR, "test", None).unwrap();
+    let second = a
+        .start_session(&ana, ADDR, "test", Some(&first.value))
+        .unwrap();
+    assert!(a.check_session(&first.value).is_err());
+    assert!(a.check_session(&second.value).is_ok());
+    assert_eq!(a.sessions(ana.id).unwrap().len(), 1);
+    assert!(a.end_session_of(ana.id + 1000, &second.id).is_err());
+    a.end_session_of(ana.id, &second.id).unwrap();
+    assert!(a.check_session(&second.value).is_err());
+}

@@ -27,6 +27,8 @@ pub(crate) fn authenticator(
             signing_key: config.settings.signing_key.clone().map(|Secret(k)| k),
             max_failed_logins: config.settings.max_failed_logins,
             audit,
+            session_idle: config.settings.session_idle,
+            session_lifetime: config.settings.session_lifetime,
         },
     )
     .context("cannot set up authentication")

@@ -807,3 +807,126 @@ impl StateStore {
         Ok((by_account, by_address))
     }
 }
+
+/// A browser session (its secrets only as hashes).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct BrowserSession {
+    /// Public: shown in listings, used to revoke.
+    pub id: String,
+    pub account_id: i64,
+    #[serde(skip)]
+    pub secret_hash: String,
+    #[serde(skip)]
+    pub csrf_hash: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// The absolute end, whatever the activity.
+    pub expires_at: i64,
+    pub address: String,
+    pub user_agent: String,
+}
+
+const SESSION_COLUMNS: &str = "SELECT id, account_id, secret_hash, csrf_hash, created_at,
+        last_seen_at, expires_at, address, user_agent FROM browser_sessions";
+
+fn session_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<BrowserSession> {
+    Ok(BrowserSession {
+        id: r.get(0)?,
+        account_id: r.get(1)?,
+        secret_hash: r.get(2)?,
+        csrf_hash: r.get(3)?,
+        created_at: r.get(4)?,
+        last_seen_at: r.get(5)?,
+        expires_at: r.get(6)?,
+        address: r.get(7)?,
+        user_agent: r.get(8)?,
+    })
+}
+
+impl StateStore {
+    pub fn add_browser_session(&self, session: &BrowserSession) -> Result<()> {
+        let conn = self.lock();
+        let n = conn.execute(
+            "INSERT INTO browser_sessions (id, account_id, secret_hash, csrf_hash, created_at,
+                                           last_seen_at, expires_at, address, user_agent)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9
+             WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2)",
+            params![
+                session.id,
+                session.account_id,
+                session.secret_hash,
+                session.csrf_hash,
+                session.created_at,
+                session.last_seen_at,
+                session.expires_at,
+                session.address,
+                session.user_agent
+            ],
+        )?;
+        if n == 0 {
+            return Err(StateError::NoSuchUser(format!(
+                "account {}",
+                session.account_id
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn browser_session(&self, id: &str) -> Result<Option<BrowserSession>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                &format!("{SESSION_COLUMNS} WHERE id = ?1"),
+                [id],
+                session_from_row,
+            )
+            .optional()?)
+    }
+
+    /// An account's sessions, newest first.
+    pub fn browser_sessions(&self, account: i64) -> Result<Vec<BrowserSession>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(&format!(
+            "{SESSION_COLUMNS} WHERE account_id = ?1 ORDER BY created_at DESC, id"
+        ))?;
+        let rows = stmt.query_map([account], session_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// Record activity (the caller throttles).
+    pub fn touch_browser_session(&self, id: &str, at: i64) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "UPDATE browser_sessions SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2",
+            params![id, at],
+        )?;
+        Ok(())
+    }
+
+    /// End a session (of `account`, when given); whether it existed.
+    pub fn remove_browser_session(&self, id: &str, account: Option<i64>) -> Result<bool> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "DELETE FROM browser_sessions WHERE id = ?1 AND (?2 IS NULL OR account_id = ?2)",
+            params![id, account],
+        )? > 0)
+    }
+
+    /// End every session of an account; how many there were.
+    pub fn remove_browser_sessions_of(&self, account: i64) -> Result<usize> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "DELETE FROM browser_sessions WHERE account_id = ?1",
+            [account],
+        )?)
+    }
+
+    /// Drop sessions past their absolute end or idle since before `idle_before`.
+    pub fn prune_browser_sessions(&self, now: i64, idle_before: i64) -> Result<usize> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "DELETE FROM browser_sessions WHERE expires_at <= ?1 OR last_seen_at < ?2",
+            params![now, idle_before],
+        )?)
+    }
+}

@@ -30,8 +30,8 @@ use rusqlite::Connection;
 pub use audit::{AuditEntry, AuditLog, AuditQuery};
 pub use error::{Result, StateError};
 pub use identity::{
-    AccountChange, AccountState, ApiTokenRecord, GrantRecord, LinkRefusal, LoginAttempt,
-    NewAccount, PasswordPurpose, UserRecord,
+    AccountChange, AccountState, ApiTokenRecord, BrowserSession, GrantRecord, LinkRefusal,
+    LoginAttempt, NewAccount, PasswordPurpose, UserRecord,
 };
 pub use jobs::{JobRun, SyncRecord};
 pub use profiles::StoredProfile;

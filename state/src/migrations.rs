@@ -302,6 +302,22 @@ const STEPS: &[&str] = &[
     CREATE INDEX password_requests_account ON password_requests (account, at);
     CREATE INDEX password_requests_address ON password_requests (address, at);
     ",
+    // 7: browser sessions: a public id, the SHA-256 of the cookie's secret and of the CSRF
+    // token, idle and absolute expiry.
+    "
+    CREATE TABLE browser_sessions (
+        id           TEXT PRIMARY KEY,
+        account_id   INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        secret_hash  TEXT NOT NULL,
+        csrf_hash    TEXT NOT NULL,
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        address      TEXT NOT NULL DEFAULT '',
+        user_agent   TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX browser_sessions_account ON browser_sessions (account_id);
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

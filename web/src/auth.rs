@@ -125,14 +125,24 @@ pub(crate) fn bearer_of(headers: &HeaderMap) -> Result<String, AuthError> {
     }
 }
 
-/// Middleware: authenticate the bearer token, or answer 401.
+/// Middleware: authenticate the bearer token (or the browser session's cookie), or answer 401.
 pub(crate) async fn require_bearer(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let id = request_id_of(request.headers());
-    let principal = bearer_of(request.headers()).and_then(|t| state.auth.check_bearer(&t));
+    // A bearer token when there is one, else the browser session's cookie.
+    let principal = match bearer_of(request.headers()) {
+        Err(AuthError::Missing) => {
+            crate::session::authenticate(&state, request.method(), request.headers()).map(|s| {
+                let principal = s.principal.clone();
+                request.extensions_mut().insert(s);
+                principal
+            })
+        }
+        other => other.and_then(|t| state.auth.check_bearer(&t)),
+    };
     match principal {
         Ok(p) => {
             crate::trace::record_user(&p.name);

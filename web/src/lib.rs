@@ -16,6 +16,7 @@ mod json;
 mod params;
 mod password;
 mod query;
+mod session;
 mod sync;
 mod trace;
 
@@ -181,6 +182,11 @@ pub fn router(state: AppState) -> Router {
             get(catalog::get_profile),
         )
         .route("/api/v1/auth/me", get(auth::get_me))
+        .route("/api/v1/auth/sessions", get(session::get_sessions))
+        .route(
+            "/api/v1/auth/sessions/{id}",
+            axum::routing::delete(session::delete_one),
+        )
         .route("/api/v1/admin/audit", get(auth::get_audit))
         .route(
             "/api/v1/admin/users",
@@ -218,6 +224,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/login", post(auth::post_login))
         .route("/api/v1/auth/refresh", post(auth::post_refresh))
         .route("/api/v1/auth/logout", post(auth::post_logout))
+        .route(
+            "/api/v1/auth/session",
+            post(session::post_session).delete(session::delete_session),
+        )
         .route("/api/v1/auth/password/forgot", post(password::post_forgot))
         .route("/api/v1/auth/password/reset", post(password::post_reset))
         .route(

@@ -235,6 +235,10 @@ settings! {
         token_ttl: Duration = value("30d");
         /// how long after expiry a session token can still be refreshed
         refresh_grace: Duration = value("7d");
+        /// a browser session ends after this long without a request
+        session_idle: Duration = value("12h");
+        /// a browser session ends this long after its sign-in, whatever the activity
+        session_lifetime: Duration = value("7d");
         /// `iss` of session tokens; others are refused
         issuer: String = value("dataport");
         /// HS256 key of session tokens (32+ characters); unset: generated once, kept in the
