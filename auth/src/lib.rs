@@ -20,6 +20,7 @@ mod authenticator;
 mod credentials;
 mod identity;
 mod jwt;
+pub mod oidc;
 pub mod password;
 mod sessions;
 
@@ -169,11 +170,16 @@ pub trait GrantSource: Send + Sync + std::fmt::Debug {
 
 /// `bytes` random bytes from the OS, hex encoded: salts of secrets, token ids, keys.
 pub(crate) fn random_token(bytes: usize) -> Result<String, AuthError> {
-    let mut buf = vec![0u8; bytes];
+    random_bytes(bytes).map(hex::encode)
+}
+
+/// `n` random bytes from the OS.
+pub(crate) fn random_bytes(n: usize) -> Result<Vec<u8>, AuthError> {
+    let mut buf = vec![0u8; n];
     getrandom::fill(&mut buf).map_err(|e| AuthError::Internal {
         message: format!("the operating system's random source failed: {e}"),
     })?;
-    Ok(hex::encode(buf))
+    Ok(buf)
 }
 
 /// Compares in time that depends only on the lengths.
