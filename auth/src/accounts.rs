@@ -392,6 +392,66 @@ impl Accounts {
         Ok(())
     }
 
+    /// The account an identity verified by an OpenID Connect `provider` signs in as: the
+    /// account with its email (an invited one becomes active; its display name and picture
+    /// follow the provider's), else, for an email of one of `domains`, a new active account in
+    /// the default groups. Anyone else is refused: an administrator invites outside emails.
+    pub fn oidc_sign_in(
+        &self,
+        provider: &str,
+        email: &str,
+        name: Option<&str>,
+        picture: Option<&str>,
+        domains: &[String],
+    ) -> Result<UserRecord, AuthError> {
+        let email = normalize_email(email)?;
+        let by = Actor {
+            id: None,
+            name: format!("oidc:{provider}"),
+            request_id: String::new(),
+        };
+        let name = name.map(str::trim).filter(|n| !n.is_empty());
+        if let Some(account) = self.store.user_by_login(&email)? {
+            if account.state == AccountState::Disabled {
+                return Err(AuthError::Disabled);
+            }
+            let display = name.unwrap_or(&account.display_name).to_string();
+            self.store.set_account_profile(
+                account.id,
+                &display,
+                picture.or(account.picture_url.as_deref()),
+            )?;
+            if account.state == AccountState::Invited {
+                self.record(&by, "activate", account.id, &account.name, &email)?;
+            }
+            return self.account_by_id(account.id);
+        }
+        let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
+        if !domains
+            .iter()
+            .any(|d| d.trim_start_matches('@').eq_ignore_ascii_case(domain))
+        {
+            return Err(AuthError::Forbidden {
+                message: format!("{email} has no account here; an administrator can invite it"),
+            });
+        }
+        let username = username_for(&email, &self.domains, |n| {
+            self.store.user(n).ok().flatten().is_some()
+        })?;
+        let id = self.store.add_account(&NewAccount {
+            username: username.clone(),
+            email: Some(email.clone()),
+            display_name: name.unwrap_or_default().to_string(),
+            picture_url: picture.map(String::from),
+            state: AccountState::Active,
+            password_hash: None,
+            groups: self.default_groups.to_vec(),
+        })?;
+        tracing::info!(user = %username, provider, "account created at its first sign-in");
+        self.record(&by, "create", id, &username, &email)?;
+        self.account_by_id(id)
+    }
+
     /// Counts a request for a password link for `login` from `address`; refused beyond the
     /// limit (per account and per address), whether or not the account exists.
     pub fn check_link_request(&self, login: &str, address: &str) -> Result<(), AuthError> {

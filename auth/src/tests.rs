@@ -764,3 +764,69 @@ fn a_browser_session_ends_when_idle_or_old_and_checks_its_csrf_token() {
     a.end_session_of(ana.id, &second.id).unwrap();
     assert!(a.check_session(&second.value).is_err());
 }
+
+#[test]
+fn an_oidc_identity_signs_in_as_its_account_or_a_new_one_of_the_organisation() {
+    let f = fixture();
+    let by = Actor::command_line();
+    let accounts = f
+        .accounts
+        .clone()
+        .with_organisation(&["example.com".to_string()], &[DATAREAD.to_string()]);
+    let org = vec!["example.com".to_string()];
+    // first sign-in of someone of the organisation: a new active account
+    let ann = accounts
+        .oidc_sign_in(
+            "google",
+            "Ann@Example.com",
+            Some("Ann Lee"),
+            Some("https://pic/ann"),
+            &org,
+        )
+        .unwrap();
+    assert_eq!(
+        (ann.name.as_str(), ann.state, ann.groups.clone()),
+        ("ann", AccountState::Active, vec![DATAREAD.to_string()])
+    );
+    assert_eq!(ann.picture_url.as_deref(), Some("https://pic/ann"));
+    assert!(ann.password_hash.is_none());
+    // again: the same account
+    let again = accounts
+        .oidc_sign_in("google", "ann@example.com", None, None, &org)
+        .unwrap();
+    assert_eq!((again.id, again.display_name.as_str()), (ann.id, "Ann Lee"));
+    // an invited outside email becomes active; an uninvited one is refused
+    let bob = accounts.invite("bob@partner.io", "", None, &by).unwrap();
+    let signed = accounts
+        .oidc_sign_in("google", "bob@partner.io", Some("Bob"), None, &org)
+        .unwrap();
+    assert_eq!((signed.id, signed.state), (bob.id, AccountState::Active));
+    assert!(matches!(
+        accounts.oidc_sign_in("google", "eve@evil.com", None, None, &org),
+        Err(AuthError::Forbidden { .. })
+    ));
+    // a disabled account stays out
+    accounts
+        .set_state("ann", AccountState::Disabled, &by)
+        .unwrap();
+    assert_eq!(
+        accounts
+            .oidc_sign_in("google", "ann@example.com", None, None, &org)
+            .map(|_| ()),
+        Err(AuthError::Disabled)
+    );
+    let actions: Vec<(String, String)> = accounts
+        .changes(None, 20)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.actor, c.action))
+        .collect();
+    assert!(
+        actions.contains(&("oidc:google".into(), "create".into())),
+        "{actions:?}"
+    );
+    assert!(
+        actions.contains(&("oidc:google".into(), "activate".into())),
+        "{actions:?}"
+    );
+}

@@ -930,3 +930,83 @@ impl StateStore {
         )?)
     }
 }
+
+/// An OpenID Connect sign-in under way (its `state` only as a hash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcFlow {
+    pub state_hash: String,
+    pub provider: String,
+    pub nonce: String,
+    /// The PKCE verifier.
+    pub verifier: String,
+    /// Where the browser goes after signing in.
+    pub next: String,
+    pub created_at: i64,
+}
+
+impl StateStore {
+    /// Keep a sign-in under way; older ones than `stale_before` are dropped.
+    pub fn add_oidc_flow(&self, flow: &OidcFlow, stale_before: i64) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "DELETE FROM oidc_flows WHERE created_at < ?1",
+            [stale_before],
+        )?;
+        conn.execute(
+            "INSERT INTO oidc_flows (state_hash, provider, nonce, verifier, next, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                flow.state_hash,
+                flow.provider,
+                flow.nonce,
+                flow.verifier,
+                flow.next,
+                flow.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Takes the sign-in with this `state` hash: it is deleted, so a second callback with the
+    /// same `state` finds nothing. None also when it started before `stale_before`.
+    pub fn take_oidc_flow(&self, state_hash: &str, stale_before: i64) -> Result<Option<OidcFlow>> {
+        let conn = self.lock();
+        let flow = conn
+            .query_row(
+                "DELETE FROM oidc_flows WHERE state_hash = ?1
+                 RETURNING state_hash, provider, nonce, verifier, next, created_at",
+                [state_hash],
+                |r| {
+                    Ok(OidcFlow {
+                        state_hash: r.get(0)?,
+                        provider: r.get(1)?,
+                        nonce: r.get(2)?,
+                        verifier: r.get(3)?,
+                        next: r.get(4)?,
+                        created_at: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(flow.filter(|f| f.created_at >= stale_before))
+    }
+}
+
+impl StateStore {
+    /// Sets an account's display name and picture (as its identity provider gives them), and
+    /// makes an invited account active.
+    pub fn set_account_profile(
+        &self,
+        id: i64,
+        display_name: &str,
+        picture_url: Option<&str>,
+    ) -> Result<bool> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "UPDATE accounts SET display_name = ?2, picture_url = ?3, updated_at = ?4,
+                    state = CASE state WHEN 'invited' THEN 'active' ELSE state END
+             WHERE id = ?1",
+            params![id, display_name, picture_url, now_secs()],
+        )? > 0)
+    }
+}

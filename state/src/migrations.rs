@@ -318,6 +318,18 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX browser_sessions_account ON browser_sessions (account_id);
     ",
+    // 8: OpenID Connect sign-ins under way: one row per authorization request, taken (and
+    // deleted) by its callback, so a replayed `state` finds nothing.
+    "
+    CREATE TABLE oidc_flows (
+        state_hash TEXT PRIMARY KEY,
+        provider   TEXT NOT NULL,
+        nonce      TEXT NOT NULL,
+        verifier   TEXT NOT NULL,
+        next       TEXT NOT NULL DEFAULT '/',
+        created_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -239,3 +239,35 @@ fn settings_keep_the_first_value() {
     assert_eq!(store.setting_or_insert("k", "one").unwrap(), "one");
     assert_eq!(store.setting_or_insert("k", "two").unwrap(), "one");
 }
+
+#[test]
+fn an_oidc_flow_is_taken_once() {
+    let (_dir, store) = store();
+    let flow = OidcFlow {
+        state_hash: "h1".into(),
+        provider: "google".into(),
+        nonce: "n".into(),
+        verifier: "v".into(),
+        next: "/catalog".into(),
+        created_at: 1_000,
+    };
+    store.add_oidc_flow(&flow, 0).unwrap();
+    assert_eq!(store.take_oidc_flow("h1", 900).unwrap(), Some(flow.clone()));
+    assert_eq!(store.take_oidc_flow("h1", 900).unwrap(), None, "replayed");
+    // too old: taken, but not honoured
+    store.add_oidc_flow(&flow, 0).unwrap();
+    assert_eq!(store.take_oidc_flow("h1", 1_001).unwrap(), None);
+    // stale flows are swept when a new one starts
+    store.add_oidc_flow(&flow, 0).unwrap();
+    store
+        .add_oidc_flow(
+            &OidcFlow {
+                state_hash: "h2".into(),
+                created_at: 5_000,
+                ..flow
+            },
+            2_000,
+        )
+        .unwrap();
+    assert_eq!(store.take_oidc_flow("h1", 0).unwrap(), None);
+}
