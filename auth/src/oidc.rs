@@ -355,4 +355,503 @@ mod tests {
         assert_ne!(a.state, b.state);
         assert!(a.verifier.len() >= 43 && a.challenge == pkce_challenge(&a.verifier));
     }
+
+    /// A provider on loopback: discovery, keys and a token endpoint that checks the client's
+    /// secret, the code and its PKCE verifier, and answers an ID token signed with the test key.
+    async fn provider(nonce: &'static str, kid: &'static str) -> String {
+        use axum::routing::{get, post};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let issuer = base.clone();
+        let discovery = json!({
+            "issuer": issuer, "authorization_endpoint": format!("{base}/authorize"),
+            "token_endpoint": format!("{base}/token"), "jwks_uri": format!("{base}/jwks"),
+        });
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || async move { axum::Json(discovery) }),
+            )
+            .route(
+                "/jwks",
+                get(|| async { ([("content-type", "application/json")], JWKS) }),
+            )
+            .route(
+                "/token",
+                post(
+                    move |headers: axum::http::HeaderMap, body: String| async move {
+                        let auth = headers["authorization"].to_str().unwrap().to_string();
+                        let expected = format!(
+                            "Basic {}",
+                            base64::engine::general_purpose::STANDARD.encode("dataport:s3cret")
+                        );
+                        let form: std::collections::HashMap<String, String> =
+                            url::form_urlencoded::parse(body.as_bytes())
+                                .into_owned()
+                                .collect();
+                        if auth != expected
+                            || form["code"] != "the-code"
+                            || pkce_challenge(&form["code_verifier"]) != form_challenge()
+                        {
+                            return axum::Json(json!({"error": "invalid_grant"}));
+                        }
+                        let mut c = claims();
+                        c["iss"] = json!(issuer);
+                        c["nonce"] = json!(nonce);
+                        axum::Json(
+                            json!({"id_token": sign(&c, KEY, Some(kid)), "token_type": "Bearer"}),
+                        )
+                    },
+                ),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        base
+    }
+
+    const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+
+    fn form_challenge() -> String {
+        pkce_challenge(VERIFIER)
+    }
+
+    fn client(issuer: &str) -> OidcClient {
+        let config = ProviderConfig {
+            name: "test".into(),
+            label: None,
+            issuer: issuer.into(),
+            client_id: "dataport".into(),
+            client_secret_env: "TEST_SECRET".into(),
+            scopes: default_scopes(),
+            allowed_domains: None,
+        };
+        let env = |k: &str| (k == "TEST_SECRET").then(|| "s3cret".to_string());
+        OidcClient::new(&[config], &env, std::time::Duration::from_secs(5)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_code_is_exchanged_for_a_verified_identity() {
+        let issuer = provider("n-1", "test-key-1").await;
+        let oidc = client(&issuer);
+        let secrets = AuthorizationSecrets::new().unwrap();
+        let url = oidc
+            .authorization_url("test", "https://d.example.com/cb", &secrets)
+            .await
+            .unwrap();
+        let url = url::Url::parse(&url).unwrap();
+        let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+        assert_eq!(url.path(), "/authorize");
+        assert_eq!(q["code_challenge_method"], "S256");
+        assert_eq!(q["code_challenge"], secrets.challenge);
+        assert_eq!(
+            (q["state"].as_str(), q["nonce"].as_str()),
+            (secrets.state.as_str(), secrets.nonce.as_str())
+        );
+        assert_eq!(q["scope"], "openid email profile");
+        let domains = vec!["example.com".to_string()];
+        let id = oidc
+            .exchange(
+                "test",
+                "the-code",
+                "https://d.example.com/cb",
+                VERIFIER,
+                "n-1",
+                &domains,
+            )
+            .await
+            .unwrap();
+        assert_eq!(id.email, "ann@example.com");
+        // a wrong verifier, code or nonce
+        let refused = oidc
+            .exchange(
+                "test",
+                "the-code",
+                "https://d.example.com/cb",
+                "wrong",
+                "n-1",
+                &domains,
+            )
+            .await;
+        assert!(
+            matches!(refused, Err(OidcError::TokenEndpoint { .. })),
+            "{refused:?}"
+        );
+        let replayed = oidc
+            .exchange(
+                "test",
+                "the-code",
+                "https://d.example.com/cb",
+                VERIFIER,
+                "other",
+                &domains,
+            )
+            .await;
+        assert!(
+            matches!(
+                replayed,
+                Err(OidcError::Refused {
+                    refusal: TokenRefusal::Nonce,
+                    ..
+                })
+            ),
+            "{replayed:?}"
+        );
+        assert!(matches!(
+            oidc.discovery("nope").await,
+            Err(OidcError::UnknownProvider(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_key_is_looked_up_again_once_and_a_missing_secret_is_named() {
+        let issuer = provider("n-1", "rotated-key").await;
+        let oidc = client(&issuer);
+        let domains = vec!["example.com".to_string()];
+        let refused = oidc
+            .exchange(
+                "test",
+                "the-code",
+                "https://d/cb",
+                VERIFIER,
+                "n-1",
+                &domains,
+            )
+            .await;
+        assert!(
+            matches!(&refused, Err(OidcError::Refused { refusal: TokenRefusal::UnknownKey(k), .. }) if k == "rotated-key"),
+            "{refused:?}"
+        );
+        let config = ProviderConfig {
+            name: "g".into(),
+            label: None,
+            issuer: issuer.clone(),
+            client_id: "c".into(),
+            client_secret_env: "NOT_SET_ANYWHERE".into(),
+            scopes: default_scopes(),
+            allowed_domains: None,
+        };
+        let e =
+            OidcClient::new(&[config], &|_| None, std::time::Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("NOT_SET_ANYWHERE"), "{e}");
+        // a trailing slash names the same issuer
+        let wrong = client(&format!("{issuer}/"));
+        assert!(
+            wrong.discovery("test").await.is_ok(),
+            "a trailing slash is the same issuer"
+        );
+    }
+}
+
+/// What an OpenID Connect provider says of itself (`/.well-known/openid-configuration`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Discovery {
+    pub issuer: String,
+    pub authorization_endpoint: String,
+    pub token_endpoint: String,
+    pub jwks_uri: String,
+}
+
+/// Why a sign-in through a provider failed; the message says which step, never a token.
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("there is no sign-in provider '{0}'")]
+    UnknownProvider(String),
+    #[error(
+        "the client secret of provider '{provider}' is not set: put it in the environment variable {env}"
+    )]
+    NoSecret { provider: String, env: String },
+    #[error("provider '{provider}' could not be reached or answered nonsense ({step}): {message}")]
+    Unavailable {
+        provider: String,
+        step: &'static str,
+        message: String,
+    },
+    #[error("provider '{provider}' describes the issuer {found}, not the configured {configured}")]
+    IssuerMismatch {
+        provider: String,
+        configured: String,
+        found: String,
+    },
+    #[error("provider '{provider}' refused the sign-in: {error}")]
+    TokenEndpoint { provider: String, error: String },
+    #[error("provider '{provider}': {refusal}")]
+    Refused {
+        provider: String,
+        refusal: TokenRefusal,
+    },
+}
+
+/// How long discovery documents and keys are kept before they are fetched again.
+const CACHE_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Keys are fetched again for an unknown key id at most this often.
+const REFETCH_AFTER: std::time::Duration = std::time::Duration::from_secs(60);
+
+struct Cached<T> {
+    value: T,
+    at: std::time::Instant,
+}
+
+/// One configured provider with its secret and caches.
+struct Provider {
+    config: ProviderConfig,
+    secret: String,
+    discovery: tokio::sync::Mutex<Option<Cached<Discovery>>>,
+    keys: tokio::sync::Mutex<Option<Cached<JwkSet>>>,
+}
+
+/// The configured OpenID Connect providers, talking to them over HTTPS.
+pub struct OidcClient {
+    http: reqwest::Client,
+    providers: Vec<Provider>,
+}
+
+impl std::fmt::Debug for OidcClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcClient")
+            .field(
+                "providers",
+                &self
+                    .providers
+                    .iter()
+                    .map(|p| &p.config.name)
+                    .collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+#[derive(Deserialize)]
+struct TokenAnswer {
+    id_token: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+impl OidcClient {
+    /// The providers of `configs`, each secret read through `env` (its `client_secret_env`).
+    pub fn new(
+        configs: &[ProviderConfig],
+        env: &dyn Fn(&str) -> Option<String>,
+        timeout: std::time::Duration,
+    ) -> Result<Self, OidcError> {
+        let providers = configs
+            .iter()
+            .map(|c| {
+                let secret = env(&c.client_secret_env).ok_or_else(|| OidcError::NoSecret {
+                    provider: c.name.clone(),
+                    env: c.client_secret_env.clone(),
+                })?;
+                Ok(Provider {
+                    config: c.clone(),
+                    secret,
+                    discovery: tokio::sync::Mutex::new(None),
+                    keys: tokio::sync::Mutex::new(None),
+                })
+            })
+            .collect::<Result<Vec<_>, OidcError>>()?;
+        let http = reqwest::Client::builder()
+            .timeout(timeout)
+            .build()
+            .map_err(|e| OidcError::Unavailable {
+                provider: String::new(),
+                step: "HTTP client",
+                message: e.to_string(),
+            })?;
+        Ok(Self { http, providers })
+    }
+
+    /// The providers, in the configured order.
+    pub fn providers(&self) -> impl Iterator<Item = &ProviderConfig> {
+        self.providers.iter().map(|p| &p.config)
+    }
+
+    fn provider(&self, name: &str) -> Result<&Provider, OidcError> {
+        self.providers
+            .iter()
+            .find(|p| p.config.name == name)
+            .ok_or_else(|| OidcError::UnknownProvider(name.to_string()))
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        provider: &str,
+        step: &'static str,
+        url: &str,
+    ) -> Result<T, OidcError> {
+        let unavailable = |message: String| OidcError::Unavailable {
+            provider: provider.to_string(),
+            step,
+            message,
+        };
+        let response = self
+            .http
+            .get(url)
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        if !response.status().is_success() {
+            return Err(unavailable(format!("HTTP {}", response.status())));
+        }
+        response
+            .json()
+            .await
+            .map_err(|e| unavailable(e.to_string()))
+    }
+
+    /// The provider's discovery document (cached for an hour).
+    pub async fn discovery(&self, name: &str) -> Result<Discovery, OidcError> {
+        let provider = self.provider(name)?;
+        let mut cached = provider.discovery.lock().await;
+        if let Some(c) = cached.as_ref().filter(|c| c.at.elapsed() < CACHE_FOR) {
+            return Ok(c.value.clone());
+        }
+        let url = format!(
+            "{}/.well-known/openid-configuration",
+            provider.config.issuer.trim_end_matches('/')
+        );
+        let found: Discovery = self.get_json(name, "discovery", &url).await?;
+        if found.issuer.trim_end_matches('/') != provider.config.issuer.trim_end_matches('/') {
+            return Err(OidcError::IssuerMismatch {
+                provider: name.to_string(),
+                configured: provider.config.issuer.clone(),
+                found: found.issuer,
+            });
+        }
+        *cached = Some(Cached {
+            value: found.clone(),
+            at: std::time::Instant::now(),
+        });
+        Ok(found)
+    }
+
+    /// The provider's keys: cached for an hour, fetched again when `refresh` (an unknown key
+    /// id) and the copy is older than a minute.
+    async fn keys(&self, name: &str, refresh: bool) -> Result<JwkSet, OidcError> {
+        let provider = self.provider(name)?;
+        let mut cached = provider.keys.lock().await;
+        if let Some(c) = cached.as_ref() {
+            let limit = if refresh { REFETCH_AFTER } else { CACHE_FOR };
+            if c.at.elapsed() < limit {
+                return Ok(c.value.clone());
+            }
+        }
+        let url = self.discovery(name).await?.jwks_uri;
+        let keys: JwkSet = self.get_json(name, "keys (JWKS)", &url).await?;
+        *cached = Some(Cached {
+            value: keys.clone(),
+            at: std::time::Instant::now(),
+        });
+        Ok(keys)
+    }
+
+    /// Where to send the browser to sign in: the authorization code flow with PKCE (`S256`),
+    /// `state` and `nonce`.
+    pub async fn authorization_url(
+        &self,
+        name: &str,
+        redirect_uri: &str,
+        secrets: &AuthorizationSecrets,
+    ) -> Result<String, OidcError> {
+        let provider = self.provider(name)?;
+        let discovery = self.discovery(name).await?;
+        let mut url = url::Url::parse(&discovery.authorization_endpoint).map_err(|e| {
+            OidcError::Unavailable {
+                provider: name.to_string(),
+                step: "discovery",
+                message: format!("authorization_endpoint: {e}"),
+            }
+        })?;
+        url.query_pairs_mut()
+            .append_pair("response_type", "code")
+            .append_pair("client_id", &provider.config.client_id)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("scope", &provider.config.scopes.join(" "))
+            .append_pair("state", &secrets.state)
+            .append_pair("nonce", &secrets.nonce)
+            .append_pair("code_challenge", &secrets.challenge)
+            .append_pair("code_challenge_method", "S256");
+        Ok(url.into())
+    }
+
+    /// Exchanges an authorization code (with its PKCE verifier) for an ID token and verifies
+    /// it ([`verify_id_token`]); an unknown key id fetches the provider's keys again once.
+    pub async fn exchange(
+        &self,
+        name: &str,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        nonce: &str,
+        domains: &[String],
+    ) -> Result<IdClaims, OidcError> {
+        let provider = self.provider(name)?;
+        let discovery = self.discovery(name).await?;
+        let unavailable = |message: String| OidcError::Unavailable {
+            provider: name.to_string(),
+            step: "token",
+            message,
+        };
+        let response = self
+            .http
+            .post(&discovery.token_endpoint)
+            .basic_auth(
+                url::form_urlencoded::byte_serialize(provider.config.client_id.as_bytes())
+                    .collect::<String>(),
+                Some(
+                    url::form_urlencoded::byte_serialize(provider.secret.as_bytes())
+                        .collect::<String>(),
+                ),
+            )
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("grant_type", "authorization_code")
+                    .append_pair("code", code)
+                    .append_pair("redirect_uri", redirect_uri)
+                    .append_pair("code_verifier", verifier)
+                    .finish(),
+            )
+            .send()
+            .await
+            .map_err(|e| unavailable(e.to_string()))?;
+        let status = response.status();
+        let answer: TokenAnswer = response
+            .json()
+            .await
+            .map_err(|e| unavailable(format!("HTTP {status}: {e}")))?;
+        let token = match (answer.id_token, answer.error) {
+            (Some(token), None) if status.is_success() => token,
+            (_, error) => {
+                return Err(OidcError::TokenEndpoint {
+                    provider: name.to_string(),
+                    error: match (error, answer.error_description) {
+                        (Some(e), Some(d)) => format!("{e}: {d}"),
+                        (Some(e), None) => e,
+                        (None, _) => format!("HTTP {status} without an ID token"),
+                    },
+                });
+            }
+        };
+        let expected = Expected {
+            issuer: &provider.config.issuer,
+            client_id: &provider.config.client_id,
+            nonce,
+            domains: provider
+                .config
+                .allowed_domains
+                .as_deref()
+                .unwrap_or(domains),
+        };
+        let refused = |refusal| OidcError::Refused {
+            provider: name.to_string(),
+            refusal,
+        };
+        let keys = self.keys(name, false).await?;
+        match verify_id_token(&token, &keys, &expected) {
+            Err(TokenRefusal::UnknownKey(_)) => {
+                let keys = self.keys(name, true).await?;
+                verify_id_token(&token, &keys, &expected).map_err(refused)
+            }
+            other => other.map_err(refused),
+        }
+    }
 }
