@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use dataport_auth::{AccountChange, AccountState, Accounts, Actor, AuthError, UserRecord};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Admin;
+use crate::auth::{Admin, json_body};
 use crate::{ApiError, AppState, RequestId};
 
 #[derive(Debug, Serialize)]
@@ -117,12 +117,12 @@ pub(crate) async fn invite(
     Admin(admin): Admin,
     body: Result<Json<Invitation>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<LinkedUserBody>), ApiError> {
-    let Json(invitation) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body must be JSON {{\"email\": \"…\", \"name\": \"…\", \"groups\": […]}}: {e}"
-        ))
-        .with_request_id(&id)
-    })?;
+    let invitation = json_body(
+        &state,
+        &id,
+        body,
+        "{\"email\": \"…\", \"name\": \"…\", \"groups\": […]}",
+    )?;
     let by = Actor::principal(&admin, &id);
     let user = run(&state, &id, move |a| {
         a.invite(
@@ -169,12 +169,12 @@ pub(crate) async fn patch(
     Path(account): Path<i64>,
     body: Result<Json<AccountPatch>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<UserBody>, ApiError> {
-    let Json(patch) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body must be JSON {{\"state\": \"active\" | \"disabled\", \"groups\": […]}}: {e}"
-        ))
-        .with_request_id(&id)
-    })?;
+    let patch = json_body(
+        &state,
+        &id,
+        body,
+        "{\"state\": \"active\" | \"disabled\", \"groups\": […]}",
+    )?;
     let by = Actor::principal(&admin, &id);
     let user = run(&state, &id, move |a| {
         let mut user = a.account_by_id(account)?;

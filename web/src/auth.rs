@@ -97,10 +97,29 @@ pub(crate) async fn json_from_client<T: serde::de::DeserializeOwned>(
         .map_err(|_| {
             ApiError::payload_too_large(state.options.max_body_bytes).with_request_id(id)
         })?;
-    let body = serde_json::from_slice(&bytes).map_err(|e| {
-        ApiError::bad_request(format!("the body must be JSON {shape}: {e}")).with_request_id(id)
-    })?;
+    let body = serde_json::from_slice(&bytes).map_err(|e| bad_json(shape, e, id))?;
     Ok((address, body))
+}
+
+/// A JSON body that axum's extractor read: a rejection becomes 413 when the body was over
+/// `server.max_body_size`, else 400 showing the expected `shape`.
+pub(crate) fn json_body<T>(
+    state: &AppState,
+    id: &str,
+    body: Result<Json<T>, axum::extract::rejection::JsonRejection>,
+    shape: &str,
+) -> Result<T, ApiError> {
+    match body {
+        Ok(Json(value)) => Ok(value),
+        Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            Err(ApiError::payload_too_large(state.options.max_body_bytes).with_request_id(id))
+        }
+        Err(rejection) => Err(bad_json(shape, rejection, id)),
+    }
+}
+
+fn bad_json(shape: &str, e: impl std::fmt::Display, id: &str) -> ApiError {
+    ApiError::bad_request(format!("the body must be JSON {shape}: {e}")).with_request_id(id)
 }
 
 pub(crate) fn peer_of(extensions: &axum::http::Extensions) -> Option<IpAddr> {

@@ -18,7 +18,7 @@ use dataport_auth::{AuthError, PasswordLink, PasswordPurpose};
 use dataport_mail::{Delivery, LinkKind, escape, password_message};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::json_from_client;
+use crate::auth::{json_body, json_from_client};
 use crate::{ApiError, AppState, RequestId};
 
 /// The page a link opens.
@@ -136,12 +136,7 @@ pub(crate) async fn post_reset(
     RequestId(id): RequestId,
     body: Result<Json<ResetBody>, axum::extract::rejection::JsonRejection>,
 ) -> Result<Json<ResetAnswer>, ApiError> {
-    let Json(body) = body.map_err(|e| {
-        ApiError::bad_request(format!(
-            "the body must be JSON {{\"token\": \"…\", \"password\": \"…\"}}: {e}"
-        ))
-        .with_request_id(&id)
-    })?;
+    let body = json_body(&state, &id, body, "{\"token\": \"…\", \"password\": \"…\"}")?;
     let user = reset(&state, body.token, body.password)
         .await
         .map_err(|e| ApiError::of(&e, &id))?;
