@@ -64,6 +64,8 @@ pub struct Accounts {
     domains: Arc<[String]>,
     /// Groups of an invited account whose invitation names none.
     default_groups: Arc<[String]>,
+    /// Outside emails that may register with a password (`auth.password_emails`).
+    password_emails: Arc<[String]>,
 }
 
 /// A table, or with `table: None` every table of a schema, as a grant target
@@ -159,7 +161,18 @@ impl Accounts {
             store,
             domains: Arc::from(Vec::new()),
             default_groups: Arc::from(vec![crate::DATAREAD.to_string()]),
+            password_emails: Arc::from(Vec::new()),
         }
+    }
+
+    /// Outside `emails` that may register with a password (`auth.password_emails`): asking
+    /// for a password link creates their account, invited into the default groups.
+    pub fn with_password_emails(mut self, emails: &[String]) -> Self {
+        self.password_emails = emails
+            .iter()
+            .filter_map(|e| normalize_email(e).ok())
+            .collect();
+        self
     }
 
     /// The organisation's email `domains` (`auth.allowed_domains`) and the groups of an
@@ -249,6 +262,17 @@ impl Accounts {
         groups: Option<&[String]>,
         by: &Actor,
     ) -> Result<UserRecord, AuthError> {
+        self.add_invited(email, display_name, groups, by, "invite")
+    }
+
+    fn add_invited(
+        &self,
+        email: &str,
+        display_name: &str,
+        groups: Option<&[String]>,
+        by: &Actor,
+        action: &str,
+    ) -> Result<UserRecord, AuthError> {
         let email = normalize_email(email)?;
         let groups = groups.unwrap_or(&self.default_groups);
         check_groups(groups)?;
@@ -264,10 +288,10 @@ impl Accounts {
             password_hash: None,
             groups: groups.to_vec(),
         })?;
-        tracing::info!(user = %username, groups = ?groups, "account invited");
+        tracing::info!(user = %username, groups = ?groups, action, "account invited");
         self.record(
             by,
-            "invite",
+            action,
             id,
             &username,
             &format!("{email}; groups: {}", groups.join(",")),
@@ -394,15 +418,15 @@ impl Accounts {
 
     /// The account an identity verified by an OpenID Connect `provider` signs in as: the
     /// account with its email (an invited one becomes active; its display name and picture
-    /// follow the provider's), else, for an email of one of `domains`, a new active account in
-    /// the default groups. Anyone else is refused: an administrator invites outside emails.
+    /// follow the provider's), else, for an email of the organisation's domains, a new active
+    /// account in the default groups. Anyone else is refused: an administrator invites outside
+    /// emails.
     pub fn oidc_sign_in(
         &self,
         provider: &str,
         email: &str,
         name: Option<&str>,
         picture: Option<&str>,
-        domains: &[String],
     ) -> Result<UserRecord, AuthError> {
         let email = normalize_email(email)?;
         let by = Actor {
@@ -427,10 +451,7 @@ impl Accounts {
             return self.account_by_id(account.id);
         }
         let domain = email.rsplit_once('@').map(|(_, d)| d).unwrap_or_default();
-        if !domains
-            .iter()
-            .any(|d| d.trim_start_matches('@').eq_ignore_ascii_case(domain))
-        {
+        if !self.domains.iter().any(|d| d.eq_ignore_ascii_case(domain)) {
             return Err(AuthError::Forbidden {
                 message: format!("{email} has no account here; an administrator can invite it"),
             });
@@ -452,6 +473,12 @@ impl Accounts {
         self.account_by_id(id)
     }
 
+    /// The normalized `login` when it is an email of `auth.password_emails`.
+    fn registering(&self, login: &str) -> Option<String> {
+        let email = normalize_email(login).ok()?;
+        self.password_emails.contains(&email).then_some(email)
+    }
+
     /// Counts a request for a password link for `login` from `address`; refused beyond the
     /// limit (per account and per address), whether or not the account exists.
     pub fn check_link_request(&self, login: &str, address: &str) -> Result<(), AuthError> {
@@ -471,11 +498,23 @@ impl Accounts {
     }
 
     /// A one-time link for the account `login` names (username or email): to set up the first
-    /// password of an invited account, else to reset it. None when there is no such account or
-    /// it is disabled: the caller answers the same either way.
+    /// password of an invited account, else to reset it. An email of `auth.password_emails`
+    /// without an account registers: it is invited into the default groups. None when there is
+    /// no such account or it is disabled: the caller answers the same either way.
     pub fn password_link(&self, login: &str) -> Result<Option<PasswordLink>, AuthError> {
-        let Some(account) = self.store.user_by_login(login.trim())? else {
-            return Ok(None);
+        let account = match self.store.user_by_login(login.trim())? {
+            Some(account) => account,
+            None => match self.registering(login) {
+                Some(email) => {
+                    let by = Actor {
+                        id: None,
+                        name: "self-registration".into(),
+                        request_id: String::new(),
+                    };
+                    self.add_invited(&email, "", None, &by, "register")?
+                }
+                None => return Ok(None),
+            },
         };
         let purpose = match account.state {
             AccountState::Disabled => return Ok(None),

@@ -34,11 +34,12 @@ pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
     AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, BrowserSession,
-    GrantRecord as Grant, PasswordPurpose, StateError, StateStore, UserRecord, now_secs,
+    GrantRecord as Grant, LoginCode, OidcFlow, PasswordPurpose, StateError, StateStore, UserRecord,
+    now_secs,
 };
 pub use identity::{normalize_email, username_for};
 pub use jwt::Claims;
-pub use sessions::{SessionAuth, SessionCookie};
+pub use sessions::{LOGIN_CODE_TTL, OIDC_SIGN_IN_TTL, SessionAuth, SessionCookie};
 
 /// Group whose members may read public tables.
 pub const DATAREAD: &str = "dataread";
@@ -183,7 +184,7 @@ pub(crate) fn random_bytes(n: usize) -> Result<Vec<u8>, AuthError> {
 }
 
 /// Compares in time that depends only on the lengths.
-pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     let mut diff = u8::from(a.len() != b.len());
     for (i, x) in a.iter().enumerate() {
         diff |= x ^ b.get(i % b.len().max(1)).copied().unwrap_or(0);

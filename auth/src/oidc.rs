@@ -34,6 +34,57 @@ pub struct ProviderConfig {
     /// Email domains that may sign in through this provider; default: `auth.allowed_domains`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allowed_domains: Option<Vec<String>>,
+    /// Only accounts the provider's organisation manages: the ID token's `hd` (Google
+    /// Workspace's hosted domain) must be the email's domain. For Google: a private Google
+    /// account can carry a verified address of the organisation's domain, without `hd`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_hosted_domain: bool,
+}
+
+/// Checks each provider: a name for URLs, once; an `https` issuer (`http` only on loopback, for
+/// a provider on the same machine); a client id and the variable of its secret; the `openid`
+/// scope. A failure gives the provider's index and what is wrong.
+pub fn check_providers(providers: &[ProviderConfig]) -> Result<(), (usize, String)> {
+    for (i, p) in providers.iter().enumerate() {
+        let fail = |message: String| Err((i, message));
+        let url_safe =
+            |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_';
+        if p.name.is_empty() || !p.name.chars().all(url_safe) {
+            return fail(format!(
+                "name '{}' must be lower-case letters, digits, '-' or '_' (it is part of the redirect URI)",
+                p.name
+            ));
+        }
+        if providers[..i].iter().any(|q| q.name == p.name) {
+            return fail(format!("the name '{}' is used twice", p.name));
+        }
+        let issuer = url::Url::parse(&p.issuer).ok();
+        let loopback = issuer.as_ref().is_some_and(|u| match u.host() {
+            Some(url::Host::Domain(d)) => d == "localhost",
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        });
+        match issuer.as_ref().map(url::Url::scheme) {
+            Some("https") => {}
+            Some("http") if loopback => {}
+            _ => {
+                return fail(format!(
+                    "issuer '{}' must be an https URL such as https://accounts.google.com",
+                    p.issuer
+                ));
+            }
+        }
+        if p.client_id.trim().is_empty() || p.client_secret_env.trim().is_empty() {
+            return fail(
+                "needs client_id and client_secret_env (the environment variable that holds the secret)".into(),
+            );
+        }
+        if !p.scopes.iter().any(|s| s == "openid") {
+            return fail("scopes must include 'openid'".into());
+        }
+    }
+    Ok(())
 }
 
 fn default_scopes() -> Vec<String> {
@@ -67,6 +118,8 @@ pub enum TokenRefusal {
     EmailUnverified,
     #[error("email addresses of {0} may not sign in here")]
     Domain(String),
+    #[error("{0} is not an account managed by the provider's organisation (no matching hd claim)")]
+    HostedDomain(String),
 }
 
 /// The identity an ID token vouches for.
@@ -96,6 +149,8 @@ pub struct Expected<'a> {
     pub nonce: &'a str,
     /// Email domains that may sign in; empty: any (outside accounts are checked later).
     pub domains: &'a [String],
+    /// The `hd` claim must name the email's domain ([`ProviderConfig::require_hosted_domain`]).
+    pub hosted_domain: bool,
 }
 
 /// The key id an ID token names (to fetch the provider's keys again when it is unknown).
@@ -161,6 +216,14 @@ pub fn verify_id_token(
         if !allowed(domain) || claims.hd.as_deref().is_some_and(|hd| !allowed(hd)) {
             return Err(TokenRefusal::Domain(domain.to_string()));
         }
+    }
+    if expected.hosted_domain
+        && !claims
+            .hd
+            .as_deref()
+            .is_some_and(|hd| hd.eq_ignore_ascii_case(domain))
+    {
+        return Err(TokenRefusal::HostedDomain(email));
     }
     Ok(IdClaims { email, ..claims })
 }
@@ -245,9 +308,13 @@ mod tests {
         jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_der(key)).unwrap()
     }
 
-    fn verify(token: &str) -> Result<IdClaims, TokenRefusal> {
+    /// Verified as sign-ins of the client `dataport` with nonce `n-1` expect.
+    fn verify_as(
+        token: &str,
+        domains: &[String],
+        hosted_domain: bool,
+    ) -> Result<IdClaims, TokenRefusal> {
         let keys: JwkSet = serde_json::from_str(JWKS).unwrap();
-        let domains = vec!["example.com".to_string()];
         verify_id_token(
             token,
             &keys,
@@ -255,9 +322,14 @@ mod tests {
                 issuer: ISSUER,
                 client_id: "dataport",
                 nonce: "n-1",
-                domains: &domains,
+                domains,
+                hosted_domain,
             },
         )
+    }
+
+    fn verify(token: &str) -> Result<IdClaims, TokenRefusal> {
+        verify_as(token, &["example.com".to_string()], false)
     }
 
     fn with(change: impl FnOnce(&mut serde_json::Value)) -> String {
@@ -344,6 +416,72 @@ mod tests {
     }
 
     #[test]
+    fn a_hosted_domain_must_be_the_emails_when_required() {
+        let check = |token: &str| verify_as(token, &[], true);
+        assert!(check(&with(|_| {})).is_ok());
+        // a private account with a verified address of the organisation's domain
+        let private = with(|c| c["hd"] = serde_json::Value::Null);
+        assert_eq!(
+            check(&private),
+            Err(TokenRefusal::HostedDomain("ann@example.com".into()))
+        );
+        let other = with(|c| c["hd"] = json!("other.org"));
+        assert!(matches!(check(&other), Err(TokenRefusal::HostedDomain(_))));
+        // not required: the domain rules alone
+        assert!(verify(&private).is_ok());
+    }
+
+    #[test]
+    fn providers_are_checked_before_the_server_starts() {
+        let google = ProviderConfig {
+            name: "google".into(),
+            label: Some("Google".into()),
+            issuer: "https://accounts.google.com".into(),
+            client_id: "id".into(),
+            client_secret_env: "GOOGLE_SECRET".into(),
+            scopes: default_scopes(),
+            allowed_domains: None,
+            require_hosted_domain: true,
+        };
+        let local = ProviderConfig {
+            name: "local-test".into(),
+            issuer: "http://127.0.0.1:9000".into(),
+            ..google.clone()
+        };
+        assert_eq!(check_providers(&[google.clone(), local.clone()]), Ok(()));
+        let broken = |change: fn(&mut ProviderConfig)| {
+            let mut p = google.clone();
+            change(&mut p);
+            check_providers(&[local.clone(), p]).unwrap_err()
+        };
+        assert_eq!(broken(|p| p.name = "Google Inc".into()).0, 1);
+        assert!(broken(|p| p.name = "local-test".into()).1.contains("twice"));
+        assert!(
+            broken(|p| p.issuer = "http://id.example.com".into())
+                .1
+                .contains("https")
+        );
+        assert!(
+            broken(|p| p.client_secret_env = String::new())
+                .1
+                .contains("client_secret_env")
+        );
+        assert!(
+            broken(|p| p.scopes = vec!["email".into()])
+                .1
+                .contains("openid")
+        );
+    }
+
+    /// Servers run the sign-in on a multi-threaded runtime: its futures must be `Send`.
+    #[allow(dead_code)]
+    fn sign_in_futures_are_send(client: &OidcClient, secrets: &AuthorizationSecrets) {
+        fn send<T: Send>(_: T) {}
+        send(client.authorization_url("p", "r", secrets));
+        send(client.exchange("p", "code", "r", "verifier", "nonce", &[]));
+    }
+
+    #[test]
     fn pkce_follows_rfc_7636() {
         // RFC 7636, appendix B
         assert_eq!(
@@ -423,6 +561,7 @@ mod tests {
             client_secret_env: "TEST_SECRET".into(),
             scopes: default_scopes(),
             allowed_domains: None,
+            require_hosted_domain: false,
         };
         let env = |k: &str| (k == "TEST_SECRET").then(|| "s3cret".to_string());
         OidcClient::new(&[config], &env, std::time::Duration::from_secs(5)).unwrap()
@@ -528,6 +667,7 @@ mod tests {
             client_secret_env: "NOT_SET_ANYWHERE".into(),
             scopes: default_scopes(),
             allowed_domains: None,
+            require_hosted_domain: false,
         };
         let e =
             OidcClient::new(&[config], &|_| None, std::time::Duration::from_secs(1)).unwrap_err();
@@ -790,6 +930,12 @@ impl OidcClient {
             step: "token",
             message,
         };
+        let form = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("grant_type", "authorization_code")
+            .append_pair("code", code)
+            .append_pair("redirect_uri", redirect_uri)
+            .append_pair("code_verifier", verifier)
+            .finish();
         let response = self
             .http
             .post(&discovery.token_endpoint)
@@ -802,14 +948,7 @@ impl OidcClient {
                 ),
             )
             .header("content-type", "application/x-www-form-urlencoded")
-            .body(
-                url::form_urlencoded::Serializer::new(String::new())
-                    .append_pair("grant_type", "authorization_code")
-                    .append_pair("code", code)
-                    .append_pair("redirect_uri", redirect_uri)
-                    .append_pair("code_verifier", verifier)
-                    .finish(),
-            )
+            .body(form)
             .send()
             .await
             .map_err(|e| unavailable(e.to_string()))?;
@@ -840,6 +979,7 @@ impl OidcClient {
                 .allowed_domains
                 .as_deref()
                 .unwrap_or(domains),
+            hosted_domain: provider.config.require_hosted_domain,
         };
         let refused = |refusal| OidcError::Refused {
             provider: name.to_string(),

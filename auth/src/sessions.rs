@@ -3,10 +3,20 @@
 //! SHA-256 stored), idle and absolute expiry, and the account's state checked on every use (a
 //! disabled account's sessions are removed; a password change ends the older ones).
 
-use dataport_state::{BrowserSession, now_secs};
+use std::time::Duration;
+
+use dataport_state::{BrowserSession, LoginCode, OidcFlow, now_secs};
 
 use crate::authenticator::hash_secret;
-use crate::{AuthError, Authenticator, Principal, constant_time_eq};
+use crate::oidc::{AuthorizationSecrets, pkce_challenge};
+use crate::{AuthError, Authenticator, Principal, Session, constant_time_eq};
+
+/// How long the command line has to redeem the code a browser approved for it.
+pub const LOGIN_CODE_TTL: Duration = Duration::from_secs(120);
+
+/// How long a sign-in at an OpenID Connect provider may take, from the login page's button to
+/// the provider's answer.
+pub const OIDC_SIGN_IN_TTL: Duration = Duration::from_secs(600);
 
 /// A new session's cookie value and CSRF token: shown once.
 #[derive(Clone)]
@@ -143,5 +153,96 @@ impl Authenticator {
             return Err(AuthError::InvalidToken);
         }
         Ok(session)
+    }
+
+    /// Starts a sign-in at OpenID Connect `provider`: new `state`, `nonce` and PKCE secrets,
+    /// kept (the state only as a hash) with where the browser goes afterwards, for
+    /// [`OIDC_SIGN_IN_TTL`].
+    pub fn begin_oidc_sign_in(
+        &self,
+        provider: &str,
+        next: &str,
+    ) -> Result<AuthorizationSecrets, AuthError> {
+        let secrets = AuthorizationSecrets::new()?;
+        let now = now_secs();
+        self.store().add_oidc_flow(
+            &OidcFlow {
+                state_hash: hash_secret(&secrets.state),
+                provider: provider.to_string(),
+                nonce: secrets.nonce.clone(),
+                verifier: secrets.verifier.clone(),
+                next: next.to_string(),
+                created_at: now,
+            },
+            now - OIDC_SIGN_IN_TTL.as_secs() as i64,
+        )?;
+        Ok(secrets)
+    }
+
+    /// The sign-in a provider's answer with `state` belongs to, taken: a second answer with
+    /// the same `state` (a replay) or one after [`OIDC_SIGN_IN_TTL`] finds none.
+    pub fn take_oidc_sign_in(&self, state: &str) -> Result<Option<OidcFlow>, AuthError> {
+        let stale_before = now_secs() - OIDC_SIGN_IN_TTL.as_secs() as i64;
+        Ok(self
+            .store()
+            .take_oidc_flow(&hash_secret(state.trim()), stale_before)?)
+    }
+
+    /// A one-time code for a program on the user's machine (`dataport login` through the
+    /// browser) to sign in as `principal`, who approved it in a browser session. Only the
+    /// program that sent `challenge` (PKCE `S256`) can redeem it, within [`LOGIN_CODE_TTL`].
+    pub fn grant_login_code(
+        &self,
+        principal: &Principal,
+        challenge: &str,
+    ) -> Result<String, AuthError> {
+        let well_formed = challenge.len() == 43
+            && challenge
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !well_formed {
+            return Err(AuthError::InvalidInput {
+                message:
+                    "the challenge must be the base64url SHA-256 of a verifier (43 characters)"
+                        .into(),
+            });
+        }
+        let code = crate::random_token(32)?;
+        let now = now_secs();
+        self.store().add_login_code(
+            &LoginCode {
+                code_hash: hash_secret(&code),
+                account_id: principal.id,
+                challenge: challenge.to_string(),
+                created_at: now,
+            },
+            now - LOGIN_CODE_TTL.as_secs() as i64,
+        )?;
+        tracing::info!(user = %principal.name, "command-line sign-in approved in the browser");
+        Ok(code)
+    }
+
+    /// A session token for the program that holds the verifier of a code's challenge: once,
+    /// within [`LOGIN_CODE_TTL`], for an account that is still active.
+    pub fn redeem_login_code(&self, code: &str, verifier: &str) -> Result<Session, AuthError> {
+        let stale_before = now_secs() - LOGIN_CODE_TTL.as_secs() as i64;
+        let unusable = || AuthError::InvalidInput {
+            message: "the sign-in code is unknown, used or expired: run dataport login again"
+                .into(),
+        };
+        let found = self
+            .store()
+            .take_login_code(&hash_secret(code.trim()), stale_before)?
+            .ok_or_else(unusable)?;
+        if !constant_time_eq(
+            pkce_challenge(verifier).as_bytes(),
+            found.challenge.as_bytes(),
+        ) {
+            return Err(unusable());
+        }
+        let principal = self
+            .account_principal(found.account_id, found.created_at)?
+            .ok_or(AuthError::Disabled)?;
+        self.issue(principal)
     }
 }

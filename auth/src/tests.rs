@@ -655,6 +655,50 @@ fn a_password_link_works_once_and_ends_the_older_ones() {
 }
 
 #[test]
+fn an_allow_listed_outside_email_registers_through_a_set_up_link() {
+    let f = fixture();
+    let accounts = f
+        .accounts
+        .clone()
+        .with_organisation(&["example.com".to_string()], &[DATAREAD.to_string()])
+        .with_password_emails(&["Zoe@Partner.io".to_string()]);
+    assert!(accounts.password_link("eve@partner.io").unwrap().is_none());
+    let link = accounts.password_link("zoe@PARTNER.io").unwrap().unwrap();
+    assert_eq!(link.purpose, PasswordPurpose::Setup);
+    assert_eq!(
+        (
+            link.account.name.as_str(),
+            link.account.state,
+            link.account.groups.clone()
+        ),
+        (
+            "zoe_partner_io",
+            AccountState::Invited,
+            vec![DATAREAD.to_string()]
+        )
+    );
+    // asking again finds the account, not a second one
+    let again = accounts.password_link("zoe@partner.io").unwrap().unwrap();
+    assert_eq!(again.account.id, link.account.id);
+    let zoe = accounts.set_password_with_link(&again.token, PW).unwrap();
+    assert_eq!(zoe.state, AccountState::Active);
+    let registered = accounts
+        .changes(None, 10)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.action == "register")
+        .map(|c| (c.actor, c.account))
+        .collect::<Vec<_>>();
+    assert_eq!(
+        registered,
+        vec![(
+            "self-registration".to_string(),
+            "zoe_partner_io".to_string()
+        )]
+    );
+}
+
+#[test]
 fn no_link_for_unknown_or_disabled_accounts_and_none_after_its_hour() {
     let f = fixture();
     let by = Actor::command_line();
@@ -773,7 +817,6 @@ fn an_oidc_identity_signs_in_as_its_account_or_a_new_one_of_the_organisation() {
         .accounts
         .clone()
         .with_organisation(&["example.com".to_string()], &[DATAREAD.to_string()]);
-    let org = vec!["example.com".to_string()];
     // first sign-in of someone of the organisation: a new active account
     let ann = accounts
         .oidc_sign_in(
@@ -781,7 +824,6 @@ fn an_oidc_identity_signs_in_as_its_account_or_a_new_one_of_the_organisation() {
             "Ann@Example.com",
             Some("Ann Lee"),
             Some("https://pic/ann"),
-            &org,
         )
         .unwrap();
     assert_eq!(
@@ -792,17 +834,17 @@ fn an_oidc_identity_signs_in_as_its_account_or_a_new_one_of_the_organisation() {
     assert!(ann.password_hash.is_none());
     // again: the same account
     let again = accounts
-        .oidc_sign_in("google", "ann@example.com", None, None, &org)
+        .oidc_sign_in("google", "ann@example.com", None, None)
         .unwrap();
     assert_eq!((again.id, again.display_name.as_str()), (ann.id, "Ann Lee"));
     // an invited outside email becomes active; an uninvited one is refused
     let bob = accounts.invite("bob@partner.io", "", None, &by).unwrap();
     let signed = accounts
-        .oidc_sign_in("google", "bob@partner.io", Some("Bob"), None, &org)
+        .oidc_sign_in("google", "bob@partner.io", Some("Bob"), None)
         .unwrap();
     assert_eq!((signed.id, signed.state), (bob.id, AccountState::Active));
     assert!(matches!(
-        accounts.oidc_sign_in("google", "eve@evil.com", None, None, &org),
+        accounts.oidc_sign_in("google", "eve@evil.com", None, None),
         Err(AuthError::Forbidden { .. })
     ));
     // a disabled account stays out
@@ -811,7 +853,7 @@ fn an_oidc_identity_signs_in_as_its_account_or_a_new_one_of_the_organisation() {
         .unwrap();
     assert_eq!(
         accounts
-            .oidc_sign_in("google", "ann@example.com", None, None, &org)
+            .oidc_sign_in("google", "ann@example.com", None, None)
             .map(|_| ()),
         Err(AuthError::Disabled)
     );
@@ -828,5 +870,39 @@ fn an_oidc_identity_signs_in_as_its_account_or_a_new_one_of_the_organisation() {
     assert!(
         actions.contains(&("oidc:google".into(), "activate".into())),
         "{actions:?}"
+    );
+}
+
+#[test]
+fn a_login_code_signs_in_only_the_program_with_its_verifier_once() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let ana = a.principal("ana").unwrap().unwrap();
+    let verifier = "v".repeat(64);
+    let challenge = oidc::pkce_challenge(&verifier);
+    assert!(matches!(
+        a.grant_login_code(&ana, "short"),
+        Err(AuthError::InvalidInput { .. })
+    ));
+    // the wrong verifier uses the code up
+    let code = a.grant_login_code(&ana, &challenge).unwrap();
+    assert!(matches!(
+        a.redeem_login_code(&code, &"w".repeat(64)),
+        Err(AuthError::InvalidInput { .. })
+    ));
+    assert!(a.redeem_login_code(&code, &verifier).is_err());
+    let code = a.grant_login_code(&ana, &challenge).unwrap();
+    let session = a.redeem_login_code(&code, &verifier).unwrap();
+    assert_eq!(session.principal, ana);
+    assert_eq!(a.check_bearer(&session.token).unwrap(), ana);
+    assert!(a.redeem_login_code(&code, &verifier).is_err(), "used");
+    // disabled in between: no token
+    let code = a.grant_login_code(&ana, &challenge).unwrap();
+    f.accounts
+        .set_state("ana", AccountState::Disabled, &Actor::command_line())
+        .unwrap();
+    assert_eq!(
+        a.redeem_login_code(&code, &verifier).map(|_| ()),
+        Err(AuthError::Disabled)
     );
 }

@@ -148,6 +148,26 @@ impl Api {
         self.json("login", r).await
     }
 
+    /// `POST /api/v1/auth/cli/token`: a session token for a code the browser approved
+    /// ([`crate::BrowserSignIn`]), with the verifier of its challenge.
+    pub async fn redeem_login_code(
+        &self,
+        code: &str,
+        verifier: &str,
+    ) -> Result<Session, ClientError> {
+        let url = self.url(&["api", "v1", "auth", "cli", "token"]);
+        let body = serde_json::json!({"code": code, "verifier": verifier});
+        let r = self
+            .send("the sign-in code", self.http.post(url).json(&body))
+            .await?;
+        self.json("sign-in code", r).await
+    }
+
+    /// The address of a page of the server (`path` with its query).
+    pub fn page_url(&self, path_and_query: &str) -> String {
+        format!("{}{path_and_query}", self.server())
+    }
+
     /// `POST /api/v1/auth/refresh`: a new session token for the current one.
     pub async fn refresh(&self) -> Result<Session, ClientError> {
         let url = self.url(&["api", "v1", "auth", "refresh"]);

@@ -80,14 +80,20 @@ pub enum ClientError {
 
     #[error("{message}")]
     Input { message: String },
+
+    #[error(
+        "the sign-in through the browser did not finish: {message}; run `dataport login` again"
+    )]
+    BrowserSignIn { message: String },
 }
 
 impl HasKind for ClientError {
     fn kind(&self) -> ErrorKind {
         match self {
-            Self::NotLoggedIn { .. } | Self::Credentials { .. } | Self::Unauthorized { .. } => {
-                ErrorKind::Unauthenticated
-            }
+            Self::NotLoggedIn { .. }
+            | Self::Credentials { .. }
+            | Self::Unauthorized { .. }
+            | Self::BrowserSignIn { .. } => ErrorKind::Unauthenticated,
             Self::NoConfigDir | Self::BadServerUrl { .. } | Self::Input { .. } => {
                 ErrorKind::InvalidArgument
             }

@@ -9,6 +9,7 @@
 //! server's business; what reaches this crate is exactly what the caller may have.
 
 mod api;
+mod browser;
 mod credentials;
 mod error;
 mod pull;
@@ -16,6 +17,7 @@ mod push;
 mod views;
 
 pub use api::{Api, Manifest, ManifestColumn, ManifestFile, ManifestTable, Me, Session, Uploaded};
+pub use browser::BrowserSignIn;
 pub use credentials::{Credentials, credentials_path};
 pub use error::ClientError;
 pub use pull::{PullOptions, PullProgress, PullReport, pull};

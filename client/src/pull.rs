@@ -133,6 +133,7 @@ fn is_safe_local_path(path: &str) -> bool {
 /// #     auth: Authenticator::new(Arc::clone(&store), Default::default())?,
 /// #     accounts: Accounts::new(Arc::clone(&store)),
 /// #     mailer: dataport_mail::Mailer::new(&Default::default())?,
+/// #     oidc: Arc::new(dataport_auth::oidc::OidcClient::new(&[], &|_| None, Default::default())?),
 /// #     jobs: Scheduler::new(Arc::clone(&store), Vec::new())?,
 /// #     profiler: Arc::new(Profiler::new(Arc::clone(&store))),
 /// #     sync: Arc::new(SyncFiles::new(Arc::clone(&store), data.path())),

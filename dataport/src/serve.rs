@@ -262,11 +262,21 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         crate::wiring::accounts(&config, &store),
         cancel.clone(),
     ));
+    let oidc = crate::wiring::oidc(&config)?;
+    for provider in oidc.providers() {
+        tracing::info!(
+            provider = %provider.name,
+            issuer = %provider.issuer,
+            redirect_uri = %dataport_web::redirect_uri(&config.public_url_or(http_addr), &provider.name),
+            "OpenID Connect sign-in provider"
+        );
+    }
     let app = dataport_web::router(AppState {
         engine: engine.clone(),
         auth,
         accounts: crate::wiring::accounts(&config, &store),
         mailer: crate::wiring::mailer(&config)?,
+        oidc: Arc::new(oidc),
         jobs,
         profiler,
         sync,

@@ -34,12 +34,26 @@ pub(crate) fn authenticator(
     .context("cannot set up authentication")
 }
 
-/// Account administration with the organisation's domains and default groups.
+/// Account administration with the organisation's domains, default groups and the outside
+/// emails that may register.
 pub(crate) fn accounts(config: &Config, store: &Arc<StateStore>) -> Accounts {
-    Accounts::new(Arc::clone(store)).with_organisation(
-        &config.settings.allowed_domains,
-        &config.settings.default_groups,
+    Accounts::new(Arc::clone(store))
+        .with_organisation(
+            &config.settings.allowed_domains,
+            &config.settings.default_groups,
+        )
+        .with_password_emails(&config.settings.password_emails)
+}
+
+/// The OpenID Connect providers of `auth.providers`, each with its client secret from the
+/// environment.
+pub(crate) fn oidc(config: &Config) -> anyhow::Result<dataport_auth::oidc::OidcClient> {
+    dataport_auth::oidc::OidcClient::new(
+        &config.settings.providers.0,
+        &|name| std::env::var(name).ok().filter(|v| !v.is_empty()),
+        std::time::Duration::from_secs(15),
     )
+    .context("cannot set up OpenID Connect sign-in (auth.providers)")
 }
 
 /// Mail as `mail.*` configures it (the log when no SMTP host is set).

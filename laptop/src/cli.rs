@@ -69,9 +69,13 @@ pub struct LoginArgs {
     /// The server's HTTP address, e.g. https://data.example.com or http://127.0.0.1:8080
     #[arg(long, env = "DATAPORT_SERVER")]
     server: String,
-    /// Your user name (asks for the password)
-    #[arg(long, required_unless_present = "token_stdin")]
+    /// Your user name or email (asks for the password); without it, and without
+    /// --token-stdin, you sign in through the browser (for accounts without a password)
+    #[arg(long)]
     user: Option<String>,
+    /// Browser sign-in: only print the address to open, do not start a browser
+    #[arg(long, conflicts_with_all = ["user", "token_stdin"])]
+    no_browser: bool,
     /// Read the password from the first line of standard input (for scripts)
     #[arg(long, conflicts_with = "token_stdin")]
     password_stdin: bool,
@@ -198,17 +202,10 @@ fn login(args: LoginArgs) -> anyhow::Result<()> {
                 me.groups,
             ))
         } else {
-            let user = args.user.clone().unwrap_or_default();
-            let password = if args.password_stdin {
-                read_stdin_line().context("cannot read the password from standard input")?
-            } else {
-                if !std::io::stdin().is_terminal() {
-                    anyhow::bail!("no terminal to ask for the password: use --password-stdin");
-                }
-                rpassword::prompt_password(format!("Password for {user} at {}: ", api.server()))
-                    .context("cannot read the password")?
+            let session = match args.user.clone() {
+                None => browser_sign_in(&api, !args.no_browser).await?,
+                Some(user) => password_login(&api, &user, args.password_stdin).await?,
             };
-            let session = api.login(&user, &password).await?;
             Ok((
                 Credentials {
                     server: api.server(),
@@ -239,6 +236,60 @@ fn login(args: LoginArgs) -> anyhow::Result<()> {
             )),
         path.display()
     ))
+}
+
+/// Logs in with `user`'s password, asked for at the terminal or read from standard input.
+async fn password_login(
+    api: &Api,
+    user: &str,
+    from_stdin: bool,
+) -> anyhow::Result<dataport_client::Session> {
+    let password = if from_stdin {
+        read_stdin_line().context("cannot read the password from standard input")?
+    } else {
+        if !std::io::stdin().is_terminal() {
+            anyhow::bail!("no terminal to ask for the password: use --password-stdin");
+        }
+        rpassword::prompt_password(format!("Password for {user} at {}: ", api.server()))
+            .context("cannot read the password")?
+    };
+    Ok(api.login(user, &password).await?)
+}
+
+/// Signs in through the browser: prints the approval page's address (and opens it when
+/// `open`), then waits up to five minutes for the browser to come back.
+async fn browser_sign_in(api: &Api, open: bool) -> anyhow::Result<dataport_client::Session> {
+    let sign_in = dataport_client::BrowserSignIn::start(api).await?;
+    eprintln!(
+        "To sign in, open this address in your browser (on this computer):\n\n    {}\n",
+        sign_in.url()
+    );
+    if open && !open_browser(sign_in.url()) {
+        eprintln!("(no browser could be started here: open the address yourself)");
+    }
+    Ok(sign_in
+        .finish(api, std::time::Duration::from_secs(300))
+        .await?)
+}
+
+/// Starts the desktop's browser on `url`; false when there is none.
+fn open_browser(url: &str) -> bool {
+    let mut command = if cfg!(target_os = "macos") {
+        std::process::Command::new("open")
+    } else if cfg!(windows) {
+        let mut c = std::process::Command::new("rundll32");
+        c.arg("url.dll,FileProtocolHandler");
+        c
+    } else {
+        std::process::Command::new("xdg-open")
+    };
+    command
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .is_ok()
 }
 
 fn read_stdin_line() -> anyhow::Result<String> {

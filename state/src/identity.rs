@@ -992,6 +992,61 @@ impl StateStore {
     }
 }
 
+/// A one-time code that lets a program on the user's machine (the command line) sign in as
+/// the account that approved it in the browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginCode {
+    pub code_hash: String,
+    pub account_id: i64,
+    /// The PKCE challenge (`S256`) the program sent; it redeems the code with the verifier.
+    pub challenge: String,
+    pub created_at: i64,
+}
+
+impl StateStore {
+    /// Keep a login code; older ones than `stale_before` are dropped.
+    pub fn add_login_code(&self, code: &LoginCode, stale_before: i64) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "DELETE FROM login_codes WHERE created_at < ?1",
+            [stale_before],
+        )?;
+        conn.execute(
+            "INSERT INTO login_codes (code_hash, account_id, challenge, created_at)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![
+                code.code_hash,
+                code.account_id,
+                code.challenge,
+                code.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Takes the login code with this hash (it is deleted: a code works once). None also when
+    /// it was made before `stale_before`.
+    pub fn take_login_code(&self, code_hash: &str, stale_before: i64) -> Result<Option<LoginCode>> {
+        let conn = self.lock();
+        let code = conn
+            .query_row(
+                "DELETE FROM login_codes WHERE code_hash = ?1
+                 RETURNING code_hash, account_id, challenge, created_at",
+                [code_hash],
+                |r| {
+                    Ok(LoginCode {
+                        code_hash: r.get(0)?,
+                        account_id: r.get(1)?,
+                        challenge: r.get(2)?,
+                        created_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()?;
+        Ok(code.filter(|c| c.created_at >= stale_before))
+    }
+}
+
 impl StateStore {
     /// Sets an account's display name and picture (as its identity provider gives them), and
     /// makes an invited account active.

@@ -31,7 +31,7 @@ pub use audit::{AuditEntry, AuditLog, AuditQuery};
 pub use error::{Result, StateError};
 pub use identity::{
     AccountChange, AccountState, ApiTokenRecord, BrowserSession, GrantRecord, LinkRefusal,
-    LoginAttempt, NewAccount, OidcFlow, PasswordPurpose, UserRecord,
+    LoginAttempt, LoginCode, NewAccount, OidcFlow, PasswordPurpose, UserRecord,
 };
 pub use jobs::{JobRun, SyncRecord};
 pub use profiles::StoredProfile;

@@ -330,6 +330,16 @@ const STEPS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     ",
+    // 9: command-line sign-ins through the browser: a one-time code (its SHA-256) for an
+    // account, redeemed with the PKCE verifier of its challenge.
+    "
+    CREATE TABLE login_codes (
+        code_hash  TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        challenge  TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -241,6 +241,43 @@ fn settings_keep_the_first_value() {
 }
 
 #[test]
+fn a_login_code_is_taken_once_and_goes_with_its_account() {
+    let (_dir, store) = store();
+    let id = store
+        .add_account(&NewAccount {
+            username: "ann".into(),
+            email: Some("ann@example.com".into()),
+            display_name: String::new(),
+            picture_url: None,
+            state: AccountState::Active,
+            password_hash: None,
+            groups: vec![],
+        })
+        .unwrap();
+    let code = LoginCode {
+        code_hash: "c1".into(),
+        account_id: id,
+        challenge: "ch".into(),
+        created_at: 1_000,
+    };
+    store.add_login_code(&code, 0).unwrap();
+    assert_eq!(
+        store.take_login_code("c1", 900).unwrap(),
+        Some(code.clone())
+    );
+    assert_eq!(store.take_login_code("c1", 900).unwrap(), None, "used");
+    store.add_login_code(&code, 0).unwrap();
+    assert_eq!(store.take_login_code("c1", 1_001).unwrap(), None, "stale");
+    store.add_login_code(&code, 0).unwrap();
+    store.remove_account(id, None).unwrap();
+    assert_eq!(
+        store.take_login_code("c1", 0).unwrap(),
+        None,
+        "account deleted"
+    );
+}
+
+#[test]
 fn an_oidc_flow_is_taken_once() {
     let (_dir, store) = store();
     let flow = OidcFlow {

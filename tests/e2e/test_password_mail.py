@@ -21,7 +21,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 
 PASSWORD = "Mailed-Pass1"
 RELAY_USER, RELAY_PASSWORD = "relay", "Relay-Secret1"
-ORG = {"DATAPORT_ALLOWED_DOMAINS": "example.com"}
+ORG = {"DATAPORT_ALLOWED_DOMAINS": "example.com", "DATAPORT_PASSWORD_EMAILS": "zoe@partner.io"}
 
 
 def free_port() -> int:
@@ -190,6 +190,43 @@ def test_forgot_password_answers_alike_and_mails_only_accounts(srv, smtp):
     # five requests a minute per account (and per address)
     answers = [forgot("bo@example.com").status_code for _ in range(6)]
     assert 429 in answers and answers[0] == 202, answers
+
+
+def test_an_allowed_outside_email_registers_on_the_page_and_signs_in_with_the_form(srv, smtp):
+    inbox, _ = smtp
+    page = requests.get(srv.url("/auth/password"), timeout=60)
+    assert page.status_code == 200 and 'name="email"' in page.text, page.text
+    ask = lambda who: requests.post(srv.url("/auth/password"), data={"email": who},  # noqa: E731
+                                    timeout=60)
+    listed, unlisted = ask("Zoe@Partner.io"), ask("zed@partner.io")
+    assert listed.status_code == unlisted.status_code == 200
+    assert listed.text == unlisted.text and "Check your mail" in listed.text
+    [mail] = inbox.wait(1)
+    time.sleep(1)
+    assert len(inbox.messages) == 1 and mail["To"] == "zoe@partner.io", [m["To"] for m in inbox.messages]
+    assert mail["Subject"] == "Your Dataport account: set your password"
+    users = {u["name"]: u for u in srv.get("/api/v1/admin/users").json()["users"]}
+    assert users["zoe_partner_io"]["state"] == "invited" and "zed_partner_io" not in users
+    assert set_password(link_in(mail, srv), PASSWORD).status_code == 200
+
+    # the login page's form: a wrong password says so, the right one opens a session
+    browser = requests.Session()
+    bad = browser.post(srv.url("/login"), data={"login": "zoe@partner.io", "password": "Wrong-Pass1",
+                                                "next": "/api/v1/auth/me"}, timeout=60)
+    assert bad.status_code == 401 and "Wrong user name or password." in bad.text, bad.text
+    assert 'value="zoe@partner.io"' in bad.text
+    ok = browser.post(srv.url("/login"), data={"login": "zoe@partner.io", "password": PASSWORD,
+                                               "next": "/api/v1/auth/me"},
+                      headers={"Origin": srv.http}, timeout=60)
+    assert ok.url == srv.url("/api/v1/auth/me") and ok.json()["user"] == "zoe_partner_io", ok.text
+    # signed in, the login page says who, and signs out with its form
+    me = browser.get(srv.url("/login"), timeout=60)
+    assert "You are <b>zoe_partner_io</b>" in me.text
+    csrf = re.search(r'name="csrf" value="([^"]+)"', me.text).group(1)
+    assert browser.post(srv.url("/logout"), data={"csrf": "wrong"}, timeout=60).status_code == 403
+    out = browser.post(srv.url("/logout"), data={"csrf": csrf}, timeout=60)
+    assert out.url == srv.url("/login") and 'name="password"' in out.text
+    assert browser.get(srv.url("/api/v1/auth/me"), timeout=60).status_code == 401
 
 
 def test_without_smtp_the_link_is_in_the_server_log(start_server, data_copy):

@@ -8,11 +8,15 @@
 mod accounts;
 pub mod auth;
 mod catalog;
+mod cli_login;
 pub mod error;
 pub mod format;
 mod health;
 mod jobs;
 mod json;
+mod login;
+mod oidc;
+mod pages;
 mod params;
 mod password;
 mod query;
@@ -36,6 +40,7 @@ use ipnet::IpNet;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use error::ApiError;
+pub use oidc::redirect_uri;
 pub use password::{password_link_url, send_password_link};
 
 /// HTTP settings.
@@ -77,6 +82,8 @@ pub struct AppState {
     pub accounts: dataport_auth::Accounts,
     /// Set-up and reset links by mail.
     pub mailer: dataport_mail::Mailer,
+    /// OpenID Connect sign-in providers (none: passwords only).
+    pub oidc: std::sync::Arc<dataport_auth::oidc::OidcClient>,
     /// Catalog maintenance jobs (connector syncs, refreshes, profiles).
     pub jobs: dataport_engine::jobs::Scheduler,
     /// Table profiles.
@@ -135,6 +142,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # let store = Arc::new(StateStore::open(data.path())?);
 /// # let accounts = Accounts::new(Arc::clone(&store));
 /// # let mailer = dataport_mail::Mailer::new(&Default::default())?;
+/// # let oidc = Arc::new(dataport_auth::oidc::OidcClient::new(&[], &|_| None, Default::default())?);
 /// # accounts.add_user("ana", "Correct-Horse-7", &[DATAREAD.into()])?;
 /// # let auth = Authenticator::new(Arc::clone(&store), Default::default())?;
 /// # let jobs = Scheduler::new(Arc::clone(&store), Vec::new())?;
@@ -142,7 +150,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # let sync = Arc::new(SyncFiles::new(Arc::clone(&store), data.path()));
 /// // `engine` serves a data dir with `sales.orders` (3 rows); `auth` knows the user `ana`.
 /// let options = WebOptions::default();
-/// let app = router(AppState { engine, auth, accounts, mailer, jobs, profiler, sync, options });
+/// let app = router(AppState { engine, auth, accounts, mailer, oidc, jobs, profiler, sync, options });
 ///
 /// let login = Request::post("/api/v1/auth/login")
 ///     .header(CONTENT_TYPE, "application/json")
@@ -234,6 +242,20 @@ pub fn router(state: AppState) -> Router {
             password::PASSWORD_PAGE,
             get(password::get_page).post(password::post_page),
         )
+        // The browser's way in.
+        .route("/", get(login::get_root))
+        .route(
+            login::LOGIN_PAGE,
+            get(login::get_login).post(login::post_login),
+        )
+        .route("/logout", post(login::post_logout))
+        .route("/auth/oidc/{name}/start", get(oidc::start))
+        .route("/auth/oidc/{name}/callback", get(oidc::callback))
+        .route(
+            cli_login::CLI_PAGE,
+            get(cli_login::get_page).post(cli_login::post_page),
+        )
+        .route("/api/v1/auth/cli/token", post(cli_login::post_token))
         .route("/health", get(health::get_health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))

@@ -1,7 +1,8 @@
 //! Passwords by email: asking for a link (`POST /api/v1/auth/password/forgot`), the page the
 //! link opens (`GET /auth/password?token=…`) and setting the password with it (the page's form,
-//! or `POST /api/v1/auth/password/reset` for programs). Invitations by an administrator send
-//! the same kind of link ([`send_link`]).
+//! or `POST /api/v1/auth/password/reset` for programs). Without a token the page asks for an
+//! email and mails a link, like the API. Invitations by an administrator send the same kind of
+//! link ([`send_link`]); an email of `auth.password_emails` registers this way.
 //!
 //! The forgot answer is the same whether or not the email has an account, and the mail goes out
 //! after the answer, so neither the words nor the time tell. Requests are limited per account
@@ -10,15 +11,15 @@
 
 use axum::Form;
 use axum::Json;
-use axum::extract::{Query, Request, State};
+use axum::extract::{FromRequest, Query, Request, State};
 use axum::http::StatusCode;
-use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::Response;
 use dataport_auth::{AuthError, PasswordLink, PasswordPurpose};
 use dataport_mail::{Delivery, LinkKind, escape, password_message};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::{json_body, json_from_client};
+use crate::auth::{client_ip, json_body, json_from_client, peer_of};
+use crate::pages::{FormTarget, page, problem};
 use crate::{ApiError, AppState, RequestId};
 
 /// The page a link opens.
@@ -74,6 +75,30 @@ pub(crate) async fn send_link(
     send_password_link(&state.mailer, &state.options.public_url, link).await
 }
 
+/// Counts the request (per account and per address) and, for an account (or an email that may
+/// register), mails a link after returning: the time of the answer does not tell whether the
+/// email exists.
+async fn request_link(state: &AppState, email: String, address: String) -> Result<(), AuthError> {
+    let accounts = state.accounts.clone();
+    let link = tokio::task::spawn_blocking(move || {
+        accounts.check_link_request(&email, &address)?;
+        accounts.password_link(&email)
+    })
+    .await
+    .map_err(|e| AuthError::Internal {
+        message: format!("password link task failed: {e}"),
+    })??;
+    if let Some(link) = link {
+        let state = state.clone();
+        tokio::spawn(async move {
+            if let Err(e) = send_link(&state, &link).await {
+                tracing::error!(error = %e, user = %link.account.name, "cannot send a password link");
+            }
+        });
+    }
+    Ok(())
+}
+
 /// `POST /api/v1/auth/password/forgot` with `{"email"}` → 202, the same for every email.
 pub(crate) async fn post_forgot(
     State(state): State<AppState>,
@@ -82,24 +107,9 @@ pub(crate) async fn post_forgot(
 ) -> Result<(StatusCode, Json<ForgotAnswer>), ApiError> {
     let (address, body): (String, ForgotBody) =
         json_from_client(&state, &id, request, "{\"email\": \"…\"}").await?;
-    let accounts = state.accounts.clone();
-    let link = tokio::task::spawn_blocking(move || {
-        accounts.check_link_request(&body.email, &address)?;
-        accounts.password_link(&body.email)
-    })
-    .await
-    .map_err(|e| {
-        ApiError::internal(format!("password link task failed: {e}")).with_request_id(&id)
-    })?
-    .map_err(|e| ApiError::of(&e, &id))?;
-    if let Some(link) = link {
-        // After the answer: the time of the answer does not tell whether the email exists.
-        tokio::spawn(async move {
-            if let Err(e) = send_link(&state, &link).await {
-                tracing::error!(error = %e, user = %link.account.name, "cannot send a password link");
-            }
-        });
-    }
+    request_link(&state, body.email, address)
+        .await
+        .map_err(|e| ApiError::of(&e, &id))?;
     Ok((
         StatusCode::ACCEPTED,
         Json(ForgotAnswer {
@@ -149,9 +159,13 @@ pub(crate) struct PageQuery {
     token: String,
 }
 
-/// `GET /auth/password?token=…`: the form to choose a password.
+/// `GET /auth/password?token=…`: the form to choose a password; without a token, the form to
+/// ask for a link by email (a forgotten password, or registering an allowed outside email).
 pub(crate) async fn get_page(Query(query): Query<PageQuery>) -> Response {
-    page(StatusCode::OK, &form(&query.token, None))
+    if query.token.trim().is_empty() {
+        return show(StatusCode::OK, &email_form(None));
+    }
+    show(StatusCode::OK, &form(&query.token, None))
 }
 
 #[derive(Debug, Deserialize)]
@@ -162,88 +176,108 @@ pub(crate) struct PageForm {
     password: String,
     #[serde(default)]
     confirm: String,
+    /// The email form (no token).
+    #[serde(default)]
+    email: Option<String>,
 }
 
-/// `POST /auth/password` (the page's form).
-pub(crate) async fn post_page(
-    State(state): State<AppState>,
-    Form(form_data): Form<PageForm>,
-) -> Response {
+/// `POST /auth/password` (the page's forms).
+pub(crate) async fn post_page(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let address = client_ip(&state, &parts.headers, peer_of(&parts.extensions));
+    let request = Request::from_parts(parts, body);
+    let Ok(Form(form_data)) = Form::<PageForm>::from_request(request, &state).await else {
+        return show(
+            StatusCode::BAD_REQUEST,
+            &email_form(Some("The form could not be read; try again.")),
+        );
+    };
+    if let Some(email) = form_data.email {
+        return match request_link(&state, email, address).await {
+            Ok(()) => show(
+                StatusCode::OK,
+                &format!(
+                    "<h1>Check your mail</h1><p>{}</p><p><a href=\"/login\">Back to sign-in</a></p>",
+                    escape(FORGOT_ANSWER)
+                ),
+            ),
+            Err(e @ AuthError::TooManyAttempts { .. }) => show(
+                StatusCode::TOO_MANY_REQUESTS,
+                &email_form(Some(&e.to_string())),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "a password link request failed");
+                show(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    &email_form(Some("Something went wrong; try again later.")),
+                )
+            }
+        };
+    }
     if form_data.password != form_data.confirm {
-        return page(
+        return show(
             StatusCode::BAD_REQUEST,
             &form(&form_data.token, Some("The two passwords differ.")),
         );
     }
     match reset(&state, form_data.token.clone(), form_data.password).await {
-        Ok(user) => page(
+        Ok(user) => show(
             StatusCode::OK,
             &format!(
-                "<h1>Your password is set</h1><p>Sign in as <b>{}</b> or with your email.</p>",
+                "<h1>Your password is set</h1><p>Sign in as <b>{}</b> or with your email.</p>\
+                 <p><a class=\"button\" href=\"/login\">Sign in</a></p>",
                 escape(&user)
             ),
         ),
-        Err(e @ AuthError::WeakPassword { .. }) => page(
+        Err(e @ AuthError::WeakPassword { .. }) => show(
             StatusCode::BAD_REQUEST,
             &form(&form_data.token, Some(&e.to_string())),
         ),
         Err(AuthError::Internal { message }) => {
             tracing::error!(error = %message, "setting a password through a link failed");
-            page(
+            show(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "<h1>Something went wrong</h1><p>Try the link again later.</p>",
             )
         }
-        Err(e) => page(
+        Err(e) => show(
             StatusCode::BAD_REQUEST,
             &format!(
-                "<h1>This link does not work</h1><p>{}</p>",
+                "<h1>This link does not work</h1><p>{}</p>\
+                 <p><a href=\"{PASSWORD_PAGE}\">Ask for a new link</a></p>",
                 escape(&e.to_string())
             ),
         ),
     }
 }
 
-fn form(token: &str, problem: Option<&str>) -> String {
-    let problem = problem
-        .map(|p| format!("<p class=\"problem\" role=\"alert\">{}</p>", escape(p)))
-        .unwrap_or_default();
+fn form(token: &str, trouble: Option<&str>) -> String {
     format!(
-        "<h1>Choose your password</h1>{problem}\
+        "<h1>Choose your password</h1>{}\
          <form method=\"post\" action=\"{PASSWORD_PAGE}\">\
          <input type=\"hidden\" name=\"token\" value=\"{}\">\
          <label>New password <input type=\"password\" name=\"password\" autocomplete=\"new-password\" required minlength=\"8\"></label>\
          <label>Repeat it <input type=\"password\" name=\"confirm\" autocomplete=\"new-password\" required minlength=\"8\"></label>\
          <p class=\"hint\">At least 8 characters, with an upper-case letter, a lower-case letter and a digit.</p>\
          <button type=\"submit\">Set password</button></form>",
+        problem(trouble),
         escape(token)
     )
 }
 
-fn page(status: StatusCode, body: &str) -> Response {
-    let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><title>Dataport password</title><style>\
-         body{{font-family:system-ui,sans-serif;background:#f5f7fa;color:#1f2933;margin:0}}\
-         main{{max-width:26rem;margin:4rem auto;background:#fff;padding:2rem;border-radius:10px;box-shadow:0 1px 4px #0002}}\
-         h1{{font-size:1.3rem;margin-top:0}} label{{display:block;margin:1rem 0 .3rem}}\
-         input[type=password]{{display:block;width:100%;padding:.5rem;margin-top:.3rem;box-sizing:border-box;border:1px solid #cbd2d9;border-radius:6px}}\
-         button{{margin-top:1rem;padding:.6rem 1.2rem;background:#1d4ed8;color:#fff;border:0;border-radius:6px;font-size:1rem}}\
-         .hint{{color:#52606d;font-size:.9rem}} .problem{{color:#b91c1c}}\
-         </style></head><body><main>{body}</main></body></html>"
-    );
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (header::X_FRAME_OPTIONS, "DENY"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
-            ),
-        ],
-        Html(html),
+fn email_form(trouble: Option<&str>) -> String {
+    format!(
+        "<h1>Set or reset your password</h1>{}\
+         <p>Enter your email: if it has an account here, or may register, a link to choose a \
+         password is mailed to it. The link works once, for one hour.</p>\
+         <form method=\"post\" action=\"{PASSWORD_PAGE}\">\
+         <label>Email <input type=\"email\" name=\"email\" autocomplete=\"email\" required></label>\
+         <button type=\"submit\">Mail me a link</button></form>\
+         <p class=\"hint\"><a href=\"/login\">Back to sign-in</a></p>",
+        problem(trouble)
     )
-        .into_response()
+}
+
+fn show(status: StatusCode, body: &str) -> Response {
+    page(status, "Password", body, FormTarget::SelfOnly)
 }

@@ -48,6 +48,23 @@ pub(crate) fn authenticate(
     Ok(session)
 }
 
+/// The session's CSRF token sent back (in `X-CSRF-Token`, or a form's `csrf` field as
+/// `token`) from this server's own pages.
+pub(crate) fn check_csrf_token(
+    state: &AppState,
+    headers: &HeaderMap,
+    session: &SessionAuth,
+    token: &str,
+) -> Result<(), AuthError> {
+    if !session.csrf_matches(token) {
+        return Err(AuthError::Forbidden {
+            message: "this form is stale or from another site: reload the page and try again"
+                .into(),
+        });
+    }
+    same_origin(state, headers)
+}
+
 fn check_csrf(
     state: &AppState,
     headers: &HeaderMap,
@@ -67,7 +84,7 @@ fn check_csrf(
 
 /// Refuses a request whose `Origin` is not this server's (`server.public_url`, or the `Host`
 /// it was sent to); a request without one (not from a browser's cross-site page) passes.
-fn same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AuthError> {
+pub(crate) fn same_origin(state: &AppState, headers: &HeaderMap) -> Result<(), AuthError> {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return Ok(());
     };
@@ -93,7 +110,7 @@ fn secure(state: &AppState) -> bool {
     state.options.public_url.starts_with("https://")
 }
 
-fn set_cookie(
+pub(crate) fn set_cookie(
     state: &AppState,
     name: &str,
     value: &str,
@@ -152,21 +169,41 @@ struct SignedIn {
     expires_at: i64,
 }
 
-/// Opens a session for `principal` and answers with its cookies (after any sign-in).
-pub(crate) fn signed_in(
+/// Opens a session for `principal` after any sign-in (the browser's old session, if any, is
+/// ended: the id rotates).
+pub(crate) fn open_session(
     state: &AppState,
     principal: &Principal,
     address: &str,
     headers: &HeaderMap,
-) -> Result<(SessionCookie, Response), AuthError> {
+) -> Result<SessionCookie, AuthError> {
     let agent = headers
         .get(header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let old = cookie(headers, SESSION_COOKIE);
-    let session = state
+    state
         .auth
-        .start_session(principal, address, agent, old.as_deref())?;
+        .start_session(principal, address, agent, old.as_deref())
+}
+
+/// `response` with the session's cookies set (or, without a session, cleared).
+pub(crate) fn with_session(
+    state: &AppState,
+    response: Response,
+    session: Option<&SessionCookie>,
+) -> Response {
+    with_cookies(state, response, session)
+}
+
+/// Opens a session for `principal` and answers with its cookies and its CSRF token as JSON.
+fn signed_in(
+    state: &AppState,
+    principal: &Principal,
+    address: &str,
+    headers: &HeaderMap,
+) -> Result<(SessionCookie, Response), AuthError> {
+    let session = open_session(state, principal, address, headers)?;
     let body = Json(SignedIn {
         user: principal.name.clone(),
         groups: principal.groups.clone(),

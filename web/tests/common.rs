@@ -51,6 +51,9 @@ impl Server {
             engine,
             accounts: dataport_auth::Accounts::new(std::sync::Arc::clone(auth.store())),
             mailer: dataport_mail::Mailer::new(&Default::default()).unwrap(),
+            oidc: std::sync::Arc::new(
+                dataport_auth::oidc::OidcClient::new(&[], &|_| None, Default::default()).unwrap(),
+            ),
             auth,
             jobs,
             profiler,

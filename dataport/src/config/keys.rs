@@ -248,8 +248,16 @@ settings! {
         /// email's local part as its username (`ann`), any other the whole email with `@` and
         /// `.` as `_` (`bob_partner_io`)
         allowed_domains: Vec<String> = unset("none");
-        /// groups of an invited account when the invitation names none
+        /// groups of an invited account when the invitation names none, and of an
+        /// organisation account at its first OpenID Connect sign-in
         default_groups: Vec<String> = value("dataread");
+        /// OpenID Connect sign-in (Google, any standard issuer), in the login page's order:
+        /// `[{name, issuer, client_id, client_secret_env, label, scopes, allowed_domains,
+        /// require_hosted_domain}]` — [docs/access.md](docs/access.md)
+        providers: Yaml<Vec<dataport_auth::oidc::ProviderConfig>> = unset("none: passwords only");
+        /// outside emails (not of `auth.allowed_domains`) that may register with a password:
+        /// asking for a password link creates the account
+        password_emails: Vec<String> = unset("none");
         /// failed password attempts per account and per client address within 60 s before
         /// logins are refused (429 / RESOURCE_EXHAUSTED) for the rest of the minute
         max_failed_logins: u32 = value("5");

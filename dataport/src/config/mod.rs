@@ -413,6 +413,8 @@ fn check(s: &Settings) -> Result<(), ConfigError> {
             "must be an address like https://data.example.com (http or https, no query)",
         )?;
     }
+    dataport_auth::oidc::check_providers(&s.providers.0)
+        .map_err(|(i, message)| invalid(&format!("auth.providers[{i}]"), message))?;
     rule(
         s.max_failed_logins > 0,
         "auth.max_failed_logins",
