@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 
-from e2e_util import BIN, wait_for
+from e2e_util import BIN, FlightSession, wait_for
 from oidc_util import OidcProvider, account, client, sign_in
 
 SECRET = "oidc-client-s3cret"
@@ -257,6 +257,16 @@ def test_dataport_login_signs_in_through_the_browser(srv, tmp_path):
     me = requests.get(srv.url("/api/v1/auth/me"), headers={"Authorization": f"Bearer {token}"},
                       timeout=30)
     assert me.json()["user"] == "ann"
+    # the same identity on the other surfaces: Flight SQL with the token, analyst sync
+    with FlightSession(srv.flight, user=None) as flight_session:
+        flight_session.header = (b"authorization", f"Bearer {token}".encode())
+        flight_session.options = flight_session.call_options()
+        assert flight_session.sql("select count(*) as n from tpch.region").to_pylist() == [{"n": 5}]
+    pulled = subprocess.run([str(exe), "pull", "--dir", str(tmp_path / "pulled"), "--no-duckdb",
+                             "--json"], capture_output=True, text=True, timeout=120,
+                            env={"DATAPORT_HOME": str(home), "PATH": "/usr/bin:/bin"})
+    assert pulled.returncode == 0, pulled.stderr
+    assert list((tmp_path / "pulled").rglob("region*")), pulled.stdout
     # the code worked once
     code = parse_qs(urlsplit(loopback).query)["code"][0]
     again = requests.post(srv.url("/api/v1/auth/cli/token"),

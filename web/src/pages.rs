@@ -15,13 +15,13 @@ pub(crate) enum FormTarget {
 }
 
 const STYLE: &str = "\
-:root{color-scheme:light dark;--bg:#f5f7fa;--card:#fff;--text:#1f2933;--muted:#52606d;--line:#cbd2d9;--accent:#1d4ed8;--problem:#b91c1c}\
-@media (prefers-color-scheme:dark){:root{--bg:#111827;--card:#1f2937;--text:#e5e7eb;--muted:#9ca3af;--line:#4b5563;--accent:#60a5fa;--problem:#f87171}}\
+:root{color-scheme:light dark;--bg:#f5f7fa;--card:#fff;--text:#1f2933;--muted:#52606d;--line:#cbd2d9;--accent:#1d4ed8;--on-accent:#fff;--problem:#b91c1c}\
+@media (prefers-color-scheme:dark){:root{--bg:#111827;--card:#1f2937;--text:#e5e7eb;--muted:#9ca3af;--line:#4b5563;--accent:#60a5fa;--on-accent:#0b1220;--problem:#f87171}}\
 body{font-family:system-ui,sans-serif;background:var(--bg);color:var(--text);margin:0}\
 main{max-width:26rem;margin:4rem auto;background:var(--card);padding:2rem;border-radius:10px;box-shadow:0 1px 4px #0003}\
 h1{font-size:1.3rem;margin-top:0} label{display:block;margin:1rem 0 .3rem}\
 input[type=password],input[type=text],input[type=email]{display:block;width:100%;padding:.5rem;margin-top:.3rem;box-sizing:border-box;border:1px solid var(--line);border-radius:6px;background:var(--card);color:var(--text)}\
-button,.button{display:inline-block;margin-top:1rem;padding:.6rem 1.2rem;background:var(--accent);color:#fff;border:0;border-radius:6px;font-size:1rem;text-decoration:none;cursor:pointer}\
+button,.button{font:inherit;display:inline-block;margin-top:1rem;padding:.6rem 1.2rem;background:var(--accent);color:var(--on-accent);border:0;border-radius:6px;font-size:1rem;text-decoration:none;cursor:pointer}\
 .provider{display:block;text-align:center;margin:.5rem 0}\
 .secondary{background:transparent;color:var(--accent);border:1px solid var(--accent)}\
 .or{text-align:center;color:var(--muted);margin:1.2rem 0 0}\
