@@ -93,6 +93,8 @@ step "end-to-end tests (real clients)"
 venv=$(bash tests/venv.sh)
 # The OpenID Connect provider the sign-in tests start (tests/oidc: oidc-provider, pinned).
 [ -d tests/oidc/node_modules/oidc-provider ] || npm ci --prefix tests/oidc --no-audit --no-fund --silent
+# axe-core, which the browser tests inject into pages (tests/browser, pinned).
+[ -d tests/browser/node_modules/axe-core ] || npm ci --prefix tests/browser --no-audit --no-fund --silent
 DATAPORT_BIN="${CARGO_TARGET_DIR:-$root/target}/debug/dataport" "$venv/bin/python" -m pytest tests/e2e -q -p no:cacheprovider
 
 step "SQL conformance (DataFusion's sqllogictest files through Flight SQL and HTTP)"

@@ -662,6 +662,21 @@ impl Accounts {
         Ok(self.store.api_tokens(user)?)
     }
 
+    /// Revokes one of `account`'s own API tokens; another account's is "not found".
+    pub fn revoke_own_api_token(&self, account: i64, id: &str) -> Result<(), AuthError> {
+        let owned = self
+            .store
+            .api_tokens(None)?
+            .iter()
+            .any(|t| t.id == id && t.account_id == account && t.revoked_at.is_none());
+        if !owned {
+            return Err(AuthError::NotFound {
+                message: format!("you have no live API token with id '{id}'"),
+            });
+        }
+        self.revoke_api_token(id)
+    }
+
     pub fn revoke_api_token(&self, id: &str) -> Result<(), AuthError> {
         if !self.store.revoke_api_token(id)? {
             return Err(AuthError::NotFound {

@@ -135,6 +135,11 @@ impl CatalogTable {
     pub fn partition_columns(&self) -> &[String] {
         &self.data.partition_keys
     }
+    /// When the table's newest file was written (its freshness); None without files.
+    pub fn updated_at(&self) -> Option<SystemTime> {
+        self.files().map(|(_, _, modified)| modified).max()
+    }
+
     /// Paths of the files, with size and modification time.
     pub fn files(&self) -> impl Iterator<Item = (&Path, u64, SystemTime)> {
         self.data

@@ -285,6 +285,8 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
             max_upload_bytes: config.settings.max_upload_size.0,
             max_json_rows: config.settings.max_json_rows,
             public_url: config.public_url_or(http_addr),
+            flight_url: format!("{scheme}://{flight_addr}"),
+            instance_name: config.settings.name.clone(),
             metrics_allow: config.settings.metrics_allow.clone(),
             trusted_proxies: config.settings.trusted_proxies.clone(),
         },

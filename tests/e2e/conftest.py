@@ -2,6 +2,8 @@
 
 Binary: $DATAPORT_BIN (default <repo>/target/debug/dataport).
 TPC-H queries: $DATAPORT_TPCH_QUERIES (default <repo>/benches/tpch/queries).
+Browser tests: Chromium at $DATAPORT_CHROMIUM (default /usr/bin/chromium); screenshots in
+$DATAPORT_ARTIFACTS/screenshots (default <repo>/target/e2e-artifacts/screenshots).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
+import browser_util
 from e2e_util import TPCH_TABLES, FlightSession, Server, adbc_connect, sql_str
 
 
@@ -101,3 +104,61 @@ def adbc_conn(server):
         yield conn
     finally:
         conn.close()
+
+
+# ------------------------------------------------------------------------------------------
+# Browser tests (tests/e2e/browser_util.py)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Keeps each phase's report on the test item (`item.rep_call`), for fixtures' teardown."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium (Playwright) for the session. A missing or broken browser fails
+    the tests that need it; they are not skipped."""
+    try:
+        pw, chromium = browser_util.launch()
+    except RuntimeError as e:
+        problem = str(e)
+    else:
+        problem = None
+    if problem:
+        pytest.fail(problem, pytrace=False)
+    yield chromium
+    browser_util.close(pw, chromium)
+
+
+@pytest.fixture
+def new_page(browser, request):
+    """Factory: `new_page(srv, phone=False, **context_options)` is a Playwright Page in a new
+    browser context (its own cookies) whose base URL is the server's, so `page.goto("/login")`
+    works. Desktop 1280x900, or a 390x844 phone. The test's screenshots of an earlier run are
+    removed first; when the test fails, each page still open is saved as a screenshot
+    (`<test>-failure-<n>.png`). The contexts are closed after the test."""
+    contexts = []
+    browser_util.remove_screenshots(browser_util.current_test_name())
+
+    def make(srv, phone: bool = False, **context_options):
+        context = browser_util.new_context(browser, srv.http, phone=phone, **context_options)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    report = getattr(request.node, "rep_call", None)
+    pages = [page for context in contexts for page in context.pages]
+    if report is not None and report.failed:
+        for n, page in enumerate(pages, 1):
+            try:
+                path = browser_util.screenshot(page, f"failure-{n}")
+                print(f"screenshot of {page.url} at failure: {path}")
+            except Exception as e:  # a crashed or closed page must not hide the failure
+                print(f"no screenshot of page {n} at failure: {e}")
+    for context in contexts:
+        context.close()

@@ -13,46 +13,48 @@ use crate::{ApiError, AppState, RequestId, request_context};
 
 #[derive(Serialize)]
 pub(crate) struct CatalogBody {
-    catalog: &'static str,
-    snapshot_version: u64,
-    schemas: Vec<SchemaBody>,
+    pub(crate) catalog: &'static str,
+    pub(crate) snapshot_version: u64,
+    pub(crate) schemas: Vec<SchemaBody>,
 }
 
 #[derive(Serialize)]
-struct SchemaBody {
-    name: String,
-    tables: Vec<TableBody>,
+pub(crate) struct SchemaBody {
+    pub(crate) name: String,
+    pub(crate) tables: Vec<TableBody>,
 }
 
 #[derive(Serialize)]
 pub(crate) struct TableBody {
-    schema: String,
-    name: String,
-    description: Option<String>,
-    row_count: Option<u64>,
-    size_bytes: u64,
-    file_count: usize,
+    pub(crate) schema: String,
+    pub(crate) name: String,
+    pub(crate) description: Option<String>,
+    pub(crate) row_count: Option<u64>,
+    pub(crate) size_bytes: u64,
+    pub(crate) file_count: usize,
     /// Bytes of the table held in memory as Arrow (`catalog.memory_tables`), once loaded.
-    in_memory_bytes: Option<u64>,
-    columns: Vec<ColumnBody>,
-    primary_key: Vec<String>,
-    foreign_keys: Vec<ResolvedForeignKey>,
-    partition_columns: Vec<String>,
-    private: bool,
-    sync_strategy: Option<dataport_catalog::description::SyncStrategy>,
-    dataset: Option<String>,
+    pub(crate) in_memory_bytes: Option<u64>,
+    pub(crate) columns: Vec<ColumnBody>,
+    pub(crate) primary_key: Vec<String>,
+    pub(crate) foreign_keys: Vec<ResolvedForeignKey>,
+    pub(crate) partition_columns: Vec<String>,
+    /// When the newest file of the table was written (Unix milliseconds): its freshness.
+    pub(crate) updated_at_ms: Option<i64>,
+    pub(crate) private: bool,
+    pub(crate) sync_strategy: Option<dataport_catalog::description::SyncStrategy>,
+    pub(crate) dataset: Option<String>,
     /// The table's profile in a few figures, when one has been computed (for a restricted
     /// grant: computed for that grant, on the first request of its profile).
-    profile: Option<ProfileSummary>,
+    pub(crate) profile: Option<ProfileSummary>,
 }
 
 #[derive(Serialize)]
-struct ColumnBody {
-    name: String,
+pub(crate) struct ColumnBody {
+    pub(crate) name: String,
     #[serde(rename = "type")]
-    data_type: String,
-    nullable: bool,
-    description: Option<String>,
+    pub(crate) data_type: String,
+    pub(crate) nullable: bool,
+    pub(crate) description: Option<String>,
 }
 
 /// A table as the caller sees it: hidden columns, keys into tables they can't read, and
@@ -86,6 +88,10 @@ fn table_body(state: &AppState, view: &SnapshotCatalogProvider, t: &CatalogTable
             .filter(|c| schema.field_with_name(c).is_ok())
             .cloned()
             .collect(),
+        updated_at_ms: t
+            .updated_at()
+            .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| d.as_millis() as i64),
         private: t.is_private(),
         sync_strategy: t.meta().and_then(|m| m.sync_strategy),
         dataset: t.meta().and_then(|m| m.dataset.clone()),
@@ -98,24 +104,34 @@ pub(crate) async fn get_catalog(
     RequestId(request_id): RequestId,
     Caller(principal): Caller,
 ) -> Json<CatalogBody> {
+    Json(catalog_body(&state, &principal, &request_id))
+}
+
+/// Every table `principal` may read, by schema, as they may see it (the API's and the
+/// portal's one listing).
+pub(crate) fn catalog_body(
+    state: &AppState,
+    principal: &dataport_engine::Principal,
+    request_id: &str,
+) -> CatalogBody {
     let view = state
         .engine
-        .catalog_view(&request_context(&principal, &request_id));
+        .catalog_view(&request_context(principal, request_id));
     let mut schemas: Vec<SchemaBody> = Vec::new();
     for t in view.tables() {
         match schemas.last_mut() {
-            Some(s) if s.name == t.schema_name() => s.tables.push(table_body(&state, &view, t)),
+            Some(s) if s.name == t.schema_name() => s.tables.push(table_body(state, &view, t)),
             _ => schemas.push(SchemaBody {
                 name: t.schema_name().to_string(),
-                tables: vec![table_body(&state, &view, t)],
+                tables: vec![table_body(state, &view, t)],
             }),
         }
     }
-    Json(CatalogBody {
+    CatalogBody {
         catalog: dataport_catalog::CATALOG_NAME,
         snapshot_version: view.snapshot().version(),
         schemas,
-    })
+    }
 }
 
 pub(crate) async fn get_table(

@@ -19,9 +19,11 @@ mod oidc;
 mod pages;
 mod params;
 mod password;
+mod portal;
 mod query;
 mod session;
 mod sync;
+mod tokens;
 mod trace;
 
 use std::future::Future;
@@ -58,6 +60,11 @@ pub struct WebOptions {
     pub max_upload_bytes: usize,
     /// Where users reach the server (`server.public_url`), for links in mail.
     pub public_url: String,
+    /// Where Flight SQL clients connect (`grpc://…` or `grpc+tls://…`), for the portal's
+    /// connection instructions.
+    pub flight_url: String,
+    /// The portal's name for this instance (`portal.name`).
+    pub instance_name: String,
 }
 
 impl Default for WebOptions {
@@ -69,6 +76,8 @@ impl Default for WebOptions {
             trusted_proxies: Vec::new(),
             max_upload_bytes: 64 << 20,
             public_url: "http://127.0.0.1:8080".into(),
+            flight_url: "grpc://127.0.0.1:50051".into(),
+            instance_name: "Dataport".into(),
         }
     }
 }
@@ -192,6 +201,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/auth/me", get(auth::get_me))
         .route("/api/v1/auth/sessions", get(session::get_sessions))
         .route(
+            "/api/v1/auth/tokens",
+            get(tokens::list).post(tokens::create),
+        )
+        .route(
+            "/api/v1/auth/tokens/{id}",
+            axum::routing::delete(tokens::revoke),
+        )
+        .route(
             "/api/v1/auth/sessions/{id}",
             axum::routing::delete(session::delete_one),
         )
@@ -242,8 +259,13 @@ pub fn router(state: AppState) -> Router {
             password::PASSWORD_PAGE,
             get(password::get_page).post(password::post_page),
         )
+        // The portal (its pages authenticate themselves: a session, or a bearer for JSON).
+        .route("/", get(portal::get_home))
+        .route("/tokens", post(portal::post_token))
+        .route("/tokens/{id}/revoke", post(portal::revoke_token))
+        .route("/sessions/{id}/end", post(portal::end_session))
+        .route("/static/{file}", get(portal::assets::get))
         // The browser's way in.
-        .route("/", get(login::get_root))
         .route(
             login::LOGIN_PAGE,
             get(login::get_login).post(login::post_login),

@@ -59,11 +59,6 @@ pub(crate) struct LoginQuery {
     error: Option<String>,
 }
 
-/// `GET /`: the portal's place; until then, the login page (which shows who is signed in).
-pub(crate) async fn get_root() -> Response {
-    see_other(LOGIN_PAGE)
-}
-
 /// `GET /login?next=…&error=…`.
 pub(crate) async fn get_login(
     State(state): State<AppState>,
@@ -106,13 +101,14 @@ fn login_page(
         "<p class=\"or\">or with your password</p>".to_string()
     };
     let body = format!(
-        "<h1>Sign in to Dataport</h1>{}{providers}{or}\
+        "<h1>Sign in to {}</h1>{}{providers}{or}\
          <form method=\"post\" action=\"{LOGIN_PAGE}\">\
          <input type=\"hidden\" name=\"next\" value=\"{}\">\
          <label>Email or username <input type=\"text\" name=\"login\" value=\"{}\" autocomplete=\"username\" required autofocus></label>\
          <label>Password <input type=\"password\" name=\"password\" autocomplete=\"current-password\" required></label>\
          <button type=\"submit\">Sign in</button></form>\
          <p class=\"hint\"><a href=\"{}\">Forgot your password, or invited without one?</a></p>",
+        escape(&state.options.instance_name),
         problem(trouble),
         escape(next),
         escape(login),

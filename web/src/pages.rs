@@ -29,12 +29,14 @@ button,.button{font:inherit;display:inline-block;margin-top:1rem;padding:.6rem 1
 a{color:var(--accent)} :focus-visible{outline:3px solid var(--accent);outline-offset:2px}\
 @media (max-width:30rem){main{margin:0;border-radius:0;min-height:100vh}}";
 
-/// A page: `body` (already escaped HTML) in the shell, never cached, never framed.
+/// A page: `body` (already escaped HTML) in the shell, never cached, never framed. The
+/// referrer policy is `same-origin`, not `no-referrer`: under `no-referrer` Chromium sends
+/// `Origin: null` with the forms, and the session's origin check refuses them.
 pub(crate) fn page(status: StatusCode, title: &str, body: &str, forms: FormTarget) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <meta name=\"referrer\" content=\"no-referrer\"><title>{} · Dataport</title>\
+         <meta name=\"referrer\" content=\"same-origin\"><title>{} · Dataport</title>\
          <style>{STYLE}</style></head><body><main>{body}</main></body></html>",
         escape(title)
     );

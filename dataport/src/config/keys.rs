@@ -298,6 +298,10 @@ settings! {
         /// the sender of Dataport's mail
         from: String = value("Dataport <dataport@localhost>");
     }
+    portal (section_key) {
+        /// the instance's name in the portal's pages and titles
+        name: String = value("Dataport");
+    }
     log (section_key) {
         /// `human` or `json`
         format: LogFormat = value("human");

@@ -1,0 +1,171 @@
+"""The portal's home page: only for a signed-in viewer (a browser goes to sign in and comes
+back), the tables the viewer may read and nothing else, my API tokens (created on the page and
+shown once, then usable; revoked on the page), my sessions, how to connect with this server's
+addresses; the same data as JSON; forms refused without the session's CSRF token; static files
+named by their content and cached for a year. In Chromium: the page, its accessibility and its
+phone width."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import requests
+
+from browser_util import check_accessibility, screenshot
+from e2e_util import ADMIN_PASSWORD, ADMIN_USER
+
+PASSWORD = "Portal-Pass1"
+
+
+@pytest.fixture(scope="module")
+def srv(server):
+    """The shared demo server, with two analysts: one in dataread, one in no group."""
+    for name, groups in (("portal_reader", ["--groups", "dataread"]), ("portal_nobody", [])):
+        server.cli("user", "add", name, *groups, "--password-stdin", input=PASSWORD + "\n",
+                   check=False)
+    return server
+
+
+def browser_session(srv, user: str, password: str = PASSWORD) -> requests.Session:
+    s = requests.Session()
+    r = s.post(srv.url("/api/v1/auth/session"), json={"username": user, "password": password},
+               timeout=60)
+    assert r.status_code == 200, r.text
+    return s
+
+
+def home_json(session: requests.Session, srv) -> dict:
+    r = session.get(srv.url("/?format=json"), timeout=60)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("application/json"), r.text
+    return r.json()
+
+
+def readable(data: dict) -> set[str]:
+    return {f"{t['schema']}.{t['name']}" for s in data["schemas"] for t in s["tables"]}
+
+
+def test_the_home_page_needs_a_session_and_shows_only_what_the_viewer_may_read(srv):
+    r = requests.get(srv.url("/"), allow_redirects=False, timeout=60)
+    assert r.status_code == 303 and r.headers["Location"] == "/login?next=%2F"
+    assert requests.get(srv.url("/?format=json"), timeout=60).status_code == 401
+
+    reader = browser_session(srv, "portal_reader")
+    data = home_json(reader, srv)
+    catalog = srv.get("/api/v1/catalog")  # the admin's view
+    api = requests.get(srv.url("/api/v1/catalog"), timeout=60,
+                       headers={"Authorization": f"Bearer {srv.login('portal_reader', PASSWORD)}"})
+    assert readable(data) == {f"{t['schema']}.{t['name']}" for s in api.json()["schemas"]
+                              for t in s["tables"]}, "the page lists what the API lists"
+    assert readable(data) and data["tables"] == len(readable(data))
+    assert data["user"] == {"name": "portal_reader", "groups": ["dataread"],
+                            "groups_text": "dataread", "admin": False}
+    admin_sees = {f"{t['schema']}.{t['name']}" for s in catalog.json()["schemas"] for t in s["tables"]}
+    assert readable(data) <= admin_sees
+
+    nobody = home_json(browser_session(srv, "portal_nobody"), srv)
+    assert nobody["tables"] == 0 and nobody["schemas"] == []
+    page = browser_session(srv, "portal_nobody").get(srv.url("/"), timeout=60)
+    assert "may read none" in page.text
+    for name in readable(data):
+        assert name not in page.text
+
+    html = reader.get(srv.url("/"), timeout=60)
+    assert html.status_code == 200 and "Welcome, portal_reader" in html.text
+    policy = html.headers["Content-Security-Policy"]
+    assert "script-src 'self'" in policy and "unsafe-inline" not in policy
+    assert html.headers["X-Frame-Options"] == "DENY"
+    # how to connect: this server's addresses
+    assert data["connect"]["http"] == srv.http and data["connect"]["flight"] == srv.flight
+    assert f'"{srv.flight}"' in html.text
+
+
+def test_tokens_are_created_once_used_and_revoked_on_the_page(srv):
+    reader = browser_session(srv, "portal_reader")
+    csrf = reader.cookies["dataport_csrf"]
+    # no CSRF token, no token
+    refused = reader.post(srv.url("/tokens"), data={"label": "x", "days": "5"}, timeout=60)
+    assert refused.status_code == 403
+    made = reader.post(srv.url("/tokens"), data={"csrf": csrf, "label": "laptop <b>", "days": "30"},
+                       headers={"Origin": srv.http}, timeout=60)
+    assert made.status_code == 201, made.text
+    token = re.search(r'<code id="new-token">(dpk_[^<]+)</code>', made.text).group(1)
+    # the name is text, escaped (askama writes &#60; for <)
+    assert "laptop <b>" not in made.text and re.search(r"laptop &(lt|#60);b&(gt|#62);", made.text)
+    # shown once: the next page load has no secret
+    assert token not in reader.get(srv.url("/"), timeout=60).text
+    me = requests.get(srv.url("/api/v1/auth/me"), headers={"Authorization": f"Bearer {token}"},
+                      timeout=60)
+    assert me.json()["user"] == "portal_reader"
+    [line] = [t for t in home_json(reader, srv)["tokens"] if t["label"] == "laptop <b>"]
+    assert 29 * 86400 < line["expires_at"] - line["created_at"] <= 30 * 86400
+    # too long a lifetime is refused with the reason
+    bad = reader.post(srv.url("/tokens"), data={"csrf": csrf, "label": "forever", "days": "9999"},
+                      timeout=60)
+    assert bad.status_code == 400 and "1 to 365 days" in bad.text
+    # another user cannot revoke it; its owner can
+    other = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    r = other.post(srv.url(f"/tokens/{line['id']}/revoke"),
+                   data={"csrf": other.cookies["dataport_csrf"]}, timeout=60)
+    assert r.status_code == 404
+    r = reader.post(srv.url(f"/tokens/{line['id']}/revoke"), data={"csrf": csrf}, timeout=60)
+    assert r.status_code == 200 and r.url == srv.url("/")
+    assert requests.get(srv.url("/api/v1/auth/me"), headers={"Authorization": f"Bearer {token}"},
+                        timeout=60).status_code == 401
+    # the same through the API
+    api = {"Authorization": f"Bearer {srv.login('portal_reader', PASSWORD)}"}
+    created = requests.post(srv.url("/api/v1/auth/tokens"), json={"label": "script"}, headers=api,
+                            timeout=60)
+    assert created.status_code == 201 and created.json()["token"].startswith("dpk_")
+    listed = requests.get(srv.url("/api/v1/auth/tokens"), headers=api, timeout=60).json()["tokens"]
+    assert any(t["id"] == created.json()["id"] and "secret_hash" not in t for t in listed)
+    assert requests.delete(srv.url(f"/api/v1/auth/tokens/{created.json()['id']}"), headers=api,
+                           timeout=60).status_code == 204
+
+
+def test_sessions_are_listed_and_ended_on_the_page(srv):
+    first = browser_session(srv, "portal_reader")
+    second = browser_session(srv, "portal_reader")
+    sessions = home_json(second, srv)["sessions"]
+    assert sum(s["current"] for s in sessions) == 1 and len(sessions) >= 2
+    other = next(s for s in sessions if not s["current"]
+                 and s["id"] in first.cookies["dataport_session"])
+    r = second.post(srv.url(f"/sessions/{other['id']}/end"),
+                    data={"csrf": second.cookies["dataport_csrf"]}, timeout=60)
+    assert r.status_code == 200 and r.url == srv.url("/")
+    assert first.get(srv.url("/?format=json"), timeout=60).status_code == 401
+
+
+def test_static_files_are_named_by_their_content(srv):
+    page = browser_session(srv, "portal_reader").get(srv.url("/"), timeout=60)
+    css = re.search(r'href="(/static/portal\.[0-9a-f]{8}\.css)"', page.text).group(1)
+    r = requests.get(srv.url(css), timeout=60)
+    assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/css")
+    assert r.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+    assert requests.get(srv.url("/static/portal.00000000.css"), timeout=60).status_code == 404
+
+
+def test_the_home_page_in_a_browser(srv, new_page):
+    page = new_page(srv)
+    page.goto("/")
+    page.get_by_label("Email or username").fill("portal_reader")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/"))
+    assert page.get_by_role("heading", name="Welcome, portal_reader").is_visible()
+    screenshot(page, "home")
+    check_accessibility(page, "the home page")
+    page.get_by_label("Name").fill("notebook")
+    page.get_by_role("button", name="Create token").click()
+    assert page.locator("#new-token").inner_text().startswith("dpk_")
+    screenshot(page, "new-token")
+    phone = new_page(srv, phone=True)
+    phone.goto("/")
+    phone.get_by_label("Email or username").fill("portal_reader")
+    phone.get_by_label("Password").fill(PASSWORD)
+    phone.get_by_role("button", name="Sign in").click()
+    phone.wait_for_url(srv.url("/"))
+    screenshot(phone, "home-phone")
+    check_accessibility(phone, "the home page at phone width")
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url(re.compile(r".*/login$"))

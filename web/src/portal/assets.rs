@@ -1,0 +1,85 @@
+//! The portal's static files, built into the binary and served under a name that carries a
+//! hash of their content (`/static/portal.3f2a1b9c.css`), so browsers may keep them for a
+//! year: a new build changes the name, never the bytes behind a name.
+
+use std::sync::LazyLock;
+
+use axum::extract::Path;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+
+struct Asset {
+    /// The name templates ask for.
+    name: &'static str,
+    bytes: &'static [u8],
+    content_type: &'static str,
+}
+
+const ASSETS: &[Asset] = &[Asset {
+    name: "portal.css",
+    bytes: include_bytes!("../../assets/portal.css"),
+    content_type: "text/css; charset=utf-8",
+}];
+
+/// Each asset with its served file name (`portal.<hash>.css`).
+static SERVED: LazyLock<Vec<(String, &'static Asset)>> = LazyLock::new(|| {
+    ASSETS
+        .iter()
+        .map(|asset| {
+            let hash = hex::encode(&Sha256::digest(asset.bytes)[..4]);
+            let file = match asset.name.rsplit_once('.') {
+                Some((stem, ext)) => format!("{stem}.{hash}.{ext}"),
+                None => format!("{}.{hash}", asset.name),
+            };
+            (file, asset)
+        })
+        .collect()
+});
+
+/// The URL of asset `name` (`/static/portal.<hash>.css`).
+pub(crate) fn url(name: &str) -> String {
+    SERVED
+        .iter()
+        .find(|(_, a)| a.name == name)
+        .map(|(file, _)| format!("/static/{file}"))
+        .unwrap_or_else(|| format!("/static/{name}"))
+}
+
+/// `GET /static/{file}`: an asset by its hashed name, cacheable for a year.
+pub(crate) async fn get(Path(file): Path<String>) -> Response {
+    let Some((_, asset)) = SERVED.iter().find(|(f, _)| *f == file) else {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    };
+    let mut response = asset.bytes.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(asset.content_type),
+    );
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=31536000, immutable"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_asset_is_named_by_its_content() {
+        let css = url("portal.css");
+        let hash = css
+            .strip_prefix("/static/portal.")
+            .and_then(|rest| rest.strip_suffix(".css"))
+            .unwrap_or_default();
+        assert_eq!(hash.len(), 8, "{css}");
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit()), "{css}");
+    }
+}

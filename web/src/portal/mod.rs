@@ -1,0 +1,218 @@
+//! The portal: server-rendered pages for analysts and administrators, on the same identity,
+//! grants and API functions as every other surface. Each page's handler builds one data value
+//! (what the page shows, and nothing its viewer could not read through the API) and answers it
+//! as HTML (an askama template in `web/templates/`, escaped everywhere) or, asked with
+//! `?format=json` or `Accept: application/json`, as the JSON it was built from.
+//!
+//! Pages need a browser session (else to `/login?next=…`) or a bearer token (JSON); forms carry
+//! the session's CSRF token. No page runs inline script: the Content-Security-Policy allows
+//! only this server's own files, which are served with content hashes ([`assets`]).
+
+pub(crate) mod assets;
+mod home;
+
+use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use dataport_auth::Principal;
+use serde::Serialize;
+
+use crate::login::login_url;
+use crate::pages::see_other;
+use crate::session::{self, CSRF_COOKIE};
+use crate::{ApiError, AppState};
+
+pub(crate) use home::{end_session, get_home, post_token, revoke_token};
+
+/// The portal's policy: this server's own styles, scripts and images, nothing inline.
+const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Who is looking at a page: signed in by the browser session (with its CSRF token for the
+/// page's forms), or by a bearer token (the JSON twins).
+pub(crate) struct Viewer {
+    pub(crate) principal: Principal,
+    /// The session's CSRF token; empty for a bearer token.
+    pub(crate) csrf: String,
+    /// The browser session's public id.
+    pub(crate) session_id: Option<String>,
+    pub(crate) json: bool,
+}
+
+/// Whether the request asks for the page's JSON (`?format=json`, or JSON preferred to HTML).
+fn wants_json(parts: &Parts) -> bool {
+    let query = parts.uri.query().unwrap_or_default();
+    if query.split('&').any(|p| p == "format=json") {
+        return true;
+    }
+    let accept = parts
+        .headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    accept.contains("application/json") && !accept.contains("text/html")
+}
+
+impl FromRequestParts<AppState> for Viewer {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let json = wants_json(parts);
+        if let Ok(token) = crate::auth::bearer_of(&parts.headers) {
+            return match state.auth.check_bearer(&token) {
+                Ok(principal) => {
+                    crate::trace::record_user(&principal.name);
+                    Ok(Self {
+                        principal,
+                        csrf: String::new(),
+                        session_id: None,
+                        json: true,
+                    })
+                }
+                Err(e) => Err(ApiError::from(e).into_response()),
+            };
+        }
+        match session::authenticate(state, &Method::GET, &parts.headers) {
+            Ok(auth) => {
+                crate::trace::record_user(&auth.principal.name);
+                let csrf = session::cookie(&parts.headers, CSRF_COOKIE)
+                    .filter(|c| auth.csrf_matches(c))
+                    .unwrap_or_default();
+                Ok(Self {
+                    principal: auth.principal,
+                    csrf,
+                    session_id: Some(auth.session_id),
+                    json,
+                })
+            }
+            Err(e) if json => Err(ApiError::from(e).into_response()),
+            Err(_) => {
+                let here = parts
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |pq| pq.as_str())
+                    .to_string();
+                Err(see_other(&login_url(&here, None)))
+            }
+        }
+    }
+}
+
+impl Viewer {
+    /// A form of this page posted back: the session's CSRF token and this server's origin.
+    pub(crate) fn check_form(
+        &self,
+        state: &AppState,
+        headers: &HeaderMap,
+        token: &str,
+    ) -> Result<(), dataport_auth::AuthError> {
+        let auth = session::authenticate(state, &Method::GET, headers)?;
+        session::check_csrf_token(state, headers, &auth, token)
+    }
+}
+
+/// A link of the main navigation.
+#[derive(Debug, Serialize)]
+pub(crate) struct NavItem {
+    pub(crate) href: &'static str,
+    pub(crate) label: &'static str,
+    pub(crate) current: bool,
+}
+
+/// What every page's frame shows: the instance, the navigation, who is signed in.
+#[derive(Debug)]
+pub(crate) struct Chrome {
+    pub(crate) instance: String,
+    pub(crate) css: String,
+    pub(crate) nav: Vec<NavItem>,
+    pub(crate) user: String,
+    pub(crate) admin: bool,
+    pub(crate) csrf: String,
+}
+
+impl Chrome {
+    pub(crate) fn new(state: &AppState, viewer: &Viewer, current: &str) -> Self {
+        let nav = [("/", "Home")]
+            .into_iter()
+            .map(|(href, label)| NavItem {
+                href,
+                label,
+                current: href == current,
+            })
+            .collect();
+        Self {
+            instance: state.options.instance_name.clone(),
+            css: assets::url("portal.css"),
+            nav,
+            user: viewer.principal.name.clone(),
+            admin: viewer.principal.admin,
+            csrf: viewer.csrf.clone(),
+        }
+    }
+}
+
+/// The page as HTML, or its data as JSON when the viewer asked for that.
+pub(crate) fn respond<D: Serialize, T: Template>(
+    viewer: &Viewer,
+    status: StatusCode,
+    data: &D,
+    page: &T,
+) -> Response {
+    if viewer.json {
+        return (status, axum::Json(data)).into_response();
+    }
+    match page.render() {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            let headers = response.headers_mut();
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+            headers.insert(
+                header::X_CONTENT_TYPE_OPTIONS,
+                HeaderValue::from_static("nosniff"),
+            );
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(POLICY),
+            );
+            response
+        }
+        Err(e) => {
+            ApiError::internal(format!("a portal page failed to render: {e}")).into_response()
+        }
+    }
+}
+
+/// Unix seconds as `YYYY-MM-DD HH:MM UTC`.
+pub(crate) fn when(secs: i64) -> String {
+    chrono::DateTime::from_timestamp(secs, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| secs.to_string())
+}
+
+/// How long ago `secs` was, in words (`3 min ago`, `5 h ago`, `12 days ago`).
+pub(crate) fn ago(secs: i64, now: i64) -> String {
+    let d = (now - secs).max(0);
+    match d {
+        0..60 => "just now".into(),
+        60..3600 => format!("{} min ago", d / 60),
+        3600..86_400 => format!("{} h ago", d / 3600),
+        _ => format!("{} days ago", d / 86_400),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_read_as_people_write_them() {
+        assert_eq!(when(0), "1970-01-01 00:00 UTC");
+        assert_eq!(when(1_796_601_600), "2026-12-07 00:00 UTC");
+        assert_eq!(when(951_782_400 + 3_723), "2000-02-29 01:02 UTC");
+        assert_eq!(ago(1_000, 1_030), "just now");
+        assert_eq!(ago(0, 7_300), "2 h ago");
+        assert_eq!(ago(0, 3 * 86_400 + 5), "3 days ago");
+    }
+}
