@@ -169,3 +169,61 @@ def test_the_home_page_in_a_browser(srv, new_page):
     check_accessibility(phone, "the home page at phone width")
     page.get_by_role("button", name="Sign out").click()
     page.wait_for_url(re.compile(r".*/login$"))
+
+
+def test_the_catalog_search_ranks_matches_and_shows_only_readable_tables(srv):
+    reader = browser_session(srv, "portal_reader")
+    found = reader.get(srv.url("/catalog?q=customer&format=json"), timeout=60).json()
+    names = [f"{h['schema']}.{h['name']}" for h in found["hits"]]
+    assert "tpch.customer" not in names, "a private table is not found by a dataread reader"
+    assert names and all(h["score"] > 0 for h in found["hits"]), found
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    admin_found = admin.get(srv.url("/catalog?q=customer&format=json"), timeout=60).json()
+    assert admin_found["hits"][0]["name"] == "customer", "the table named so comes first"
+    # every word must match; column names count
+    both = admin.get(srv.url("/catalog?q=orders+totalprice&format=json"), timeout=60).json()
+    assert [h["name"] for h in both["hits"]] == ["orders"]
+    assert "o_totalprice" in both["hits"][0]["columns"]
+    everything = reader.get(srv.url("/catalog?format=json"), timeout=60).json()
+    assert len(everything["hits"]) == everything["tables"] == home_json(reader, srv)["tables"]
+    page = reader.get(srv.url("/catalog?q=customer"), timeout=60)
+    assert page.status_code == 200 and 'href="/catalog/tpch/customer"' not in page.text
+
+
+def test_a_table_page_shows_columns_profile_samples_and_only_readable_relations(srv):
+    reader = browser_session(srv, "portal_reader")
+    data = reader.get(srv.url("/catalog/tpch/orders?format=json"), timeout=120).json()
+    assert data["table"]["name"] == "orders" and data["table"]["primary_key"] == ["o_orderkey"]
+    columns = {c["name"]: c for c in data["columns"]}
+    assert columns["o_orderkey"]["key"] and columns["o_totalprice"]["chart"]["bars"]
+    assert data["sample_rows"] and len(data["sample_rows"][0]) == len(data["sample_columns"])
+    related = {r["table"] for r in data["related"]}
+    assert "tpch.customer" not in related, "a relation to an unreadable table is left out"
+    assert "tpch.lineitem" in related
+    html = reader.get(srv.url("/catalog/tpch/orders"), timeout=120)
+    assert html.status_code == 200 and '<svg class="histogram"' in html.text and "<rect" in html.text
+    assert srv.flight in html.text and "select * from tpch.orders limit 10" in html.text
+    # a table the reader may not read looks exactly like one that does not exist
+    hidden = reader.get(srv.url("/catalog/tpch/customer"), timeout=60)
+    missing = reader.get(srv.url("/catalog/tpch/nope"), timeout=60)
+    assert hidden.status_code == missing.status_code == 404
+    assert "you may not read it" in hidden.text and hidden.text == missing.text
+    assert reader.get(srv.url("/catalog/tpch/customer?format=json"), timeout=60).status_code == 404
+
+
+def test_the_catalog_in_a_browser(srv, new_page):
+    page = new_page(srv)
+    page.goto("/catalog")
+    page.get_by_label("Email or username").fill("portal_reader")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/catalog"))
+    page.get_by_label("Search tables and columns").fill("ship date")
+    page.get_by_role("button", name="Search").click()
+    screenshot(page, "search")
+    check_accessibility(page, "the catalog search")
+    page.get_by_role("link", name="tpch.lineitem").click()
+    page.wait_for_url(srv.url("/catalog/tpch/lineitem"))
+    assert page.locator("svg.histogram rect").count() > 10
+    screenshot(page, "table")
+    check_accessibility(page, "a table page")

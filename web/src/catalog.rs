@@ -11,20 +11,20 @@ use serde::Serialize;
 use crate::auth::{Admin, Caller};
 use crate::{ApiError, AppState, RequestId, request_context};
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct CatalogBody {
     pub(crate) catalog: &'static str,
     pub(crate) snapshot_version: u64,
     pub(crate) schemas: Vec<SchemaBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct SchemaBody {
     pub(crate) name: String,
     pub(crate) tables: Vec<TableBody>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct TableBody {
     pub(crate) schema: String,
     pub(crate) name: String,
@@ -48,7 +48,7 @@ pub(crate) struct TableBody {
     pub(crate) profile: Option<ProfileSummary>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct ColumnBody {
     pub(crate) name: String,
     #[serde(rename = "type")]
@@ -146,6 +146,31 @@ pub(crate) async fn get_table(
     view.resolve(Some(&schema), &table)
         .map(|t| Json(table_body(&state, &view, &t)))
         .map_err(|e| ApiError::of(&e, &request_id))
+}
+
+/// A table as `principal` sees it, and its profile for them (the table page's data).
+pub(crate) async fn table_with_profile(
+    state: &AppState,
+    principal: &dataport_engine::Principal,
+    request_id: &str,
+    schema: &str,
+    table: &str,
+) -> Result<
+    (
+        TableBody,
+        Result<ServedProfile, dataport_engine::profiles::ProfileError>,
+    ),
+    ApiError,
+> {
+    let view = state
+        .engine
+        .catalog_view(&request_context(principal, request_id));
+    let t = view
+        .resolve(Some(schema), table)
+        .map_err(|e| ApiError::of(&e, request_id))?;
+    let body = table_body(state, &view, &t);
+    let profile = state.profiler.for_caller(&view, &t).await;
+    Ok((body, profile))
 }
 
 /// `GET /api/v1/catalog/{schema}/{table}/profile`: the table's profile as the caller may see

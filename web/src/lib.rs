@@ -261,6 +261,8 @@ pub fn router(state: AppState) -> Router {
         )
         // The portal (its pages authenticate themselves: a session, or a bearer for JSON).
         .route("/", get(portal::get_home))
+        .route("/catalog", get(portal::get_search))
+        .route("/catalog/{schema}/{table}", get(portal::get_table))
         .route("/tokens", post(portal::post_token))
         .route("/tokens/{id}/revoke", post(portal::revoke_token))
         .route("/sessions/{id}/end", post(portal::end_session))

@@ -9,6 +9,7 @@
 //! only this server's own files, which are served with content hashes ([`assets`]).
 
 pub(crate) mod assets;
+mod catalog;
 mod home;
 
 use askama::Template;
@@ -24,6 +25,7 @@ use crate::pages::see_other;
 use crate::session::{self, CSRF_COOKIE};
 use crate::{ApiError, AppState};
 
+pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
@@ -133,7 +135,7 @@ pub(crate) struct Chrome {
 
 impl Chrome {
     pub(crate) fn new(state: &AppState, viewer: &Viewer, current: &str) -> Self {
-        let nav = [("/", "Home")]
+        let nav = [("/", "Home"), ("/catalog", "Catalog")]
             .into_iter()
             .map(|(href, label)| NavItem {
                 href,
