@@ -227,3 +227,38 @@ def test_the_catalog_in_a_browser(srv, new_page):
     assert page.locator("svg.histogram rect").count() > 10
     screenshot(page, "table")
     check_accessibility(page, "a table page")
+
+
+HOSTILE_TABLE = "<script>alert('table')</script> regions"
+HOSTILE_COLUMN = '"><img src=x onerror=alert(1)> the name'
+
+
+def test_descriptions_holding_markup_are_shown_as_text(start_server, data_copy, new_page):
+    doc = data_copy / "docs" / "data_description.md"
+    text = doc.read_text()
+    text = text.replace(
+        '"The five world regions (Africa, America, Asia, Europe, Middle East) that group the nations."',
+        '"' + HOSTILE_TABLE.replace('"', '\\"') + '"')
+    text = text.replace('r_name: "Region name, e.g. EUROPE"',
+                        'r_name: "' + HOSTILE_COLUMN.replace('"', '\\"') + '"')
+    doc.write_text(text)
+    srv = start_server(data_dir=data_copy, demo=False)
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    for path in ("/", "/catalog?q=regions", "/catalog/tpch/region"):
+        html = admin.get(srv.url(path), timeout=120).text
+        assert "<script>alert" not in html and "<img src=x" not in html, path
+    data = admin.get(srv.url("/catalog/tpch/region?format=json"), timeout=120).json()
+    assert data["table"]["description"] == HOSTILE_TABLE, "the JSON keeps the text as it is"
+
+    page = new_page(srv)
+    dialogs = []
+    page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    page.goto("/catalog/tpch/region")
+    page.get_by_label("Email or username").fill(ADMIN_USER)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/catalog/tpch/region"))
+    assert page.get_by_text(HOSTILE_TABLE).is_visible()
+    assert page.get_by_text(HOSTILE_COLUMN).is_visible()
+    assert page.locator("img").count() == 0 and dialogs == []
+    screenshot(page, "hostile-descriptions")
