@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from browser_util import check_accessibility, screenshot
-from e2e_util import ADMIN_PASSWORD, ADMIN_USER
+from e2e_util import ADMIN_PASSWORD, ADMIN_USER, wait_for
 
 PASSWORD = "Portal-Pass1"
 
@@ -262,3 +262,82 @@ def test_descriptions_holding_markup_are_shown_as_text(start_server, data_copy, 
     assert page.get_by_text(HOSTILE_COLUMN).is_visible()
     assert page.locator("img").count() == 0 and dialogs == []
     screenshot(page, "hostile-descriptions")
+
+
+def run_sql(session: requests.Session, srv, sql: str, page: int = 0, **kw) -> requests.Response:
+    return session.post(srv.url("/sql"), data={"csrf": session.cookies["dataport_csrf"], "sql": sql,
+                                               "page": str(page)}, timeout=120, **kw)
+
+
+def test_the_sql_page_runs_queries_under_the_viewers_grants_with_paging_and_history(srv):
+    reader = browser_session(srv, "portal_reader")
+    assert "Your recent queries" in reader.get(srv.url("/sql"), timeout=60).text
+    sql = "select o_orderkey from tpch.orders order by o_orderkey"
+    first = reader.post(srv.url("/sql?format=json"),
+                        data={"csrf": reader.cookies["dataport_csrf"], "sql": sql, "page": "0"},
+                        timeout=120).json()["result"]
+    assert first["columns"] == ["o_orderkey"] and len(first["rows"]) == 100 and first["more"]
+    second = reader.post(srv.url("/sql?format=json"),
+                         data={"csrf": reader.cookies["dataport_csrf"], "sql": sql, "page": "1"},
+                         timeout=120).json()["result"]
+    assert second["first_row"] == 101
+    expected = [r["o_orderkey"] for r in srv.query_json(sql + " limit 200")]
+    assert [int(r[0]) for r in first["rows"] + second["rows"]] == expected
+    # the viewer's grants, the read-only policy, the CSRF token
+    hidden = run_sql(reader, srv, "select count(*) from tpch.customer")
+    assert hidden.status_code == 404 and "not found" in hidden.text
+    ddl = run_sql(reader, srv, "drop table tpch.orders")
+    assert ddl.status_code in (400, 403) and "problem" in ddl.text
+    forged = reader.post(srv.url("/sql"), data={"csrf": "nope", "sql": "select 1"}, timeout=60)
+    assert forged.status_code == 403
+    # escaped values, and the query in the history (from the audit log)
+    html = run_sql(reader, srv, "select '<b>bold</b>' as markup").text
+    assert "<b>bold</b>" not in html and "markup" in html
+    history = wait_for(lambda: [h for h in reader.get(srv.url("/sql?format=json"), timeout=60)
+                                .json()["history"] if "<b>bold</b>" in h["sql"]],
+                       timeout=15, what="the query in the history")
+    assert history[0]["outcome"] == "ok" and history[0]["rows"] == 1
+    # other users' queries are not in my history
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    admin_history = admin.get(srv.url("/sql?format=json"), timeout=60).json()["history"]
+    assert all("<b>bold</b>" not in h["sql"] for h in admin_history)
+
+
+def test_a_result_downloads_as_csv_parquet_and_arrow(srv):
+    import io
+
+    import pyarrow.ipc as ipc
+    import pyarrow.parquet as pq
+    reader = browser_session(srv, "portal_reader")
+    sql = "select r_regionkey, r_name from tpch.region order by 1"
+    got = {}
+    for fmt in ("csv", "parquet", "arrow"):
+        r = reader.post(srv.url("/sql/download"),
+                        data={"csrf": reader.cookies["dataport_csrf"], "sql": sql, "format": fmt},
+                        timeout=60)
+        assert r.status_code == 200, r.text
+        assert "attachment" in r.headers["Content-Disposition"]
+        got[fmt] = r.content
+    assert got["csv"].decode().splitlines()[:2] == ["r_regionkey,r_name", "0,AFRICA"]
+    assert pq.read_table(io.BytesIO(got["parquet"])).num_rows == 5
+    assert ipc.open_stream(io.BytesIO(got["arrow"])).read_all().column("r_name")[4].as_py() == "MIDDLE EAST"
+    refused = reader.post(srv.url("/sql/download"),
+                          data={"csrf": "x", "sql": sql, "format": "csv"}, timeout=60)
+    assert refused.status_code == 403
+
+
+def test_the_sql_page_in_a_browser(srv, new_page):
+    page = new_page(srv)
+    page.goto("/sql")
+    page.get_by_label("Email or username").fill("portal_reader")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/sql"))
+    page.get_by_label("Query").fill("select n_name, n_regionkey from tpch.nation order by 1")
+    page.get_by_role("button", name="Run").click()
+    assert page.locator("table.result tbody tr").count() == 25
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    assert download.value.suggested_filename == "result.csv"
+    screenshot(page, "sql")
+    check_accessibility(page, "the SQL page")

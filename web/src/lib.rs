@@ -263,6 +263,8 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(portal::get_home))
         .route("/catalog", get(portal::get_search))
         .route("/catalog/{schema}/{table}", get(portal::get_table))
+        .route("/sql", get(portal::get_sql).post(portal::post_sql))
+        .route("/sql/download", post(portal::post_download))
         .route("/tokens", post(portal::post_token))
         .route("/tokens/{id}/revoke", post(portal::revoke_token))
         .route("/sessions/{id}/end", post(portal::end_session))

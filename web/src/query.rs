@@ -61,17 +61,33 @@ pub(crate) async fn post_query(
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(tag)?;
-    let cap = state.options.max_json_rows;
-    // Every format runs the same plan: JSON's row cap is enforced while reading (the query is
-    // dropped, and so cancelled, at the first row over it), not by a LIMIT in the plan, which
-    // could change the answer of a query that depends on row order (a window frame over ties).
     let request = QueryRequest {
         sql: body.sql,
         params,
         max_rows: None,
     };
-    let mut ctx = crate::request_context(&principal, &request_id);
-    if let Some(axum::Extension(tally)) = tally {
+    let tally = tally.map(|axum::Extension(t)| t);
+    respond(&state, &principal, &request_id, tally, request, format).await
+}
+
+/// Runs `request` for `principal` and answers its result in `format`, streamed (JSON whole,
+/// within `engine.max_json_rows`): the API's and the portal's downloads.
+pub(crate) async fn respond(
+    state: &AppState,
+    principal: &dataport_engine::Principal,
+    request_id: &str,
+    tally: Option<std::sync::Arc<dataport_engine::telemetry::Tally>>,
+    request: QueryRequest,
+    format: Format,
+) -> Result<Response, ApiError> {
+    let request_id = request_id.to_string();
+    let tag = |e: ApiError| e.with_request_id(&request_id);
+    let cap = state.options.max_json_rows;
+    // Every format runs the same plan: JSON's row cap is enforced while reading (the query is
+    // dropped, and so cancelled, at the first row over it), not by a LIMIT in the plan, which
+    // could change the answer of a query that depends on row order (a window frame over ties).
+    let mut ctx = crate::request_context(principal, &request_id);
+    if let Some(tally) = tally {
         ctx = ctx.with_tally(tally);
     }
     let mut stream = state

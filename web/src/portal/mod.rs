@@ -11,6 +11,7 @@
 pub(crate) mod assets;
 mod catalog;
 mod home;
+mod sql;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -27,6 +28,7 @@ use crate::{ApiError, AppState};
 
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
+pub(crate) use sql::{get_sql, post_download, post_sql};
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
 const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -135,7 +137,7 @@ pub(crate) struct Chrome {
 
 impl Chrome {
     pub(crate) fn new(state: &AppState, viewer: &Viewer, current: &str) -> Self {
-        let nav = [("/", "Home"), ("/catalog", "Catalog")]
+        let nav = [("/", "Home"), ("/catalog", "Catalog"), ("/sql", "SQL")]
             .into_iter()
             .map(|(href, label)| NavItem {
                 href,

@@ -1,0 +1,274 @@
+//! The SQL page (`/sql`): a query box that runs through the same engine, read-only policy,
+//! grants, limits and audit as `POST /api/v1/query`; the result as a table, a page of rows at a
+//! time (each page runs the query again and stops reading after it); downloads as CSV, Parquet
+//! or Arrow (`POST /sql/download`, the API's encoders); and the viewer's own recent queries from
+//! the audit log.
+
+use askama::Template;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dataport_auth::AuditQuery;
+use dataport_engine::QueryRequest;
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::{Chrome, Viewer, respond, when};
+use crate::format::Format;
+use crate::login::form_from_client;
+use crate::{ApiError, AppState, RequestId};
+
+/// Rows on a page of results.
+pub(crate) const PAGE_ROWS: usize = 100;
+/// Longest value shown in a cell (the downloads have it whole).
+const CELL_CHARS: usize = 200;
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct SqlForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    sql: String,
+    /// The page of results, from 0.
+    #[serde(default)]
+    page: usize,
+    /// `csv`, `parquet` or `arrow` (downloads).
+    #[serde(default)]
+    format: String,
+}
+
+/// A page of a query's result.
+#[derive(Debug, Serialize)]
+pub(crate) struct ResultPage {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<Vec<String>>,
+    pub(crate) page: usize,
+    pub(crate) first_row: usize,
+    /// More rows follow this page.
+    pub(crate) more: bool,
+}
+
+/// One of the viewer's recent queries.
+#[derive(Debug, Serialize)]
+pub(crate) struct HistoryLine {
+    pub(crate) sql: String,
+    pub(crate) at: String,
+    pub(crate) at_ms: i64,
+    pub(crate) surface: String,
+    pub(crate) rows: u64,
+    pub(crate) duration_ms: u64,
+    pub(crate) outcome: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SqlData {
+    pub(crate) sql: String,
+    pub(crate) result: Option<ResultPage>,
+    pub(crate) error: Option<String>,
+    pub(crate) history: Vec<HistoryLine>,
+}
+
+#[derive(Template)]
+#[template(path = "sql.html")]
+struct SqlPage<'a> {
+    chrome: Chrome,
+    data: &'a SqlData,
+    page_rows: usize,
+}
+
+fn history(state: &AppState, viewer: &Viewer) -> Vec<HistoryLine> {
+    let query = AuditQuery {
+        user: Some(viewer.principal.name.clone()),
+        limit: 200,
+    };
+    match state.auth.store().audit_entries(&query) {
+        Ok(entries) => entries
+            .into_iter()
+            .filter(|e| e.account_id == Some(viewer.principal.id) && !e.sql.trim().is_empty())
+            .take(20)
+            .map(|e| HistoryLine {
+                at: when(e.at_ms / 1000),
+                at_ms: e.at_ms,
+                sql: e.sql,
+                surface: e.surface,
+                rows: e.rows,
+                duration_ms: e.duration_ms,
+                outcome: e.outcome,
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "the SQL page shows no history");
+            Vec::new()
+        }
+    }
+}
+
+/// The values of a page of rows, as text (what the API's CSV would say).
+async fn run_page(
+    state: &AppState,
+    viewer: &Viewer,
+    request_id: &str,
+    sql: &str,
+    page: usize,
+) -> Result<ResultPage, ApiError> {
+    let ctx = crate::request_context(&viewer.principal, request_id);
+    let request = QueryRequest {
+        sql: sql.to_string(),
+        params: Vec::new(),
+        max_rows: None,
+    };
+    let mut stream = state.engine.execute(request, &ctx).await?;
+    let schema = stream.schema();
+    let columns = schema.fields().iter().map(|f| f.name().clone()).collect();
+    let skip = page.saturating_mul(PAGE_ROWS);
+    let mut seen = 0usize;
+    let mut rows: Vec<Vec<String>> = Vec::new();
+    let options = arrow::util::display::FormatOptions::default().with_null("");
+    while let Some(batch) = stream.next().await {
+        let batch = batch?;
+        let formatters = batch
+            .columns()
+            .iter()
+            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ApiError::internal(format!("formatting a result: {e}")))?;
+        for i in 0..batch.num_rows() {
+            if seen >= skip && rows.len() <= PAGE_ROWS {
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| {
+                            let value = f.value(i).to_string();
+                            if value.chars().count() > CELL_CHARS {
+                                let cut: String = value.chars().take(CELL_CHARS).collect();
+                                format!("{cut}…")
+                            } else {
+                                value
+                            }
+                        })
+                        .collect(),
+                );
+            }
+            seen += 1;
+        }
+        if rows.len() > PAGE_ROWS {
+            // Dropping the stream cancels the rest of the query.
+            break;
+        }
+    }
+    let more = rows.len() > PAGE_ROWS;
+    rows.truncate(PAGE_ROWS);
+    Ok(ResultPage {
+        columns,
+        rows,
+        page,
+        first_row: skip + 1,
+        more,
+    })
+}
+
+fn show(state: &AppState, viewer: &Viewer, status: StatusCode, data: &SqlData) -> Response {
+    let page = SqlPage {
+        chrome: Chrome::new(state, viewer, "/sql"),
+        data,
+        page_rows: PAGE_ROWS,
+    };
+    respond(viewer, status, data, &page)
+}
+
+/// `GET /sql`: the query box and my recent queries.
+pub(crate) async fn get_sql(State(state): State<AppState>, viewer: Viewer) -> Response {
+    let data = SqlData {
+        sql: String::new(),
+        result: None,
+        error: None,
+        history: history(&state, &viewer),
+    };
+    show(&state, &viewer, StatusCode::OK, &data)
+}
+
+/// `POST /sql` (the form): a page of the result.
+pub(crate) async fn post_sql(
+    State(state): State<AppState>,
+    RequestId(id): RequestId,
+    viewer: Viewer,
+    request: Request,
+) -> Response {
+    let form = match form_from_client::<SqlForm>(&state, request).await {
+        Some((_, headers, form)) => match viewer.check_form(&state, &headers, &form.csrf) {
+            Ok(()) => Ok(form),
+            Err(e) => Err((StatusCode::FORBIDDEN, e.to_string(), form.sql)),
+        },
+        None => Err((
+            StatusCode::BAD_REQUEST,
+            "The form could not be read; try again.".into(),
+            String::new(),
+        )),
+    };
+    let (status, result, error, sql) = match form {
+        Ok(form) if form.sql.trim().is_empty() => (
+            StatusCode::BAD_REQUEST,
+            None,
+            Some("Write a query first.".to_string()),
+            form.sql,
+        ),
+        Ok(form) => match run_page(&state, &viewer, &id, &form.sql, form.page).await {
+            Ok(page) => (StatusCode::OK, Some(page), None, form.sql),
+            Err(e) => (e.status(), None, Some(e.to_string()), form.sql),
+        },
+        Err((status, message, sql)) => (status, None, Some(message), sql),
+    };
+    let data = SqlData {
+        sql,
+        result,
+        error,
+        history: history(&state, &viewer),
+    };
+    show(&state, &viewer, status, &data)
+}
+
+/// `POST /sql/download` (the result's download buttons): the whole result in the chosen
+/// format, as an attachment.
+pub(crate) async fn post_download(
+    State(state): State<AppState>,
+    RequestId(id): RequestId,
+    viewer: Viewer,
+    request: Request,
+) -> Response {
+    let Some((_, headers, form)) = form_from_client::<SqlForm>(&state, request).await else {
+        return ApiError::bad_request("the form could not be read").into_response();
+    };
+    if let Err(e) = viewer.check_form(&state, &headers, &form.csrf) {
+        return ApiError::from(e).with_request_id(&id).into_response();
+    }
+    let format = match Format::negotiate(Some(&form.format), &Default::default()) {
+        Ok(f @ (Format::Csv | Format::Parquet | Format::Arrow)) => f,
+        _ => {
+            return ApiError::bad_request("download as csv, parquet or arrow").into_response();
+        }
+    };
+    let request = QueryRequest {
+        sql: form.sql,
+        params: Vec::new(),
+        max_rows: None,
+    };
+    match crate::query::respond(&state, &viewer.principal, &id, None, request, format).await {
+        Ok(mut response) => {
+            let name = format!(
+                "attachment; filename=\"result.{}\"",
+                if format == Format::Arrow {
+                    "arrows"
+                } else {
+                    format.name()
+                }
+            );
+            if let Ok(value) = HeaderValue::from_str(&name) {
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_DISPOSITION, value);
+            }
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
