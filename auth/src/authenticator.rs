@@ -377,6 +377,34 @@ impl Authenticator {
         });
     }
 
+    /// Record in the audit log that `principal` was refused `what` (a page or route for
+    /// administrators only), with outcome `refused`.
+    pub fn record_forbidden(
+        &self,
+        surface: &str,
+        request_id: &str,
+        principal: &Principal,
+        what: &str,
+    ) {
+        let Some(audit) = &self.0.options.audit else {
+            return;
+        };
+        audit.record(AuditEntry {
+            at_ms: chrono::Utc::now().timestamp_millis(),
+            account_id: (principal.id != 0).then_some(principal.id),
+            user: principal.name.clone(),
+            surface: surface.to_string(),
+            request_id: request_id.to_string(),
+            sql: String::new(),
+            tables: Vec::new(),
+            rows: 0,
+            bytes: 0,
+            duration_ms: 0,
+            outcome: "refused".to_string(),
+            error: Some(format!("{what} is for administrators (data-ops)")),
+        });
+    }
+
     /// The current principal of user `name`, if the account exists.
     pub fn principal(&self, name: &str) -> Result<Option<Principal>, AuthError> {
         let ids = self.identities()?;

@@ -341,3 +341,78 @@ def test_the_sql_page_in_a_browser(srv, new_page):
     assert download.value.suggested_filename == "result.csv"
     screenshot(page, "sql")
     check_accessibility(page, "the SQL page")
+
+
+def admin_form(session: requests.Session, srv, path: str, **fields) -> requests.Response:
+    return session.post(srv.url(path), data={"csrf": session.cookies["dataport_csrf"], **fields},
+                        timeout=60)
+
+
+def test_administrators_pages_are_refused_to_others_and_the_refusal_audited(srv):
+    reader = browser_session(srv, "portal_reader")
+    for path in ("/admin", "/admin/accounts", "/admin/audit"):
+        r = reader.get(srv.url(path), timeout=60)
+        assert r.status_code == 403 and "for administrators" in r.text, path
+        assert reader.get(srv.url(path + "?format=json"), timeout=60).status_code == 403
+    r = admin_form(reader, srv, "/admin/accounts/invite", email="x@example.com")
+    assert r.status_code == 403
+    assert 'href="/admin"' not in reader.get(srv.url("/"), timeout=60).text, "no Admin link"
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    audit = wait_for(lambda: [e for e in admin.get(
+        srv.url("/admin/audit?format=json&user=portal_reader&outcome=refused"), timeout=60
+    ).json()["entries"] if e["surface"] == "portal"], timeout=15, what="the refusals in the audit log")
+    assert any("administrators" in e["error"] for e in audit)
+    assert all(e["user"] == "portal_reader" and e["outcome"] == "refused" for e in audit)
+
+
+def test_an_administrator_manages_accounts_on_the_page(srv):
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    page = admin.get(srv.url("/admin/accounts"), timeout=60)
+    assert page.status_code == 200 and "portal_reader" in page.text
+    r = admin_form(admin, srv, "/admin/accounts/invite", email="Dee@Example.com", name="Dee",
+                   groups="dataread, data-private")
+    assert r.status_code == 201 and "Invited dee@example.com" in r.text, r.text
+    accounts = {a["name"]: a for a in admin.get(srv.url("/admin/accounts?format=json"),
+                                                  timeout=60).json()["accounts"]}
+    dee = next(a for a in accounts.values() if a["email"] == "dee@example.com")
+    assert dee["state_text"] == "invited" and dee["groups"] == ["data-private", "dataread"]
+    # groups, disable (ends sessions and tokens), enable
+    r = admin_form(admin, srv, f"/admin/accounts/{dee['id']}", action="groups", groups="dataread")
+    assert r.status_code == 200 and "is now in: dataread" in r.text
+    nobody = next(a for a in accounts.values() if a["name"] == "portal_nobody")
+    victim = browser_session(srv, "portal_nobody")
+    assert victim.get(srv.url("/?format=json"), timeout=60).status_code == 200
+    r = admin_form(admin, srv, f"/admin/accounts/{nobody['id']}", action="disable")
+    assert r.status_code == 200 and "portal_nobody is now disabled" in r.text
+    assert victim.get(srv.url("/?format=json"), timeout=60).status_code == 401
+    r = admin_form(admin, srv, f"/admin/accounts/{nobody['id']}", action="enable")
+    assert "portal_nobody is now enabled" in r.text
+    # the last administrator is kept
+    me = next(a for a in accounts.values() if a["me"])
+    r = admin_form(admin, srv, f"/admin/accounts/{me['id']}", action="groups", groups="dataread")
+    assert r.status_code == 409 and "data-ops" in r.text
+    # without the CSRF token nothing happens
+    r = admin.post(srv.url(f"/admin/accounts/{dee['id']}"), data={"action": "delete"}, timeout=60)
+    assert r.status_code == 403
+    r = admin_form(admin, srv, f"/admin/accounts/{dee['id']}", action="delete")
+    assert r.status_code == 200 and "was deleted" in r.text
+    changes = admin.get(srv.url("/admin/accounts?format=json"), timeout=60).json()["changes"]
+    assert {c["action"] for c in changes} >= {"invite", "groups", "disable", "enable", "delete"}
+    assert all(c["actor"] == ADMIN_USER for c in changes if c["action"] in ("invite", "delete"))
+
+
+def test_the_admin_pages_in_a_browser(srv, new_page):
+    page = new_page(srv)
+    page.goto("/admin/accounts")
+    page.get_by_label("Email or username").fill(ADMIN_USER)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/admin/accounts"))
+    screenshot(page, "accounts")
+    check_accessibility(page, "the accounts page")
+    page.get_by_role("link", name="Audit log").click()
+    page.get_by_label("Outcome").select_option("ok")
+    page.get_by_role("button", name="Filter").click()
+    assert "outcome=ok" in page.url
+    screenshot(page, "audit")
+    check_accessibility(page, "the audit log page")

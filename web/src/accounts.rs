@@ -31,7 +31,7 @@ pub(crate) struct LinkedUserBody {
 }
 
 /// Makes a set-up (or reset) link for `user` and mails it; what became of the mail.
-async fn mail_link(
+pub(crate) async fn mail_link(
     state: &AppState,
     request_id: &str,
     user: &UserRecord,
@@ -86,7 +86,7 @@ pub(crate) struct ChangesBody {
 }
 
 /// Runs an account operation off the async runtime (SQLite) and tags its error.
-async fn run<T: Send + 'static>(
+pub(crate) async fn run<T: Send + 'static>(
     state: &AppState,
     request_id: &str,
     op: impl FnOnce(&Accounts) -> Result<T, AuthError> + Send + 'static,
@@ -123,18 +123,35 @@ pub(crate) async fn invite(
         body,
         "{\"email\": \"…\", \"name\": \"…\", \"groups\": […]}",
     )?;
-    let by = Actor::principal(&admin, &id);
-    let user = run(&state, &id, move |a| {
-        a.invite(
-            &invitation.email,
-            &invitation.name,
-            invitation.groups.as_deref(),
-            &by,
-        )
+    let (user, mail) = invite_account(
+        &state,
+        &id,
+        &admin,
+        invitation.email,
+        invitation.name,
+        invitation.groups,
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(LinkedUserBody { user, mail })))
+}
+
+/// Invites `email` by `admin` and mails the set-up link: the account and what became of the
+/// mail (the API's and the portal's invitation).
+pub(crate) async fn invite_account(
+    state: &AppState,
+    request_id: &str,
+    admin: &dataport_auth::Principal,
+    email: String,
+    name: String,
+    groups: Option<Vec<String>>,
+) -> Result<(UserRecord, &'static str), ApiError> {
+    let by = Actor::principal(admin, request_id);
+    let user = run(state, request_id, move |a| {
+        a.invite(&email, &name, groups.as_deref(), &by)
     })
     .await?;
-    let mail = mail_link(&state, &id, &user).await?;
-    Ok((StatusCode::CREATED, Json(LinkedUserBody { user, mail })))
+    let mail = mail_link(state, request_id, &user).await?;
+    Ok((user, mail))
 }
 
 /// `POST /api/v1/admin/users/{id}/link`: mail the account a new set-up (invited) or reset
@@ -175,19 +192,31 @@ pub(crate) async fn patch(
         body,
         "{\"state\": \"active\" | \"disabled\", \"groups\": […]}",
     )?;
-    let by = Actor::principal(&admin, &id);
-    let user = run(&state, &id, move |a| {
+    let user = patch_account(&state, &id, &admin, account, patch.state, patch.groups).await?;
+    Ok(Json(UserBody { user }))
+}
+
+/// Changes an account's groups and state, by `admin` (the API's and the portal's).
+pub(crate) async fn patch_account(
+    state: &AppState,
+    request_id: &str,
+    admin: &dataport_auth::Principal,
+    account: i64,
+    new_state: Option<AccountState>,
+    groups: Option<Vec<String>>,
+) -> Result<UserRecord, ApiError> {
+    let by = Actor::principal(admin, request_id);
+    run(state, request_id, move |a| {
         let mut user = a.account_by_id(account)?;
-        if let Some(groups) = &patch.groups {
+        if let Some(groups) = &groups {
             user = a.change_groups(&user.name, groups, &by)?;
         }
-        if let Some(new_state) = patch.state {
+        if let Some(new_state) = new_state {
             user = a.set_state(&user.name, new_state, &by)?;
         }
         Ok(user)
     })
-    .await?;
-    Ok(Json(UserBody { user }))
+    .await
 }
 
 /// `DELETE /api/v1/admin/users/{id}`.

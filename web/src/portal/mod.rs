@@ -8,6 +8,7 @@
 //! the session's CSRF token. No page runs inline script: the Content-Security-Policy allows
 //! only this server's own files, which are served with content hashes ([`assets`]).
 
+mod admin;
 pub(crate) mod assets;
 mod catalog;
 mod home;
@@ -26,6 +27,7 @@ use crate::pages::see_other;
 use crate::session::{self, CSRF_COOKIE};
 use crate::{ApiError, AppState};
 
+pub(crate) use admin::{get_accounts, get_audit, post_account, post_invite};
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 pub(crate) use sql::{get_sql, post_download, post_sql};
@@ -137,8 +139,10 @@ pub(crate) struct Chrome {
 
 impl Chrome {
     pub(crate) fn new(state: &AppState, viewer: &Viewer, current: &str) -> Self {
+        let admin = [("/admin", "Admin")];
         let nav = [("/", "Home"), ("/catalog", "Catalog"), ("/sql", "SQL")]
             .into_iter()
+            .chain(admin.into_iter().filter(|_| viewer.principal.admin))
             .map(|(href, label)| NavItem {
                 href,
                 label,
