@@ -443,20 +443,7 @@ fn check_against_table(
     let t = snapshot
         .table(schema, table)
         .with_context(|| format!("table {schema}.{table} not found in the catalog"))?;
-    let columns = t.arrow_schema();
-    for c in &args.hide_columns {
-        anyhow::ensure!(
-            columns.field_with_name(c).is_ok(),
-            "{schema}.{table} has no column '{c}'"
-        );
-    }
-    anyhow::ensure!(
-        args.hide_columns.len() < columns.fields().len(),
-        "hiding every column shares nothing; revoke the grant instead"
-    );
-    if let Some(filter) = &args.row_filter {
-        dataport_engine::check_row_filter(t, filter)?;
-    }
+    dataport_engine::check_grant(t, args.row_filter.as_deref(), &args.hide_columns)?;
     Ok(())
 }
 

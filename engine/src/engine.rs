@@ -614,6 +614,35 @@ pub fn check_row_filter(table: &CatalogTable, sql: &str) -> Result<()> {
         })
 }
 
+/// Check that a restricted grant fits `table` as it is now: every hidden column exists, not
+/// every column is hidden (that shares nothing: revoke instead), and the row filter is valid
+/// ([`check_row_filter`]).
+pub fn check_grant(
+    table: &CatalogTable,
+    row_filter: Option<&str>,
+    hidden_columns: &[String],
+) -> Result<()> {
+    let schema = table.arrow_schema();
+    let invalid = |message: String| EngineError::InvalidQuery { message };
+    for c in hidden_columns {
+        if schema.field_with_name(c).is_err() {
+            return Err(invalid(format!(
+                "{} has no column '{c}'",
+                table.qualified_name()
+            )));
+        }
+    }
+    if !hidden_columns.is_empty() && hidden_columns.len() >= schema.fields().len() {
+        return Err(invalid(
+            "hiding every column shares nothing; revoke the grant instead".into(),
+        ));
+    }
+    match row_filter.map(str::trim).filter(|f| !f.is_empty()) {
+        Some(filter) => check_row_filter(table, filter),
+        None => Ok(()),
+    }
+}
+
 /// The optimizer rule turned off by default (see [`session_config`]); the profiler turns it
 /// off too.
 const TOPK_AGGREGATION: &str = "datafusion.optimizer.enable_topk_aggregation";

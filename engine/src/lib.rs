@@ -31,7 +31,7 @@ pub use dataport_auth::Principal;
 pub use dataport_catalog::{ErrorKind, HasKind};
 pub use engine::{
     Described, Engine, EngineOptions, QueryRequest, QueryStream, RequestContext, SqlFunctions,
-    check_row_filter, session_config,
+    check_grant, check_row_filter, session_config,
 };
 pub use error::{EngineError, Result};
 pub use metrics::{Metrics, Outcome, Surface};

@@ -416,3 +416,61 @@ def test_the_admin_pages_in_a_browser(srv, new_page):
     assert "outcome=ok" in page.url
     screenshot(page, "audit")
     check_accessibility(page, "the audit log page")
+    page.get_by_role("link", name="Grants").click()
+    page.get_by_label("Account", exact=True).select_option("analyst")
+    page.get_by_label("Table", exact=True).select_option("tpch.region")
+    page.get_by_role("button", name="Preview").click()
+    assert page.get_by_role("heading", name="tpch.region as analyst sees it").is_visible()
+    screenshot(page, "grants")
+    check_accessibility(page, "the grants page")
+
+
+def test_a_grant_with_a_row_filter_shows_exactly_the_filtered_rows_on_the_next_page(srv):
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    analyst = browser_session(srv, "portal_nobody")
+    assert home_json(analyst, srv)["tables"] == 0
+    # a bad filter or an unknown column is refused with the reason, nothing is stored
+    bad = admin_form(admin, srv, "/admin/grants", action="set", group="urgent", target="tpch.orders",
+                     row_filter="no_such_column = 1")
+    assert bad.status_code == 400 and "no_such_column" in bad.text
+    bad = admin_form(admin, srv, "/admin/grants", action="set", group="urgent", target="tpch.*",
+                     row_filter="o_orderkey < 10")
+    assert bad.status_code == 400 and "need one table" in bad.text
+    ok = admin_form(admin, srv, "/admin/grants", action="set", group="urgent", target="tpch.orders",
+                    row_filter="o_orderpriority = '1-URGENT'", hidden_columns="o_comment, o_clerk")
+    assert ok.status_code == 200 and "Granted tpch.orders to urgent" in ok.text, ok.text
+    nobody = next(a for a in admin.get(srv.url("/admin/accounts?format=json"), timeout=60)
+                  .json()["accounts"] if a["name"] == "portal_nobody")
+    admin_form(admin, srv, f"/admin/accounts/{nobody['id']}", action="groups", groups="urgent")
+    try:
+        # the analyst's next page load: orders, its filtered rows, without the hidden columns
+        home = home_json(analyst, srv)
+        assert {f"{t['schema']}.{t['name']}" for s in home["schemas"] for t in s["tables"]} == {"tpch.orders"}
+        expected = srv.query_json("select count(*) as n from tpch.orders where o_orderpriority = '1-URGENT'")[0]["n"]
+        r = analyst.post(srv.url("/sql?format=json"), timeout=120,
+                         data={"csrf": analyst.cookies["dataport_csrf"],
+                               "sql": "select count(*) as n, count(distinct o_orderpriority) as p from tpch.orders"})
+        assert r.json()["result"]["rows"] == [[str(expected), "1"]], r.text
+        table = analyst.get(srv.url("/catalog/tpch/orders?format=json"), timeout=120).json()
+        names = [c["name"] for c in table["columns"]]
+        assert "o_comment" not in names and "o_clerk" not in names and "o_orderkey" in names
+        assert table["profile_restricted"] is True
+        assert all(row[names.index("o_orderpriority")] == "1-URGENT" for row in table["sample_rows"])
+        page = analyst.get(srv.url("/catalog/tpch/orders"), timeout=120).text
+        assert "o_comment" not in page and "o_clerk" not in page
+        # the administrator's preview shows the same
+        preview = admin.get(srv.url("/api/v1/admin/preview"), timeout=60,
+                            params={"user": "portal_nobody", "table": "tpch.orders"}).json()
+        assert preview["columns"] == names and preview["rows"]
+        assert all(r[names.index("o_orderpriority")] == "1-URGENT" for r in preview["rows"])
+        html = admin.get(srv.url("/admin/grants"), timeout=60,
+                         params={"preview_user": "portal_nobody", "preview_table": "tpch.orders"})
+        assert "tpch.orders as portal_nobody sees it" in html.text
+        listed = admin.get(srv.url("/api/v1/admin/grants"), timeout=60).json()["grants"]
+        assert any(g["group"] == "urgent" and g["hidden_columns"] == ["o_comment", "o_clerk"] for g in listed)
+    finally:
+        r = admin_form(admin, srv, "/admin/grants", action="revoke", group="urgent", target="tpch.orders")
+        admin_form(admin, srv, f"/admin/accounts/{nobody['id']}", action="groups", groups="")
+    assert r.status_code == 200 and "Revoked" in r.text
+    assert home_json(analyst, srv)["tables"] == 0, "a revoked grant is gone at the next page load"
+    assert analyst.get(srv.url("/admin/grants"), timeout=60).status_code == 403

@@ -316,3 +316,19 @@ impl Encoder for ParquetEncoder {
         Ok(Bytes::from(rest))
     }
 }
+
+/// A batch's values as text, row by row (nulls empty): what the portal's tables show.
+pub(crate) fn text_rows(
+    batch: &arrow::record_batch::RecordBatch,
+) -> Result<Vec<Vec<String>>, ApiError> {
+    let options = arrow::util::display::FormatOptions::default().with_null("");
+    let formatters = batch
+        .columns()
+        .iter()
+        .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ApiError::internal(format!("formatting a result: {e}")))?;
+    Ok((0..batch.num_rows())
+        .map(|i| formatters.iter().map(|f| f.value(i).to_string()).collect())
+        .collect())
+}

@@ -11,6 +11,7 @@ mod catalog;
 mod cli_login;
 pub mod error;
 pub mod format;
+mod grants;
 mod health;
 mod jobs;
 mod json;
@@ -225,6 +226,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/admin/users/{id}/link", post(accounts::post_link))
         .route("/api/v1/admin/changes", get(accounts::changes))
+        .route(
+            "/api/v1/admin/grants",
+            get(grants::list).put(grants::put).delete(grants::delete),
+        )
+        .route("/api/v1/admin/preview", get(grants::get_preview))
         .route("/api/v1/jobs", get(jobs::get_jobs))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/run", post(jobs::post_run))
@@ -270,6 +276,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/accounts/invite", post(portal::post_invite))
         .route("/admin/accounts/{id}", post(portal::post_account))
         .route("/admin/audit", get(portal::get_audit))
+        .route(
+            "/admin/grants",
+            get(portal::get_grants).post(portal::post_grant),
+        )
         .route("/tokens", post(portal::post_token))
         .route("/tokens/{id}/revoke", post(portal::revoke_token))
         .route("/sessions/{id}/end", post(portal::end_session))

@@ -447,3 +447,234 @@ pub(crate) async fn get_audit(
     };
     respond(&viewer, StatusCode::OK, &data, &page)
 }
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GrantLine {
+    pub(crate) group: String,
+    pub(crate) target: String,
+    pub(crate) row_filter: String,
+    pub(crate) hidden_columns: String,
+    pub(crate) by: String,
+    pub(crate) at: String,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct GrantsData {
+    pub(crate) built_in: &'static str,
+    pub(crate) grants: Vec<GrantLine>,
+    /// Every table, for the target and preview choices (administrators read them all).
+    pub(crate) tables: Vec<String>,
+    pub(crate) groups: Vec<String>,
+    pub(crate) users: Vec<String>,
+    pub(crate) preview_user: String,
+    pub(crate) preview_table: String,
+    pub(crate) preview: Option<crate::grants::Preview>,
+    pub(crate) message: Option<String>,
+    pub(crate) problem: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "admin_grants.html")]
+struct GrantsPage<'a> {
+    chrome: Chrome,
+    data: &'a GrantsData,
+}
+
+#[derive(Debug, Deserialize, Default)]
+pub(crate) struct PreviewQuery {
+    #[serde(default)]
+    preview_user: String,
+    #[serde(default)]
+    preview_table: String,
+}
+
+async fn show_grants(
+    state: &AppState,
+    viewer: &Viewer,
+    request_id: &str,
+    status: StatusCode,
+    preview: PreviewQuery,
+    message: Option<String>,
+    mut problem: Option<String>,
+) -> Response {
+    let listed = run(state, request_id, |a| Ok((a.grants()?, a.users()?))).await;
+    let (grants, users) = match listed {
+        Ok(found) => found,
+        Err(e) => return e.into_response(),
+    };
+    let mut groups: Vec<String> = users.iter().flat_map(|u| u.groups.clone()).collect();
+    groups.extend(grants.iter().map(|g| g.group.clone()));
+    groups.sort();
+    groups.dedup();
+    let snapshot = state.engine.catalog().snapshot();
+    let mut tables: Vec<String> = snapshot.tables().map(|t| t.qualified_name()).collect();
+    tables.sort();
+    let shown = if preview.preview_user.is_empty() || preview.preview_table.is_empty() {
+        None
+    } else {
+        match crate::grants::preview(
+            state,
+            request_id,
+            &viewer.principal,
+            &preview.preview_user,
+            &preview.preview_table,
+        )
+        .await
+        {
+            Ok(p) => Some(p),
+            Err(e) => {
+                problem = Some(format!(
+                    "{} cannot read {}: {e}",
+                    preview.preview_user, preview.preview_table
+                ));
+                None
+            }
+        }
+    };
+    let data = GrantsData {
+        built_in: crate::grants::BUILT_IN,
+        grants: grants
+            .into_iter()
+            .map(|g| GrantLine {
+                target: format!("{}.{}", g.schema, g.table.as_deref().unwrap_or("*")),
+                row_filter: g.row_filter.unwrap_or_default(),
+                hidden_columns: g.hidden_columns.join(", "),
+                by: g.created_by,
+                at: when(g.created_at),
+                group: g.group,
+            })
+            .collect(),
+        tables,
+        groups,
+        users: users.into_iter().map(|u| u.name).collect(),
+        preview_user: preview.preview_user,
+        preview_table: preview.preview_table,
+        preview: shown,
+        message,
+        problem,
+    };
+    let page = GrantsPage {
+        chrome: Chrome::new(state, viewer, "/admin"),
+        data: &data,
+    };
+    respond(viewer, status, &data, &page)
+}
+
+/// `GET /admin/grants?preview_user=&preview_table=`.
+pub(crate) async fn get_grants(
+    State(state): State<AppState>,
+    RequestId(id): RequestId,
+    viewer: Viewer,
+    Query(preview): Query<PreviewQuery>,
+) -> Response {
+    if let Some(refused) = refuse_non_admin(&state, &viewer, &id, "the grants page") {
+        return refused;
+    }
+    show_grants(&state, &viewer, &id, StatusCode::OK, preview, None, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct GrantForm {
+    #[serde(default)]
+    csrf: String,
+    /// `set` or `revoke`.
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    row_filter: String,
+    /// Comma-separated.
+    #[serde(default)]
+    hidden_columns: String,
+}
+
+/// `POST /admin/grants`: set or revoke a grant.
+pub(crate) async fn post_grant(
+    State(state): State<AppState>,
+    RequestId(id): RequestId,
+    viewer: Viewer,
+    request: Request,
+) -> Response {
+    if let Some(refused) = refuse_non_admin(&state, &viewer, &id, "changing grants") {
+        return refused;
+    }
+    let none = PreviewQuery::default;
+    let Some((_, headers, form)) = form_from_client::<GrantForm>(&state, request).await else {
+        let problem = Some("The form could not be read; try again.".into());
+        return show_grants(
+            &state,
+            &viewer,
+            &id,
+            StatusCode::BAD_REQUEST,
+            none(),
+            None,
+            problem,
+        )
+        .await;
+    };
+    if let Err(e) = viewer.check_form(&state, &headers, &form.csrf) {
+        let problem = Some(e.to_string());
+        return show_grants(
+            &state,
+            &viewer,
+            &id,
+            StatusCode::FORBIDDEN,
+            none(),
+            None,
+            problem,
+        )
+        .await;
+    }
+    let done = if form.action == "revoke" {
+        crate::grants::revoke_grant(&state, &id, form.group.clone(), &form.target)
+            .await
+            .map(|()| format!("Revoked {} from {}.", form.target, form.group))
+    } else {
+        let input = crate::grants::GrantInput {
+            group: form.group,
+            target: form.target,
+            row_filter: Some(form.row_filter),
+            hidden_columns: group_list(&form.hidden_columns),
+        };
+        crate::grants::set_grant(&state, &id, &viewer.principal, input)
+            .await
+            .map(|g| {
+                format!(
+                    "Granted {}.{} to {}.",
+                    g.schema,
+                    g.table.as_deref().unwrap_or("*"),
+                    g.group
+                )
+            })
+    };
+    match done {
+        Ok(message) => {
+            show_grants(
+                &state,
+                &viewer,
+                &id,
+                StatusCode::OK,
+                none(),
+                Some(message),
+                None,
+            )
+            .await
+        }
+        Err(e) => {
+            let status = e.status();
+            show_grants(
+                &state,
+                &viewer,
+                &id,
+                status,
+                none(),
+                None,
+                Some(e.to_string()),
+            )
+            .await
+        }
+    }
+}

@@ -27,7 +27,9 @@ use crate::pages::see_other;
 use crate::session::{self, CSRF_COOKIE};
 use crate::{ApiError, AppState};
 
-pub(crate) use admin::{get_accounts, get_audit, post_account, post_invite};
+pub(crate) use admin::{
+    get_accounts, get_audit, get_grants, post_account, post_grant, post_invite,
+};
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 pub(crate) use sql::{get_sql, post_download, post_sql};

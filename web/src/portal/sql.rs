@@ -103,6 +103,16 @@ fn history(state: &AppState, viewer: &Viewer) -> Vec<HistoryLine> {
     }
 }
 
+/// A value cut to [`CELL_CHARS`].
+fn cut(value: String) -> String {
+    if value.chars().count() > CELL_CHARS {
+        let kept: String = value.chars().take(CELL_CHARS).collect();
+        format!("{kept}…")
+    } else {
+        value
+    }
+}
+
 /// The values of a page of rows, as text (what the API's CSV would say).
 async fn run_page(
     state: &AppState,
@@ -123,31 +133,10 @@ async fn run_page(
     let skip = page.saturating_mul(PAGE_ROWS);
     let mut seen = 0usize;
     let mut rows: Vec<Vec<String>> = Vec::new();
-    let options = arrow::util::display::FormatOptions::default().with_null("");
     while let Some(batch) = stream.next().await {
-        let batch = batch?;
-        let formatters = batch
-            .columns()
-            .iter()
-            .map(|c| arrow::util::display::ArrayFormatter::try_new(c.as_ref(), &options))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| ApiError::internal(format!("formatting a result: {e}")))?;
-        for i in 0..batch.num_rows() {
+        for row in crate::format::text_rows(&batch?)? {
             if seen >= skip && rows.len() <= PAGE_ROWS {
-                rows.push(
-                    formatters
-                        .iter()
-                        .map(|f| {
-                            let value = f.value(i).to_string();
-                            if value.chars().count() > CELL_CHARS {
-                                let cut: String = value.chars().take(CELL_CHARS).collect();
-                                format!("{cut}…")
-                            } else {
-                                value
-                            }
-                        })
-                        .collect(),
-                );
+                rows.push(row.into_iter().map(cut).collect());
             }
             seen += 1;
         }
