@@ -6,6 +6,8 @@
 //! - [`sync`]: the analyst-sync wire types (manifest, file entries, upload answer), declared
 //!   once for the server that writes them and the client that reads them;
 //! - [`text`]: placeholders in text (`${VAR}`);
+//! - [`host`]: the machine's load, memory and disk space, for the health page and the memory
+//!   settings;
 //! - [`error`]: the error vocabulary ([`ErrorKind`]) every error of every crate answers, and
 //!   the JSON error body of the HTTP API.
 //!
@@ -29,6 +31,7 @@
 pub mod digest;
 pub mod error;
 pub mod fs;
+pub mod host;
 pub mod sync;
 pub mod text;
 

@@ -350,7 +350,8 @@ def admin_form(session: requests.Session, srv, path: str, **fields) -> requests.
 
 def test_administrators_pages_are_refused_to_others_and_the_refusal_audited(srv):
     reader = browser_session(srv, "portal_reader")
-    for path in ("/admin", "/admin/accounts", "/admin/audit"):
+    for path in ("/admin", "/admin/accounts", "/admin/audit", "/admin/grants", "/admin/jobs",
+                 "/admin/health"):
         r = reader.get(srv.url(path), timeout=60)
         assert r.status_code == 403 and "for administrators" in r.text, path
         assert reader.get(srv.url(path + "?format=json"), timeout=60).status_code == 403
@@ -423,6 +424,12 @@ def test_the_admin_pages_in_a_browser(srv, new_page):
     assert page.get_by_role("heading", name="tpch.region as analyst sees it").is_visible()
     screenshot(page, "grants")
     check_accessibility(page, "the grants page")
+    page.get_by_role("link", name="Jobs").click()
+    screenshot(page, "jobs")
+    check_accessibility(page, "the jobs page")
+    page.get_by_role("link", name="Health").click()
+    screenshot(page, "health")
+    check_accessibility(page, "the health page")
 
 
 def test_a_grant_with_a_row_filter_shows_exactly_the_filtered_rows_on_the_next_page(srv):
@@ -474,3 +481,33 @@ def test_a_grant_with_a_row_filter_shows_exactly_the_filtered_rows_on_the_next_p
     assert r.status_code == 200 and "Revoked" in r.text
     assert home_json(analyst, srv)["tables"] == 0, "a revoked grant is gone at the next page load"
     assert analyst.get(srv.url("/admin/grants"), timeout=60).status_code == 403
+
+
+def test_jobs_run_from_the_page_and_health_shows_the_machine(srv):
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    jobs = admin.get(srv.url("/admin/jobs?format=json"), timeout=60).json()["jobs"]
+    assert jobs, "the demo server has catalog jobs"
+    name = next((j["name"] for j in jobs if j["name"] == "refresh:catalog"), jobs[0]["name"])
+    before = next(j for j in jobs if j["name"] == name)["runs"]
+    r = admin_form(admin, srv, f"/admin/jobs/{name}/run")
+    assert r.status_code == 202 and f"{name} started" in r.text, r.text
+    history = wait_for(lambda: [h for h in admin.get(srv.url(f"/admin/jobs/{name}?format=json"),
+                                                      timeout=60).json()["history"]
+                                if h["trigger"] == "manual" and h["outcome"] != "running"],
+                       timeout=60, what="the manual run to finish")
+    assert history[0]["outcome"] in ("ok", "partial"), history[0]
+    after = next(j for j in admin.get(srv.url("/admin/jobs?format=json"), timeout=60).json()["jobs"]
+                 if j["name"] == name)["runs"]
+    assert after > before
+    assert admin.post(srv.url(f"/admin/jobs/{name}/run"), data={}, timeout=60).status_code == 403
+    missing = admin_form(admin, srv, "/admin/jobs/no-such-job/run")
+    assert missing.status_code == 404
+
+    health = admin.get(srv.url("/admin/health?format=json"), timeout=60).json()
+    assert health["health"]["status"] in ("ok", "degraded")
+    assert health["host"]["disk"]["available"] > 0 and health["host"]["memory"]["total"] > 0
+    assert len(health["host"]["load"]) == 3
+    assert health["flight"] == srv.flight and health["http"] == srv.http
+    assert {job for job, _ in health["jobs"]} == {j["name"] for j in jobs}
+    page = admin.get(srv.url("/admin/health"), timeout=60)
+    assert "Data dir disk" in page.text and "GiB" in page.text

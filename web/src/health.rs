@@ -11,24 +11,24 @@ use serde::Serialize;
 
 use crate::AppState;
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 pub(crate) struct Health {
-    status: &'static str,
-    version: &'static str,
-    uptime_seconds: u64,
-    tables: usize,
-    snapshot_version: u64,
-    last_refresh: LastRefresh,
-    queries_running: i64,
-    error_count: usize,
+    pub(crate) status: &'static str,
+    pub(crate) version: &'static str,
+    pub(crate) uptime_seconds: u64,
+    pub(crate) tables: usize,
+    pub(crate) snapshot_version: u64,
+    pub(crate) last_refresh: LastRefresh,
+    pub(crate) queries_running: i64,
+    pub(crate) error_count: usize,
     /// One entry per catalog problem. Only administrators see which table or file and why:
     /// the entries would otherwise name tables the caller may not read.
-    errors: Vec<HealthError>,
+    pub(crate) errors: Vec<HealthError>,
 }
 
-#[derive(Serialize)]
+#[derive(Debug, Serialize)]
 #[serde(untagged)]
-enum HealthError {
+pub(crate) enum HealthError {
     Full(CatalogIssue),
     Hidden {
         source: &'static str,
@@ -46,25 +46,31 @@ impl HealthError {
     }
 }
 
-#[derive(Serialize)]
-struct LastRefresh {
+#[derive(Debug, Serialize)]
+pub(crate) struct LastRefresh {
     /// Seconds since the Unix epoch.
-    at: Option<u64>,
-    duration_ms: u64,
-    refreshes: u64,
-    failed: u64,
+    pub(crate) at: Option<u64>,
+    pub(crate) duration_ms: u64,
+    pub(crate) refreshes: u64,
+    pub(crate) failed: u64,
 }
 
 /// Open to everyone (load balancers, monitors); the catalog problems are listed only when
 /// the request carries an administrator's bearer token.
 pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap) -> Json<Health> {
+    let admin = crate::auth::bearer_of(&headers)
+        .and_then(|t| state.auth.check_bearer(&t))
+        .is_ok_and(|p| p.admin);
+    Json(health(&state, admin))
+}
+
+/// The server's health; the catalog problems in full for an administrator (`/health` and the
+/// portal's health page).
+pub(crate) fn health(state: &AppState, admin: bool) -> Health {
     let catalog = state.engine.catalog();
     let snapshot = catalog.snapshot();
     let status = catalog.status();
     let issues = snapshot.issues();
-    let admin = crate::auth::bearer_of(&headers)
-        .and_then(|t| state.auth.check_bearer(&t))
-        .is_ok_and(|p| p.admin);
     let errors = issues
         .iter()
         .map(|issue| {
@@ -75,7 +81,7 @@ pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap
             }
         })
         .collect();
-    Json(Health {
+    Health {
         status: if issues.is_empty() { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.engine.uptime().as_secs(),
@@ -93,7 +99,7 @@ pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap
         queries_running: state.engine.metrics().running(),
         error_count: issues.len(),
         errors,
-    })
+    }
 }
 
 pub(crate) async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {

@@ -276,6 +276,10 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/accounts/invite", post(portal::post_invite))
         .route("/admin/accounts/{id}", post(portal::post_account))
         .route("/admin/audit", get(portal::get_audit))
+        .route("/admin/jobs", get(portal::get_jobs))
+        .route("/admin/jobs/{job}", get(portal::get_job))
+        .route("/admin/jobs/{job}/run", post(portal::post_run))
+        .route("/admin/health", get(portal::get_health))
         .route(
             "/admin/grants",
             get(portal::get_grants).post(portal::post_grant),

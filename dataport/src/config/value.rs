@@ -252,12 +252,9 @@ fn split_unit(v: &str) -> (&str, &str) {
     (v[..idx].trim(), v[idx..].trim())
 }
 
-/// Total physical memory from `/proc/meminfo` (Linux).
+/// Total physical memory (Linux).
 fn physical_memory() -> Option<usize> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-    let kb: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
+    dataport_common::host::memory().and_then(|m| usize::try_from(m.total).ok())
 }
 
 /// A path, made absolute against the working directory once, at start: every later use

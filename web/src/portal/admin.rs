@@ -22,7 +22,7 @@ struct ForbiddenPage {
 }
 
 /// None for an administrator; for anyone else the 403 answer, after recording the refusal.
-fn refuse_non_admin(
+pub(super) fn refuse_non_admin(
     state: &AppState,
     viewer: &Viewer,
     request_id: &str,

@@ -12,6 +12,7 @@ mod admin;
 pub(crate) mod assets;
 mod catalog;
 mod home;
+mod operations;
 mod sql;
 
 use askama::Template;
@@ -32,6 +33,7 @@ pub(crate) use admin::{
 };
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
+pub(crate) use operations::{get_health, get_job, get_jobs, post_run};
 pub(crate) use sql::{get_sql, post_download, post_sql};
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
