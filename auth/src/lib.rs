@@ -34,8 +34,8 @@ pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
     AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, BrowserSession,
-    GrantRecord as Grant, LoginCode, OidcFlow, PasswordPurpose, StateError, StateStore, UserRecord,
-    now_secs,
+    DailyCount, GrantRecord as Grant, LoginCode, OidcFlow, PasswordPurpose, StateError, StateStore,
+    UserRecord, now_secs,
 };
 pub use identity::{normalize_email, username_for};
 pub use jwt::Claims;

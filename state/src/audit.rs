@@ -46,6 +46,14 @@ pub struct AuditQuery {
     pub limit: u32,
 }
 
+/// Statements of one day ([`StateStore::audit_daily_counts`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DailyCount {
+    pub day: String,
+    pub statements: u64,
+    pub failed: u64,
+}
+
 /// Handle for recording audit entries; clones share one background writer.
 #[derive(Debug, Clone)]
 pub struct AuditLog {
@@ -94,6 +102,25 @@ impl StateStore {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
         })
+    }
+
+    /// Statements per UTC day since `since_ms` (oldest first): the day (`YYYY-MM-DD`), how
+    /// many, and how many did not end `ok`. Sign-in refusals (no statement) are not counted.
+    pub fn audit_daily_counts(&self, since_ms: i64) -> Result<Vec<DailyCount>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT date(at_ms / 1000, 'unixepoch') AS day, count(*), sum(outcome != 'ok')
+             FROM audit_log WHERE at_ms >= ?1 AND sql != ''
+             GROUP BY day ORDER BY day",
+        )?;
+        let rows = stmt.query_map([since_ms], |r| {
+            Ok(DailyCount {
+                day: r.get(0)?,
+                statements: r.get::<_, i64>(1)? as u64,
+                failed: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Recent entries, newest first.

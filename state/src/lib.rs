@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use audit::{AuditEntry, AuditLog, AuditQuery};
+pub use audit::{AuditEntry, AuditLog, AuditQuery, DailyCount};
 pub use error::{Result, StateError};
 pub use identity::{
     AccountChange, AccountState, ApiTokenRecord, BrowserSession, GrantRecord, LinkRefusal,

@@ -230,6 +230,59 @@ fn audit_entries_are_written_in_the_background() {
         .unwrap();
     assert_eq!(only_x.len(), 1);
     assert_eq!(log.dropped(), 0);
+    // all three on 1970-01-01; a refused sign-in (no statement) does not count
+    log.record(AuditEntry {
+        at_ms: 86_400_000 + 5,
+        account_id: None,
+        user: "z".into(),
+        surface: "http".into(),
+        request_id: "r3".into(),
+        sql: String::new(),
+        tables: vec![],
+        rows: 0,
+        bytes: 0,
+        duration_ms: 0,
+        outcome: "unauthenticated".into(),
+        error: None,
+    });
+    log.record(AuditEntry {
+        at_ms: 86_400_000 + 9,
+        account_id: None,
+        user: "z".into(),
+        surface: "flight".into(),
+        request_id: "r4".into(),
+        sql: "SELECT x".into(),
+        tables: vec![],
+        rows: 0,
+        bytes: 0,
+        duration_ms: 0,
+        outcome: "error".into(),
+        error: Some("no column x".into()),
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let days = loop {
+        let days = store.audit_daily_counts(0).unwrap();
+        if days.len() == 2 || std::time::Instant::now() > deadline {
+            break days;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(
+        days,
+        vec![
+            DailyCount {
+                day: "1970-01-01".into(),
+                statements: 3,
+                failed: 0
+            },
+            DailyCount {
+                day: "1970-01-02".into(),
+                statements: 1,
+                failed: 1
+            }
+        ]
+    );
+    assert_eq!(store.audit_daily_counts(86_400_000).unwrap().len(), 1);
 }
 
 #[test]

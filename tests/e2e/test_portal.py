@@ -227,6 +227,10 @@ def test_the_catalog_in_a_browser(srv, new_page):
     assert page.locator("svg.histogram rect").count() > 10
     screenshot(page, "table")
     check_accessibility(page, "a table page")
+    page.get_by_role("link", name="Activity").click()
+    page.wait_for_url(srv.url("/activity"))
+    screenshot(page, "activity")
+    check_accessibility(page, "the activity page")
 
 
 HOSTILE_TABLE = "<script>alert('table')</script> regions"
@@ -511,3 +515,27 @@ def test_jobs_run_from_the_page_and_health_shows_the_machine(srv):
     assert {job for job, _ in health["jobs"]} == {j["name"] for j in jobs}
     page = admin.get(srv.url("/admin/health"), timeout=60)
     assert "Data dir disk" in page.text and "GiB" in page.text
+
+
+def test_the_activity_page_shows_only_what_the_viewer_may_see(srv):
+    reader = browser_session(srv, "portal_reader")
+    run_sql(reader, srv, "select count(*) from tpch.nation")
+    data = wait_for(lambda: (lambda d: d if d["volume_total"] > 0 else None)(
+        reader.get(srv.url("/activity?format=json"), timeout=60).json()), timeout=15,
+        what="today's statements in the volume")
+    assert len(data["volume"]) == 14 and data["volume"][-1]["statements"] > 0
+    readable = readable_of(home_json(reader, srv))
+    assert {c["table"] for c in data["changed"]} <= readable and data["changed"]
+    assert all(a["table"] in readable for a in data["alerts"])
+    assert all(s["table"] in readable for s in data["syncs"])
+    assert all(r["summary"] == "" for r in data["runs"]), "job summaries are for administrators"
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    admin_runs = admin.get(srv.url("/activity?format=json"), timeout=60).json()["runs"]
+    assert any(r["summary"] for r in admin_runs) or not admin_runs
+    page = reader.get(srv.url("/activity"), timeout=60)
+    assert page.status_code == 200 and '<svg class="volume"' in page.text
+    assert "tpch.customer" not in page.text
+
+
+def readable_of(home: dict) -> set[str]:
+    return {f"{t['schema']}.{t['name']}" for s in home["schemas"] for t in s["tables"]}

@@ -271,6 +271,7 @@ pub fn router(state: AppState) -> Router {
         .route("/catalog/{schema}/{table}", get(portal::get_table))
         .route("/sql", get(portal::get_sql).post(portal::post_sql))
         .route("/sql/download", post(portal::post_download))
+        .route("/activity", get(portal::get_activity))
         .route("/admin", get(portal::get_accounts))
         .route("/admin/accounts", get(portal::get_accounts))
         .route("/admin/accounts/invite", post(portal::post_invite))

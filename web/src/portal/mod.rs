@@ -8,6 +8,7 @@
 //! the session's CSRF token. No page runs inline script: the Content-Security-Policy allows
 //! only this server's own files, which are served with content hashes ([`assets`]).
 
+mod activity;
 mod admin;
 pub(crate) mod assets;
 mod catalog;
@@ -28,6 +29,7 @@ use crate::pages::see_other;
 use crate::session::{self, CSRF_COOKIE};
 use crate::{ApiError, AppState};
 
+pub(crate) use activity::get_activity;
 pub(crate) use admin::{
     get_accounts, get_audit, get_grants, post_account, post_grant, post_invite,
 };
@@ -144,15 +146,20 @@ pub(crate) struct Chrome {
 impl Chrome {
     pub(crate) fn new(state: &AppState, viewer: &Viewer, current: &str) -> Self {
         let admin = [("/admin", "Admin")];
-        let nav = [("/", "Home"), ("/catalog", "Catalog"), ("/sql", "SQL")]
-            .into_iter()
-            .chain(admin.into_iter().filter(|_| viewer.principal.admin))
-            .map(|(href, label)| NavItem {
-                href,
-                label,
-                current: href == current,
-            })
-            .collect();
+        let nav = [
+            ("/", "Home"),
+            ("/catalog", "Catalog"),
+            ("/sql", "SQL"),
+            ("/activity", "Activity"),
+        ]
+        .into_iter()
+        .chain(admin.into_iter().filter(|_| viewer.principal.admin))
+        .map(|(href, label)| NavItem {
+            href,
+            label,
+            current: href == current,
+        })
+        .collect();
         Self {
             instance: state.options.instance_name.clone(),
             css: assets::url("portal.css"),
