@@ -539,3 +539,23 @@ def test_the_activity_page_shows_only_what_the_viewer_may_see(srv):
 
 def readable_of(home: dict) -> set[str]:
     return {f"{t['schema']}.{t['name']}" for s in home["schemas"] for t in s["tables"]}
+
+
+def test_the_catalog_searches_as_you_type_under_the_pages_own_policy(srv, new_page):
+    # bypass_csp=False: the page's Content-Security-Policy applies (no inline script or eval)
+    page = new_page(srv, bypass_csp=False)
+    refused = []
+    page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
+    page.goto("/catalog")
+    page.get_by_label("Email or username").fill("portal_reader")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/catalog"))
+    page.get_by_label("Search tables and columns").press_sequentially("suppl", delay=40)
+    # no Search button pressed: the results follow the typing, and the address too
+    page.wait_for_url(re.compile(r".*/catalog\?q=suppl$"))
+    hits = page.locator("#hits ol.hits li")
+    assert hits.first.inner_text().startswith("tpch.supplier")
+    assert "match “suppl”" in page.locator("#hits h2").inner_text()
+    assert refused == [], refused
+    screenshot(page, "as-you-type")

@@ -16,11 +16,19 @@ struct Asset {
     content_type: &'static str,
 }
 
-const ASSETS: &[Asset] = &[Asset {
-    name: "portal.css",
-    bytes: include_bytes!("../../assets/portal.css"),
-    content_type: "text/css; charset=utf-8",
-}];
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "portal.css",
+        bytes: include_bytes!("../../assets/portal.css"),
+        content_type: "text/css; charset=utf-8",
+    },
+    // htmx 2.0.11 from npm, unchanged (web/assets/vendor/README.md).
+    Asset {
+        name: "htmx.js",
+        bytes: include_bytes!("../../assets/vendor/htmx.min.js"),
+        content_type: "text/javascript; charset=utf-8",
+    },
+];
 
 /// Each asset with its served file name (`portal.<hash>.css`).
 static SERVED: LazyLock<Vec<(String, &'static Asset)>> = LazyLock::new(|| {

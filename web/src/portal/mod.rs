@@ -137,6 +137,7 @@ pub(crate) struct NavItem {
 pub(crate) struct Chrome {
     pub(crate) instance: String,
     pub(crate) css: String,
+    pub(crate) script: String,
     pub(crate) nav: Vec<NavItem>,
     pub(crate) user: String,
     pub(crate) admin: bool,
@@ -163,6 +164,7 @@ impl Chrome {
         Self {
             instance: state.options.instance_name.clone(),
             css: assets::url("portal.css"),
+            script: assets::url("htmx.js"),
             nav,
             user: viewer.principal.name.clone(),
             admin: viewer.principal.admin,
