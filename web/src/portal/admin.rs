@@ -10,9 +10,8 @@ use axum::response::{IntoResponse, Response};
 use dataport_auth::{AccountState, AuditQuery};
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, Viewer, respond, when};
+use super::{Chrome, PostedForm, Viewer, read_form, respond, when};
 use crate::accounts::{invite_account, patch_account, run};
-use crate::login::form_from_client;
 use crate::{ApiError, AppState, RequestId};
 
 #[derive(Template)]
@@ -180,6 +179,12 @@ pub(crate) struct InviteForm {
     groups: String,
 }
 
+impl PostedForm for InviteForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 fn group_list(text: &str) -> Vec<String> {
     text.split(',')
         .map(str::trim)
@@ -198,14 +203,12 @@ pub(crate) async fn post_invite(
     if let Some(refused) = refuse_non_admin(&state, &viewer, &id, "inviting an account") {
         return refused;
     }
-    let Some((_, headers, form)) = form_from_client::<InviteForm>(&state, request).await else {
-        let problem = Some("The form could not be read; try again.".into());
-        return show_accounts(&state, &viewer, &id, StatusCode::BAD_REQUEST, None, problem).await;
+    let form: InviteForm = match read_form(&state, &viewer, request).await {
+        Ok(form) => form,
+        Err((status, problem)) => {
+            return show_accounts(&state, &viewer, &id, status, None, Some(problem)).await;
+        }
     };
-    if let Err(e) = viewer.check_form(&state, &headers, &form.csrf) {
-        let problem = Some(e.to_string());
-        return show_accounts(&state, &viewer, &id, StatusCode::FORBIDDEN, None, problem).await;
-    }
     let groups = Some(group_list(&form.groups)).filter(|g| !g.is_empty());
     match invite_account(
         &state,
@@ -248,6 +251,12 @@ pub(crate) struct AccountForm {
     groups: String,
 }
 
+impl PostedForm for AccountForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /admin/accounts/{id}`: one change to an account.
 pub(crate) async fn post_account(
     State(state): State<AppState>,
@@ -259,14 +268,12 @@ pub(crate) async fn post_account(
     if let Some(refused) = refuse_non_admin(&state, &viewer, &id, "changing an account") {
         return refused;
     }
-    let Some((_, headers, form)) = form_from_client::<AccountForm>(&state, request).await else {
-        let problem = Some("The form could not be read; try again.".into());
-        return show_accounts(&state, &viewer, &id, StatusCode::BAD_REQUEST, None, problem).await;
+    let form: AccountForm = match read_form(&state, &viewer, request).await {
+        Ok(form) => form,
+        Err((status, problem)) => {
+            return show_accounts(&state, &viewer, &id, status, None, Some(problem)).await;
+        }
     };
-    if let Err(e) = viewer.check_form(&state, &headers, &form.csrf) {
-        let problem = Some(e.to_string());
-        return show_accounts(&state, &viewer, &id, StatusCode::FORBIDDEN, None, problem).await;
-    }
     let admin = &viewer.principal;
     let done: Result<String, ApiError> = match form.action.as_str() {
         "disable" | "enable" => {
@@ -591,6 +598,12 @@ pub(crate) struct GrantForm {
     hidden_columns: String,
 }
 
+impl PostedForm for GrantForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /admin/grants`: set or revoke a grant.
 pub(crate) async fn post_grant(
     State(state): State<AppState>,
@@ -602,32 +615,12 @@ pub(crate) async fn post_grant(
         return refused;
     }
     let none = PreviewQuery::default;
-    let Some((_, headers, form)) = form_from_client::<GrantForm>(&state, request).await else {
-        let problem = Some("The form could not be read; try again.".into());
-        return show_grants(
-            &state,
-            &viewer,
-            &id,
-            StatusCode::BAD_REQUEST,
-            none(),
-            None,
-            problem,
-        )
-        .await;
+    let form: GrantForm = match read_form(&state, &viewer, request).await {
+        Ok(form) => form,
+        Err((status, problem)) => {
+            return show_grants(&state, &viewer, &id, status, none(), None, Some(problem)).await;
+        }
     };
-    if let Err(e) = viewer.check_form(&state, &headers, &form.csrf) {
-        let problem = Some(e.to_string());
-        return show_grants(
-            &state,
-            &viewer,
-            &id,
-            StatusCode::FORBIDDEN,
-            none(),
-            None,
-            problem,
-        )
-        .await;
-    }
     let done = if form.action == "revoke" {
         crate::grants::revoke_grant(&state, &id, form.group.clone(), &form.target)
             .await

@@ -9,9 +9,8 @@ use axum::response::Response;
 use dataport_auth::NewApiToken;
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, Viewer, ago, respond, when};
+use super::{Chrome, CsrfForm, PostedForm, Viewer, ago, read_form, respond, when};
 use crate::catalog::catalog_body;
-use crate::login::form_from_client;
 use crate::pages::see_other;
 use crate::tokens::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, create_token, my_tokens};
 use crate::{ApiError, AppState, RequestId};
@@ -225,6 +224,12 @@ pub(crate) struct TokenForm {
     days: Option<u32>,
 }
 
+impl PostedForm for TokenForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
 /// `POST /tokens` (the home page's form): the new token, shown on the page once.
 pub(crate) async fn post_token(
     State(state): State<AppState>,
@@ -232,20 +237,10 @@ pub(crate) async fn post_token(
     viewer: Viewer,
     request: Request,
 ) -> Response {
-    let Some((_, headers, form)) = form_from_client::<TokenForm>(&state, request).await else {
-        let problem = Some("The form could not be read; try again.".to_string());
-        return render(&state, &viewer, &id, StatusCode::BAD_REQUEST, None, problem);
+    let form: TokenForm = match read_form(&state, &viewer, request).await {
+        Ok(form) => form,
+        Err((status, problem)) => return render(&state, &viewer, &id, status, None, Some(problem)),
     };
-    if let Err(e) = viewer.check_form(&state, &headers, &form.csrf) {
-        return render(
-            &state,
-            &viewer,
-            &id,
-            StatusCode::FORBIDDEN,
-            None,
-            Some(e.to_string()),
-        );
-    }
     match create_token(&state, &viewer.principal, &form.label, form.days) {
         Ok(created) => {
             tracing::info!(request_id = %id, user = %viewer.principal.name, token_id = %created.id, "API token created in the portal");
@@ -266,22 +261,6 @@ pub(crate) async fn post_token(
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub(crate) struct CsrfForm {
-    #[serde(default)]
-    csrf: String,
-}
-
-/// A form that only carries the CSRF token; after it, back home.
-async fn checked(state: &AppState, viewer: &Viewer, request: Request) -> Result<(), String> {
-    let (_, headers, form) = form_from_client::<CsrfForm>(state, request)
-        .await
-        .ok_or("The form could not be read; try again.")?;
-    viewer
-        .check_form(state, &headers, &form.csrf)
-        .map_err(|e| e.to_string())
-}
-
 /// `POST /tokens/{id}/revoke`.
 pub(crate) async fn revoke_token(
     State(state): State<AppState>,
@@ -290,15 +269,8 @@ pub(crate) async fn revoke_token(
     Path(token): Path<String>,
     request: Request,
 ) -> Response {
-    if let Err(problem) = checked(&state, &viewer, request).await {
-        return render(
-            &state,
-            &viewer,
-            &id,
-            StatusCode::FORBIDDEN,
-            None,
-            Some(problem),
-        );
+    if let Err((status, problem)) = read_form::<CsrfForm>(&state, &viewer, request).await {
+        return render(&state, &viewer, &id, status, None, Some(problem));
     }
     match state
         .accounts
@@ -324,15 +296,8 @@ pub(crate) async fn end_session(
     Path(session): Path<String>,
     request: Request,
 ) -> Response {
-    if let Err(problem) = checked(&state, &viewer, request).await {
-        return render(
-            &state,
-            &viewer,
-            &id,
-            StatusCode::FORBIDDEN,
-            None,
-            Some(problem),
-        );
+    if let Err((status, problem)) = read_form::<CsrfForm>(&state, &viewer, request).await {
+        return render(&state, &viewer, &id, status, None, Some(problem));
     }
     match state.auth.end_session_of(viewer.principal.id, &session) {
         Ok(()) => see_other("/"),

@@ -124,6 +124,43 @@ impl Viewer {
     }
 }
 
+/// A form of a portal page: its fields, among them the session's CSRF token.
+pub(crate) trait PostedForm: serde::de::DeserializeOwned {
+    fn csrf(&self) -> &str;
+}
+
+/// A form that carries nothing but the CSRF token (a button).
+#[derive(Debug, serde::Deserialize)]
+pub(crate) struct CsrfForm {
+    #[serde(default)]
+    csrf: String,
+}
+
+impl PostedForm for CsrfForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// Reads a form `viewer` posted from a page of this server, its CSRF token checked; else the
+/// status and what went wrong, in words for the page.
+pub(crate) async fn read_form<T: PostedForm>(
+    state: &AppState,
+    viewer: &Viewer,
+    request: axum::extract::Request,
+) -> Result<T, (StatusCode, String)> {
+    let Some((_, headers, form)) = crate::login::form_from_client::<T>(state, request).await else {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "The form could not be read; try again.".into(),
+        ));
+    };
+    viewer
+        .check_form(state, &headers, form.csrf())
+        .map_err(|e| (StatusCode::FORBIDDEN, e.to_string()))?;
+    Ok(form)
+}
+
 /// A link of the main navigation.
 #[derive(Debug, Serialize)]
 pub(crate) struct NavItem {

@@ -12,9 +12,8 @@ use dataport_engine::jobs::{JobRun, JobStatus};
 use serde::Serialize;
 
 use super::admin::refuse_non_admin;
-use super::{Chrome, Viewer, ago, respond, when};
+use super::{Chrome, CsrfForm, Viewer, ago, read_form, respond, when};
 use crate::health::{Health, health};
-use crate::login::form_from_client;
 use crate::{ApiError, AppState, RequestId};
 
 /// A job run in words.
@@ -134,12 +133,6 @@ pub(crate) async fn get_jobs(
     show_jobs(&state, &viewer, &id, StatusCode::OK, None, None).await
 }
 
-#[derive(Debug, serde::Deserialize)]
-pub(crate) struct RunForm {
-    #[serde(default)]
-    csrf: String,
-}
-
 /// `POST /admin/jobs/{job}/run`: start a job now.
 pub(crate) async fn post_run(
     State(state): State<AppState>,
@@ -151,22 +144,8 @@ pub(crate) async fn post_run(
     if let Some(refused) = refuse_non_admin(&state, &viewer, &id, "running a job") {
         return refused;
     }
-    let checked = match form_from_client::<RunForm>(&state, request).await {
-        Some((_, headers, form)) => viewer
-            .check_form(&state, &headers, &form.csrf)
-            .map_err(|e| e.to_string()),
-        None => Err("The form could not be read; try again.".into()),
-    };
-    if let Err(problem) = checked {
-        return show_jobs(
-            &state,
-            &viewer,
-            &id,
-            StatusCode::FORBIDDEN,
-            None,
-            Some(problem),
-        )
-        .await;
+    if let Err((status, problem)) = read_form::<CsrfForm>(&state, &viewer, request).await {
+        return show_jobs(&state, &viewer, &id, status, None, Some(problem)).await;
     }
     match state.jobs.trigger(&job, "manual") {
         Ok(run_id) => {
