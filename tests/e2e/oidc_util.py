@@ -38,6 +38,25 @@ TAMPER_MODES = ("none", "audience", "expired", "signature", "unverified", "nonce
                 "claims")
 
 
+SECRET_ENV = "TEST_OIDC_SECRET"
+
+
+def write_dataport_config(path: Path, issuer: str) -> Path:
+    """A Dataport config at `path` whose login page offers this provider as `test` ("Test
+    Identity", client `dataport`, its secret in $TEST_OIDC_SECRET) to example.com."""
+    path.write_text(
+        "auth:\n"
+        "  allowed_domains: [example.com]\n"
+        "  providers:\n"
+        "    - name: test\n"
+        "      label: Test Identity\n"
+        f"      issuer: {issuer}\n"
+        "      client_id: dataport\n"
+        f"      client_secret_env: {SECRET_ENV}\n"
+    )
+    return path
+
+
 def client(client_id: str, client_secret: str, redirect_uris: list[str]) -> dict:
     """A confidential client (client_secret_basic, code flow, PKCE S256)."""
     return {"client_id": client_id, "client_secret": client_secret,

@@ -13,7 +13,7 @@ from playwright.sync_api import Page, expect
 
 from browser_util import check_accessibility, screenshot
 from e2e_util import ADMIN_PASSWORD, ADMIN_USER, Server
-from oidc_util import OidcProvider, account, client
+from oidc_util import SECRET_ENV, OidcProvider, account, client, write_dataport_config
 
 SECRET = "oidc-client-s3cret"
 
@@ -47,18 +47,9 @@ def op():
 def oidc_srv(tmp_path_factory, op):
     """A server whose login page offers the test provider (as in test_oidc.py)."""
     config = tmp_path_factory.mktemp("config") / "dataport.yaml"
-    config.write_text(
-        "auth:\n"
-        "  allowed_domains: [example.com]\n"
-        "  providers:\n"
-        "    - name: test\n"
-        "      label: Test Identity\n"
-        f"      issuer: {op.issuer}\n"
-        "      client_id: dataport\n"
-        "      client_secret_env: TEST_OIDC_SECRET\n"
-    )
+    write_dataport_config(config, op.issuer)
     server = start_module_server(tmp_path_factory, "oidc", ["--config", str(config)],
-                                 env={"TEST_OIDC_SECRET": SECRET})
+                                 env={SECRET_ENV: SECRET})
     op.set_clients([client("dataport", SECRET, [server.url("/auth/oidc/test/callback")])])
     yield server
     server.stop()

@@ -19,7 +19,7 @@ import pytest
 import requests
 
 from e2e_util import BIN, FlightSession, wait_for
-from oidc_util import OidcProvider, account, client, sign_in
+from oidc_util import SECRET_ENV, OidcProvider, account, client, write_dataport_config, sign_in
 
 SECRET = "oidc-client-s3cret"
 ACCOUNTS = [
@@ -39,18 +39,9 @@ def op():
 @pytest.fixture
 def srv(start_server, data_copy, tmp_path, op):
     config = tmp_path / "dataport.yaml"
-    config.write_text(
-        "auth:\n"
-        "  allowed_domains: [example.com]\n"
-        "  providers:\n"
-        "    - name: test\n"
-        "      label: Test Identity\n"
-        f"      issuer: {op.issuer}\n"
-        "      client_id: dataport\n"
-        "      client_secret_env: TEST_OIDC_SECRET\n"
-    )
+    write_dataport_config(config, op.issuer)
     server = start_server(["--config", str(config)], data_dir=data_copy, demo=False,
-                          env={"TEST_OIDC_SECRET": SECRET})
+                          env={SECRET_ENV: SECRET})
     op.set_clients([client("dataport", SECRET, [server.url("/auth/oidc/test/callback")])])
     return server
 

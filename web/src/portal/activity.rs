@@ -9,7 +9,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::{Chrome, Viewer, ago, respond, when};
+use super::operations::RunLine;
+use super::{Chrome, Viewer, ago, respond};
 use crate::catalog::catalog_body;
 use crate::{ApiError, AppState, RequestId};
 
@@ -26,17 +27,6 @@ pub(crate) struct SyncLine {
     pub(crate) took_ms: u64,
     pub(crate) outcome: String,
     pub(crate) error: String,
-}
-
-#[derive(Debug, Serialize)]
-pub(crate) struct RunLine {
-    pub(crate) job: String,
-    pub(crate) trigger: String,
-    pub(crate) started: String,
-    pub(crate) took: String,
-    pub(crate) outcome: String,
-    /// For administrators only.
-    pub(crate) summary: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -196,25 +186,9 @@ pub(crate) async fn get_activity(
             })
             .collect(),
         runs: runs
-            .into_iter()
-            .map(|r| RunLine {
-                started: when(r.started_ms / 1000),
-                took: r.finished_ms.map_or("running".into(), |f| {
-                    format!("{:.1} s", (f - r.started_ms) as f64 / 1000.0)
-                }),
-                summary: if admin {
-                    [r.summary, r.error.unwrap_or_default()]
-                        .into_iter()
-                        .filter(|s| !s.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(" — ")
-                } else {
-                    String::new()
-                },
-                job: r.job,
-                trigger: r.trigger,
-                outcome: r.outcome,
-            })
+            .iter()
+            .map(RunLine::from)
+            .map(|r| if admin { r } else { r.without_details() })
             .collect(),
         alerts,
         volume_total: volume.iter().map(|d| d.statements).sum(),

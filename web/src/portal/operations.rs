@@ -20,6 +20,7 @@ use crate::{ApiError, AppState, RequestId};
 #[derive(Debug, Serialize)]
 pub(crate) struct RunLine {
     pub(crate) id: i64,
+    pub(crate) job: String,
     pub(crate) trigger: String,
     pub(crate) started: String,
     pub(crate) took: String,
@@ -32,6 +33,7 @@ impl From<&JobRun> for RunLine {
     fn from(r: &JobRun) -> Self {
         Self {
             id: r.id,
+            job: r.job.clone(),
             trigger: r.trigger.clone(),
             started: when(r.started_ms / 1000),
             took: r.finished_ms.map_or("running".into(), |f| {
@@ -40,6 +42,17 @@ impl From<&JobRun> for RunLine {
             outcome: r.outcome.clone(),
             summary: r.summary.clone(),
             error: r.error.clone().unwrap_or_default(),
+        }
+    }
+}
+
+impl RunLine {
+    /// Without what the run did: its summary and error can name any table.
+    pub(crate) fn without_details(self) -> Self {
+        Self {
+            summary: String::new(),
+            error: String::new(),
+            ..self
         }
     }
 }
