@@ -141,7 +141,10 @@ fn home_data(state: &AppState, viewer: &Viewer, request_id: &str) -> Result<Home
         .map_err(|e| ApiError::of(&e, request_id))?
         .into_iter()
         .map(|s| SessionLine {
-            current: viewer.session_id.as_deref() == Some(s.id.as_str()),
+            current: viewer
+                .session
+                .as_ref()
+                .is_some_and(|v| v.session_id == s.id),
             created: when(s.created_at),
             last_seen: ago(s.last_seen_at, now),
             id: s.id,

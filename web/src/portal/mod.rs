@@ -47,8 +47,8 @@ pub(crate) struct Viewer {
     pub(crate) principal: Principal,
     /// The session's CSRF token; empty for a bearer token.
     pub(crate) csrf: String,
-    /// The browser session's public id.
-    pub(crate) session_id: Option<String>,
+    /// The browser session (none for a bearer token).
+    pub(crate) session: Option<dataport_auth::SessionAuth>,
     pub(crate) json: bool,
 }
 
@@ -78,7 +78,7 @@ impl FromRequestParts<AppState> for Viewer {
                     Ok(Self {
                         principal,
                         csrf: String::new(),
-                        session_id: None,
+                        session: None,
                         json: true,
                     })
                 }
@@ -92,9 +92,9 @@ impl FromRequestParts<AppState> for Viewer {
                     .filter(|c| auth.csrf_matches(c))
                     .unwrap_or_default();
                 Ok(Self {
-                    principal: auth.principal,
+                    principal: auth.principal.clone(),
                     csrf,
-                    session_id: Some(auth.session_id),
+                    session: Some(auth),
                     json,
                 })
             }
@@ -112,15 +112,22 @@ impl FromRequestParts<AppState> for Viewer {
 }
 
 impl Viewer {
-    /// A form of this page posted back: the session's CSRF token and this server's origin.
+    /// A form of this page posted back: the session's CSRF token and this server's origin
+    /// (the session itself was checked when the request arrived).
     pub(crate) fn check_form(
         &self,
         state: &AppState,
         headers: &HeaderMap,
         token: &str,
     ) -> Result<(), dataport_auth::AuthError> {
-        let auth = session::authenticate(state, &Method::GET, headers)?;
-        session::check_csrf_token(state, headers, &auth, token)
+        let auth = self
+            .session
+            .as_ref()
+            .ok_or_else(|| dataport_auth::AuthError::Forbidden {
+                message: "the portal's forms are for a signed-in browser, not a bearer token"
+                    .into(),
+            })?;
+        session::check_csrf_token(state, headers, auth, token)
     }
 }
 
