@@ -16,6 +16,7 @@ use serde::Serialize;
 use crate::description::{self, Descriptions};
 use crate::error::{CatalogError, Result};
 use crate::memory::{MemoryOptions, ResidentReport};
+use crate::provider::{CATALOG_NAME, SEARCH_PATH_SCHEMA};
 use crate::scan::{self, ScannedTable};
 use crate::snapshot::{CatalogIssue, CatalogSnapshot, CatalogTable, resolve_foreign_keys};
 use crate::table::Residency;
@@ -315,10 +316,16 @@ impl Catalog {
         let previous = self.snapshot();
         let root = self.inner.options.parquet_root();
         let data_dir = self.inner.options.data_dir.clone();
-        let (scanned, described) =
-            tokio::task::spawn_blocking(move || (scan::scan(&root), description::load(&data_dir)))
-                .await
-                .map_err(|e| CatalogError::Internal(format!("catalog scan task failed: {e}")))?;
+        let (scanned, described, (drafts, metric_problems)) =
+            tokio::task::spawn_blocking(move || {
+                (
+                    scan::scan(&root),
+                    description::load(&data_dir),
+                    crate::metrics::read(&data_dir),
+                )
+            })
+            .await
+            .map_err(|e| CatalogError::Internal(format!("catalog scan task failed: {e}")))?;
         let scan::Scan {
             tables: scanned,
             issues: scan_issues,
@@ -500,6 +507,38 @@ impl Catalog {
                 .insert(t.name, Arc::new(table));
         }
 
+        // Business metrics, each checked by planning it against these tables.
+        let probe = Arc::new(CatalogSnapshot {
+            schemas: schemas.clone(),
+            ..Default::default()
+        });
+        let planner = SessionStateBuilder::new()
+            .with_config(
+                self.inner
+                    .config
+                    .clone()
+                    .with_default_catalog_and_schema(CATALOG_NAME, SEARCH_PATH_SCHEMA),
+            )
+            .with_runtime_env(Arc::clone(&self.inner.runtime))
+            .with_default_features()
+            .build();
+        let metrics = crate::metrics::check(drafts, metric_problems, probe, planner).await;
+        for p in metrics.problems() {
+            tracing::warn!(problem = %p, "metric definition left out");
+            issues.push(CatalogIssue {
+                source: "metrics".into(),
+                message: p.to_string(),
+                hint: "fix the definition under docs/ (the other metrics are served); the \
+                       catalog refreshes by itself"
+                    .into(),
+            });
+        }
+        let metrics = if *previous.metrics == metrics {
+            Arc::clone(&previous.metrics)
+        } else {
+            Arc::new(metrics)
+        };
+
         // Diff against the previous snapshot.
         let mut report = RefreshReport {
             tables_reloaded,
@@ -532,6 +571,7 @@ impl Catalog {
             || !report.changed.is_empty()
             || !report.removed.is_empty()
             || descriptions_changed
+            || !Arc::ptr_eq(&previous.metrics, &metrics)
             || previous.issues != issues
             || previous.created_at.is_none();
         report.errors = issues.clone();
@@ -541,6 +581,7 @@ impl Catalog {
                 created_at: Some(SystemTime::now()),
                 schemas,
                 descriptions,
+                metrics,
                 issues,
             });
             report.snapshot_version = next.version;

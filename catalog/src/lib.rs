@@ -3,7 +3,7 @@
 //!
 //! Start at [`Catalog`]: [`Catalog::open`] scans `<data-dir>/parquet/<schema>/<table>.parquet`
 //! (or `<table>/` folders, with hive `key=value/` partitions), reads `data_description.md`
-//! ([`description`]) and builds a [`CatalogSnapshot`]; [`Catalog::refresh`] re-reads only what
+//! ([`description`]) and the business [`metrics`] defined beside it, and builds a [`CatalogSnapshot`]; [`Catalog::refresh`] re-reads only what
 //! changed; [`spawn_refresher`] keeps it fresh from file events and a timer. The snapshot is
 //! exposed to DataFusion through [`SnapshotCatalogProvider`], whose tables scan exactly the
 //! files of their snapshot.
@@ -16,6 +16,7 @@ mod catalog;
 pub mod description;
 mod error;
 pub mod memory;
+pub mod metrics;
 pub mod names;
 mod pin;
 pub mod profile;

@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::description::{Descriptions, TableMeta};
 use crate::error::CatalogError;
+use crate::metrics::BusinessMetrics;
 use crate::table::{ParquetTable, TableData};
 
 /// Something the last refresh could not use (a table, a description file), shown on `/health`.
@@ -197,6 +198,7 @@ pub struct CatalogSnapshot {
     pub(crate) created_at: Option<SystemTime>,
     pub(crate) schemas: BTreeMap<String, BTreeMap<String, Arc<CatalogTable>>>,
     pub(crate) descriptions: Option<Arc<Descriptions>>,
+    pub(crate) metrics: Arc<BusinessMetrics>,
     pub(crate) issues: Vec<CatalogIssue>,
 }
 
@@ -273,6 +275,10 @@ impl CatalogSnapshot {
     /// The parsed description files in force (the last good ones).
     pub fn descriptions(&self) -> Option<&Descriptions> {
         self.descriptions.as_deref()
+    }
+    /// The business metrics defined beside the descriptions, checked against these tables.
+    pub fn metrics(&self) -> &BusinessMetrics {
+        &self.metrics
     }
     /// What could not be used at the last refresh.
     pub fn issues(&self) -> &[CatalogIssue] {

@@ -5,5 +5,6 @@ mod common;
 mod layout;
 mod memory;
 mod metadata;
+mod metrics;
 mod profile;
 mod refresh;

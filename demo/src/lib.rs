@@ -1,6 +1,7 @@
 //! The demo dataset: generates the eight TPC-H tables as Parquet files under
 //! `<data_dir>/parquet/tpch/` and writes the `docs/data_description.md` that describes them
-//! (descriptions, primary and foreign keys, column descriptions), so a fresh Dataport install has
+//! (descriptions, primary and foreign keys, column descriptions) and the business metrics of
+//! `docs/metrics.yml`, so a fresh Dataport install has
 //! something to query. This crate only produces files, through the catalog's atomic writer; it
 //! must not know about the server, the query engine or HTTP.
 //!
@@ -165,6 +166,72 @@ pub fn description_path(data_dir: &Path) -> PathBuf {
     data_dir.join("docs").join("data_description.md")
 }
 
+/// Location of the demo's business metrics: `<data_dir>/docs/metrics.yml`.
+pub fn metrics_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("docs").join("metrics.yml")
+}
+
+/// The demo's business metrics (see `dataport_catalog::metrics`): revenue, orders, order
+/// value, late shipments and active customers over the TPC-H tables.
+pub const METRICS_YAML: &str = "\
+# Business metrics of the demo data: each is one aggregate over one table, with its owner.
+metrics:
+  - name: revenue
+    description: Net revenue of line items (extended price less discount), by ship date
+    owner: finance@example.com
+    table: tpch.lineitem
+    expression: sum(l_extendedprice * (1 - l_discount))
+    time_column: l_shipdate
+    grain: month
+    dimensions: [l_shipmode, l_returnflag, l_linestatus]
+
+  - name: orders_placed
+    description: Orders placed, by order date
+    owner: sales-ops@example.com
+    table: tpch.orders
+    expression: count(*)
+    time_column: o_orderdate
+    grain: month
+    dimensions: [o_orderstatus, o_orderpriority]
+
+  - name: average_order_value
+    description: Average total price of an order
+    owner: finance@example.com
+    table: tpch.orders
+    expression: avg(o_totalprice)
+    time_column: o_orderdate
+    grain: quarter
+    dimensions: [o_orderpriority]
+
+  - name: late_shipments
+    description: Line items received after the date committed to the customer
+    owner: logistics@example.com
+    table: tpch.lineitem
+    expression: count(*)
+    filter: l_receiptdate > l_commitdate
+    time_column: l_shipdate
+    grain: month
+    dimensions: [l_shipmode]
+
+  - name: active_customers
+    description: Customers who placed at least one order
+    owner: sales-ops@example.com
+    table: tpch.orders
+    expression: count(DISTINCT o_custkey)
+    time_column: o_orderdate
+    grain: year
+";
+
+/// Writes [`METRICS_YAML`] unless the data dir already has a metrics file of its own.
+fn ensure_metrics(data_dir: &Path) -> Result<(), DemoError> {
+    let path = metrics_path(data_dir);
+    if !path.exists() {
+        write_bytes_atomic(&path, METRICS_YAML.as_bytes()).map_err(WriteError::from)?;
+        tracing::info!(path = %path.display(), "wrote the demo's business metrics");
+    }
+    Ok(())
+}
+
 fn marker_text(scale: f64) -> String {
     format!("scale = {scale}\n")
 }
@@ -184,6 +251,7 @@ pub fn ensure_tpch(data_dir: &Path, scale: f64) -> Result<DemoOutcome, DemoError
             .all(|t| dir.join(format!("{t}.parquet")).is_file());
     if complete {
         tracing::info!(dir = %dir.display(), "demo TPC-H dataset already present, reusing it");
+        ensure_metrics(data_dir)?;
         return Ok(DemoOutcome::Reused);
     }
     match fs::remove_file(&marker) {
@@ -202,7 +270,7 @@ pub fn ensure_tpch(data_dir: &Path, scale: f64) -> Result<DemoOutcome, DemoError
 }
 
 /// Generates all eight TPC-H tables at `scale` into `<data_dir>/parquet/tpch/<table>.parquet`
-/// and writes `<data_dir>/docs/data_description.md`.
+/// and writes `<data_dir>/docs/data_description.md` (and `docs/metrics.yml`, if absent).
 ///
 /// String and binary view columns are stored as plain `Utf8` / `Binary` so every Parquet client
 /// can read the files. Batches are streamed into the writer; no table is held in memory.
@@ -231,6 +299,7 @@ pub fn generate_tpch(data_dir: &Path, scale: f64) -> Result<DemoReport, DemoErro
     write_bytes_atomic(&description_path, data_description_markdown().as_bytes())
         .map_err(WriteError::from)?;
     tracing::info!(path = %description_path.display(), "wrote TPC-H data description");
+    ensure_metrics(data_dir)?;
     let report = DemoReport {
         scale,
         tables,

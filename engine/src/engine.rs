@@ -24,6 +24,7 @@ use datafusion::physical_plan::{ExecutionPlan, SendableRecordBatchStream, execut
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use dataport_auth::{AuditEntry, AuditLog, GrantSource, Principal};
+use dataport_catalog::metrics::BusinessMetric;
 use dataport_catalog::{
     CATALOG_NAME, Catalog, CatalogOptions, CatalogSnapshot, CatalogTable, SEARCH_PATH_SCHEMA,
     SnapshotCatalogProvider,
@@ -277,6 +278,32 @@ impl Engine {
             snapshot,
             crate::access::table_filter(&ctx.principal, grants, Arc::clone(&self.0.parse_state)),
         )
+    }
+
+    /// The business metrics `ctx`'s principal may see: those whose table and every column
+    /// they read (expression, filter, time column, dimensions) the principal can read. Running
+    /// one is a query like any other, under the same grants (row filters apply).
+    pub fn business_metrics(&self, ctx: &RequestContext) -> Vec<Arc<BusinessMetric>> {
+        let view = self.catalog_view(ctx);
+        view.snapshot()
+            .metrics()
+            .all()
+            .filter(|m| metric_visible(&view, m))
+            .cloned()
+            .collect()
+    }
+
+    /// The business metric `name`, if `ctx`'s principal may see it ([`Engine::business_metrics`]).
+    pub fn business_metric(&self, ctx: &RequestContext, name: &str) -> Result<Arc<BusinessMetric>> {
+        let view = self.catalog_view(ctx);
+        view.snapshot()
+            .metrics()
+            .get(name)
+            .filter(|m| metric_visible(&view, m))
+            .cloned()
+            .ok_or_else(|| EngineError::MetricNotFound {
+                name: name.to_string(),
+            })
     }
 
     /// Plan and start `request` on behalf of `ctx`. The returned stream holds the catalog
@@ -611,6 +638,18 @@ pub fn check_row_filter(table: &CatalogTable, sql: &str) -> Result<()> {
                 "invalid row filter for {}: {reason}",
                 table.qualified_name()
             ),
+        })
+}
+
+/// Whether the caller of `view` can read `metric`'s table and every column it uses.
+fn metric_visible(view: &SnapshotCatalogProvider, metric: &BusinessMetric) -> bool {
+    view.resolve(Some(&metric.schema), &metric.table)
+        .is_ok_and(|t| {
+            let schema = view.visible_schema(&t);
+            metric
+                .columns
+                .iter()
+                .all(|c| schema.field_with_name(c).is_ok())
         })
 }
 

@@ -38,6 +38,12 @@ pub enum EngineError {
     /// A bug or an unreadable data file.
     #[error("internal error: {message}")]
     Internal { message: String },
+    /// No business metric of this name that the caller may see.
+    #[error("metric '{name}' not found; GET /api/v1/metrics lists the metrics you can use")]
+    MetricNotFound { name: String },
+    /// A request a business metric cannot answer (a dimension it lacks, an empty range).
+    #[error(transparent)]
+    Metric(#[from] dataport_catalog::metrics::MetricQueryError),
 }
 
 impl HasKind for EngineError {
@@ -52,6 +58,8 @@ impl HasKind for EngineError {
             Self::Execution { .. } => ErrorKind::InvalidArgument,
             Self::Config { .. } => ErrorKind::InvalidArgument,
             Self::Internal { .. } => ErrorKind::Internal,
+            Self::MetricNotFound { .. } => ErrorKind::NotFound,
+            Self::Metric(e) => e.kind(),
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod accounts;
 pub mod auth;
+mod business_metrics;
 mod catalog;
 mod cli_login;
 pub mod error;
@@ -231,6 +232,8 @@ pub fn router(state: AppState) -> Router {
             get(grants::list).put(grants::put).delete(grants::delete),
         )
         .route("/api/v1/admin/preview", get(grants::get_preview))
+        .route("/api/v1/metrics", get(business_metrics::get_metrics))
+        .route("/api/v1/metrics/{name}", get(business_metrics::get_metric))
         .route("/api/v1/jobs", get(jobs::get_jobs))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/run", post(jobs::post_run))
@@ -269,6 +272,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(portal::get_home))
         .route("/catalog", get(portal::get_search))
         .route("/catalog/{schema}/{table}", get(portal::get_table))
+        .route("/metrics/{name}", get(portal::get_metric))
         .route("/sql", get(portal::get_sql).post(portal::post_sql))
         .route("/sql/download", post(portal::post_download))
         .route("/activity", get(portal::get_activity))

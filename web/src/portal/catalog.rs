@@ -8,13 +8,14 @@
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
+use dataport_catalog::metrics::BusinessMetric;
 use dataport_catalog::profile::{ColumnProfile, Histogram, TableProfile};
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, Viewer, ago, respond, when};
+use super::{Chrome, Viewer, ago, not_found, respond, when};
 use crate::catalog::{CatalogBody, TableBody, catalog_body, table_with_profile};
-use crate::{ApiError, AppState, RequestId};
+use crate::{AppState, RequestId};
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct SearchQuery {
@@ -34,12 +35,36 @@ pub(crate) struct Hit {
     pub(crate) updated: String,
 }
 
+/// A business metric the viewer may use, as the catalog lists it.
+#[derive(Debug, Serialize)]
+pub(crate) struct MetricLink {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) table: String,
+    pub(crate) owner: String,
+    pub(crate) href: String,
+}
+
+impl MetricLink {
+    pub(crate) fn new(m: &BusinessMetric) -> Self {
+        Self {
+            name: m.name.clone(),
+            description: m.description.clone(),
+            table: format!("{}.{}", m.schema, m.table),
+            owner: m.owner.clone(),
+            href: format!("/metrics/{}", m.name),
+        }
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub(crate) struct SearchData {
     pub(crate) query: String,
     pub(crate) hits: Vec<Hit>,
     /// Tables the viewer may read in all.
     pub(crate) tables: usize,
+    /// The viewer's business metrics matching the query (all of them for an empty one).
+    pub(crate) metrics: Vec<MetricLink>,
 }
 
 #[derive(Template)]
@@ -94,8 +119,20 @@ fn score(table: &TableBody, words: &[String]) -> (u32, Vec<String>) {
     (total, columns)
 }
 
-/// The viewer's tables matching `query` (every table for an empty one), best first.
-pub(crate) fn search(catalog: CatalogBody, query: &str, now: i64) -> SearchData {
+/// Whether every word of the query is in the metric's name, description or table.
+fn metric_matches(m: &BusinessMetric, words: &[String]) -> bool {
+    let text = format!("{} {} {}.{}", m.name, m.description, m.schema, m.table).to_lowercase();
+    words.iter().all(|w| text.contains(w.as_str()))
+}
+
+/// The viewer's tables matching `query` (every table for an empty one), best first, and the
+/// viewer's `metrics` that match it.
+pub(crate) fn search(
+    catalog: CatalogBody,
+    metrics: &[std::sync::Arc<BusinessMetric>],
+    query: &str,
+    now: i64,
+) -> SearchData {
     let words: Vec<String> = query
         .split_whitespace()
         .map(str::to_lowercase)
@@ -131,6 +168,11 @@ pub(crate) fn search(catalog: CatalogBody, query: &str, now: i64) -> SearchData 
         query: query.trim().to_string(),
         hits,
         tables,
+        metrics: metrics
+            .iter()
+            .filter(|m| metric_matches(m, &words))
+            .map(|m| MetricLink::new(m))
+            .collect(),
     }
 }
 
@@ -142,7 +184,10 @@ pub(crate) async fn get_search(
     Query(query): Query<SearchQuery>,
 ) -> Response {
     let catalog = catalog_body(&state, &viewer.principal, &id);
-    let data = search(catalog, &query.q, dataport_auth::now_secs());
+    let metrics = state
+        .engine
+        .business_metrics(&crate::request_context(&viewer.principal, &id));
+    let data = search(catalog, &metrics, &query.q, dataport_auth::now_secs());
     let page = SearchPage {
         chrome: Chrome::new(&state, &viewer, "/catalog"),
         data: &data,
@@ -150,7 +195,7 @@ pub(crate) async fn get_search(
     respond(&viewer, StatusCode::OK, &data, &page)
 }
 
-/// One bar of a histogram, placed in the SVG's coordinates.
+/// One bar of a chart, placed in the SVG's coordinates.
 #[derive(Debug, Serialize)]
 pub(crate) struct Bar {
     pub(crate) x: u32,
@@ -158,10 +203,10 @@ pub(crate) struct Bar {
     pub(crate) width: u32,
     pub(crate) height: u32,
     pub(crate) label: String,
-    pub(crate) count: u64,
+    pub(crate) value: String,
 }
 
-/// A histogram as bars of a 300×80 SVG.
+/// A bar chart (a histogram, a metric over time) as bars of a 300×80 SVG.
 #[derive(Debug, Serialize)]
 pub(crate) struct Chart {
     pub(crate) bars: Vec<Bar>,
@@ -170,37 +215,52 @@ pub(crate) struct Chart {
     pub(crate) summary: String,
 }
 
-const CHART_WIDTH: u32 = 300;
-const CHART_HEIGHT: u32 = 80;
+pub(crate) const CHART_WIDTH: u32 = 300;
+pub(crate) const CHART_HEIGHT: u32 = 80;
 
-fn chart(histogram: &Histogram, column: &str) -> Option<Chart> {
-    let n = histogram.counts.len().min(histogram.bins.len());
-    let max = *histogram.counts.iter().take(n).max()?;
-    if n == 0 || max == 0 {
+/// `points` (label, value) as bars scaled to the largest value; values at or below zero get
+/// no bar. `None` when nothing is above zero.
+pub(crate) fn bar_chart(points: &[(String, f64)], summary: String) -> Option<Chart> {
+    let n = points.len();
+    let max = points.iter().map(|p| p.1).fold(0.0_f64, f64::max);
+    if n == 0 || max <= 0.0 || !max.is_finite() {
         return None;
     }
-    let step = CHART_WIDTH / n as u32;
-    let bars = (0..n)
-        .map(|i| {
-            let count = histogram.counts[i];
-            let height = ((count as f64 / max as f64) * f64::from(CHART_HEIGHT - 2)).round() as u32;
-            let height = if count > 0 { height.max(1) } else { 0 };
+    let step = (CHART_WIDTH / n as u32).max(1);
+    let bars = points
+        .iter()
+        .enumerate()
+        .map(|(i, (label, value))| {
+            let height = ((value.max(0.0) / max) * f64::from(CHART_HEIGHT - 2)).round() as u32;
+            let height = if *value > 0.0 { height.max(1) } else { 0 };
             Bar {
                 x: i as u32 * step,
                 y: CHART_HEIGHT - height,
                 width: step.saturating_sub(1).max(1),
                 height,
-                label: histogram.bins[i].clone(),
-                count,
+                label: label.clone(),
+                value: number(*value),
             }
         })
         .collect();
     Some(Chart {
         bars,
-        first: histogram.bins[0].clone(),
-        last: histogram.bins[n - 1].clone(),
-        summary: format!("Histogram of {column}: {n} bins, the fullest with {max} rows"),
+        first: points[0].0.clone(),
+        last: points[n - 1].0.clone(),
+        summary,
     })
+}
+
+fn chart(histogram: &Histogram, column: &str) -> Option<Chart> {
+    let n = histogram.counts.len().min(histogram.bins.len());
+    let max = histogram.counts.iter().take(n).max()?;
+    let points: Vec<(String, f64)> = (0..n)
+        .map(|i| (histogram.bins[i].clone(), histogram.counts[i] as f64))
+        .collect();
+    bar_chart(
+        &points,
+        format!("Histogram of {column}: {n} bins, the fullest with {max} rows"),
+    )
 }
 
 /// A column's line on the table page: its definition and its profile.
@@ -247,6 +307,8 @@ pub(crate) struct TableData {
     pub(crate) sample_columns: Vec<String>,
     pub(crate) sample_rows: Vec<Vec<String>>,
     pub(crate) snippets: Snippets,
+    /// The business metrics computed from this table that the viewer may use.
+    pub(crate) metrics: Vec<MetricLink>,
 }
 
 #[derive(Template)]
@@ -256,7 +318,7 @@ struct TablePage<'a> {
     data: &'a TableData,
 }
 
-fn number(v: f64) -> String {
+pub(crate) fn number(v: f64) -> String {
     if v.fract() == 0.0 && v.abs() < 1e15 {
         format!("{}", v as i64)
     } else {
@@ -333,6 +395,7 @@ fn table_data(
     state: &AppState,
     table: TableBody,
     profile: Result<TableProfileView, String>,
+    metrics: Vec<MetricLink>,
 ) -> TableData {
     let now = dataport_auth::now_secs();
     let (profile, profiled_at, restricted, problem) = match profile {
@@ -428,6 +491,7 @@ fn table_data(
         alerts,
         sample_columns,
         sample_rows,
+        metrics,
         table,
     }
 }
@@ -449,7 +513,14 @@ pub(crate) async fn get_table(
     let (table, profile) =
         match table_with_profile(&state, &viewer.principal, &id, &schema, &name).await {
             Ok(found) => found,
-            Err(e) => return not_found(&state, &viewer, e),
+            Err(e) => {
+                return not_found(
+                    &state,
+                    &viewer,
+                    e,
+                    "There is no such table, or you may not read it.",
+                );
+            }
         };
     let profile = profile
         .map(|p| TableProfileView {
@@ -461,30 +532,19 @@ pub(crate) async fn get_table(
             tracing::warn!(request_id = %id, error = %e, "the table page shows no profile");
             "No profile could be computed for this table yet.".to_string()
         });
-    let data = table_data(&state, table, profile);
+    let metrics = state
+        .engine
+        .business_metrics(&crate::request_context(&viewer.principal, &id))
+        .iter()
+        .filter(|m| m.schema == table.schema && m.table == table.name)
+        .map(|m| MetricLink::new(m))
+        .collect();
+    let data = table_data(&state, table, profile, metrics);
     let page = TablePage {
         chrome: Chrome::new(&state, &viewer, "/catalog"),
         data: &data,
     };
     respond(&viewer, StatusCode::OK, &data, &page)
-}
-
-#[derive(Template)]
-#[template(path = "not_found.html")]
-struct NotFoundPage {
-    chrome: Chrome,
-    message: String,
-}
-
-fn not_found(state: &AppState, viewer: &Viewer, e: ApiError) -> Response {
-    if viewer.json {
-        return e.into_response();
-    }
-    let page = NotFoundPage {
-        chrome: Chrome::new(state, viewer, "/catalog"),
-        message: "There is no such table, or you may not read it.".into(),
-    };
-    respond(viewer, e.status(), &(), &page)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod admin;
 pub(crate) mod assets;
 mod catalog;
 mod home;
+mod metrics;
 mod operations;
 mod sql;
 
@@ -35,6 +36,7 @@ pub(crate) use admin::{
 };
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
+pub(crate) use metrics::get_metric;
 pub(crate) use operations::{get_health, get_job, get_jobs, post_run};
 pub(crate) use sql::{get_sql, post_download, post_sql};
 
@@ -247,6 +249,26 @@ pub(crate) fn respond<D: Serialize, T: Template>(
             ApiError::internal(format!("a portal page failed to render: {e}")).into_response()
         }
     }
+}
+
+#[derive(Template)]
+#[template(path = "not_found.html")]
+struct NotFoundPage<'a> {
+    chrome: Chrome,
+    message: &'a str,
+}
+
+/// A catalog page for something the viewer cannot see (or that does not exist: the same
+/// answer), saying `message`; the API's error as JSON.
+pub(crate) fn not_found(state: &AppState, viewer: &Viewer, e: ApiError, message: &str) -> Response {
+    if viewer.json {
+        return e.into_response();
+    }
+    let page = NotFoundPage {
+        chrome: Chrome::new(state, viewer, "/catalog"),
+        message,
+    };
+    respond(viewer, e.status(), &(), &page)
 }
 
 /// Unix seconds as `YYYY-MM-DD HH:MM UTC`.

@@ -114,7 +114,7 @@ fn cut(value: String) -> String {
 }
 
 /// The values of a page of rows, as text (what the API's CSV would say).
-async fn run_page(
+pub(super) async fn run_page(
     state: &AppState,
     viewer: &Viewer,
     request_id: &str,
