@@ -23,6 +23,7 @@ use dataport_catalog::{CatalogTable, SnapshotCatalogProvider, TableAccess};
 pub use dataport_common::sync::{Manifest, ManifestColumn, ManifestFile, ManifestTable};
 use dataport_common::{ErrorKind, HasKind};
 use dataport_state::{FileDigest, StateStore, mtime_ns, relative_path};
+pub use dataport_state::{PullRecord, PulledFile};
 use futures::StreamExt as _;
 use serde::{Deserialize, Serialize};
 
@@ -149,6 +150,41 @@ impl SyncFiles {
             snapshot_version: view.snapshot().version(),
             tables,
         })
+    }
+
+    /// Remembers that `account`'s pull began: the manifest it was sent, or why it got none.
+    /// What the server saw of each analyst's pulls is shown on their home page; a failure to
+    /// remember is logged and never fails the pull.
+    pub fn note_manifest(&self, account: i64, manifest: Result<&Manifest, &SyncError>) {
+        let (counts, error) = match manifest {
+            Ok(m) => {
+                let files = m.tables.iter().flat_map(|t| &t.files);
+                let (n, bytes) = files.fold((0u64, 0u64), |(n, b), f| (n + 1, b + f.size));
+                ((m.tables.len() as u64, n, bytes), None)
+            }
+            Err(e) => ((0, 0, 0), Some(e.to_string())),
+        };
+        if let Err(e) =
+            self.state
+                .begin_pull(account, crate::jobs::now_ms(), counts, error.as_deref())
+        {
+            tracing::warn!(error = %e, account, "cannot record the start of a pull");
+        }
+    }
+
+    /// Remembers one file request of `account`'s pull and how it ended.
+    pub fn note_file(&self, account: i64, file: &PulledFile) {
+        if let Err(e) = self
+            .state
+            .record_pulled_file(account, crate::jobs::now_ms(), file)
+        {
+            tracing::warn!(error = %e, account, "cannot record a file of a pull");
+        }
+    }
+
+    /// `account`'s last `limit` pulls, newest first.
+    pub fn pulls(&self, account: i64, limit: usize) -> Result<Vec<PullRecord>, SyncError> {
+        Ok(self.state.pulls(account, limit)?)
     }
 
     /// The manifest file named `path`, if the caller may have it (whatever their settings).

@@ -340,6 +340,25 @@ const STEPS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     ",
+    // 10: analysts' pulls as the server saw them: a manifest fetch and the file requests
+    // that follow it (times in Unix milliseconds).
+    "
+    CREATE TABLE analyst_pulls (
+        id              INTEGER PRIMARY KEY,
+        account_id      INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        started_at      INTEGER NOT NULL,
+        last_at         INTEGER NOT NULL,
+        tables          INTEGER NOT NULL DEFAULT 0,
+        manifest_files  INTEGER NOT NULL DEFAULT 0,
+        manifest_bytes  INTEGER NOT NULL DEFAULT 0,
+        files_sent      INTEGER NOT NULL DEFAULT 0,
+        bytes_sent      INTEGER NOT NULL DEFAULT 0,
+        files_unchanged INTEGER NOT NULL DEFAULT 0,
+        errors          INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT
+    );
+    CREATE INDEX analyst_pulls_account ON analyst_pulls (account_id, started_at);
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -1,5 +1,6 @@
 //! Analyst sync: the SHA-256 of each data file (computed when it is written, or once when a
-//! file appears that Dataport did not write), and each user's sync settings.
+//! file appears that Dataport did not write), each user's sync settings, and each user's pulls
+//! as the server saw them.
 
 use std::path::Path;
 use std::time::SystemTime;
@@ -128,6 +129,144 @@ impl StateStore {
     }
 }
 
+/// A pull's file requests belong to the pull whose manifest came at most this long before.
+pub const PULL_WINDOW_MS: i64 = 6 * 3600 * 1000;
+/// Pulls kept per account.
+const PULLS_KEPT: i64 = 50;
+
+/// How one file request of a pull ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PulledFile {
+    /// The file (or the asked range of it) was sent: so many bytes.
+    Sent { bytes: u64 },
+    /// The analyst had it already (`304 Not Modified`).
+    Unchanged,
+    /// Refused or failed, with what the analyst was told.
+    Failed { error: String },
+}
+
+/// One pull of an analyst: the manifest fetched, and what followed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PullRecord {
+    /// Unix milliseconds of the manifest fetch (or the first file request).
+    pub started_at_ms: i64,
+    /// Unix milliseconds of the last request of the pull.
+    pub last_at_ms: i64,
+    /// Tables, files and bytes in the manifest.
+    pub tables: u64,
+    pub manifest_files: u64,
+    pub manifest_bytes: u64,
+    /// Files (or ranges of them) sent, and their bytes.
+    pub files_sent: u64,
+    pub bytes_sent: u64,
+    /// Files the analyst already had.
+    pub files_unchanged: u64,
+    /// Requests that failed, and the last one's error.
+    pub errors: u64,
+    pub last_error: Option<String>,
+}
+
+impl StateStore {
+    /// A pull starts: `account` fetched a manifest of `tables` tables, `files` files and
+    /// `bytes` bytes at `at_ms` (or failed to, with `error`). Older pulls beyond the last
+    /// fifty are forgotten.
+    pub fn begin_pull(
+        &self,
+        account: i64,
+        at_ms: i64,
+        (tables, files, bytes): (u64, u64, u64),
+        error: Option<&str>,
+    ) -> Result<()> {
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO analyst_pulls (account_id, started_at, last_at, tables, manifest_files, \
+             manifest_bytes, errors, last_error) \
+             SELECT ?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1)",
+            params![
+                account,
+                at_ms,
+                tables as i64,
+                files as i64,
+                bytes as i64,
+                i64::from(error.is_some()),
+                error
+            ],
+        )?;
+        conn.execute(
+            "DELETE FROM analyst_pulls WHERE account_id = ?1 AND id NOT IN \
+             (SELECT id FROM analyst_pulls WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2)",
+            params![account, PULLS_KEPT],
+        )?;
+        Ok(())
+    }
+
+    /// A file request of `account`'s pull at `at_ms`: counted in the pull whose manifest came
+    /// within [`PULL_WINDOW_MS`], else in a pull of its own (files fetched without a manifest).
+    pub fn record_pulled_file(&self, account: i64, at_ms: i64, file: &PulledFile) -> Result<()> {
+        let (sent, bytes, unchanged, errors, error) = match file {
+            PulledFile::Sent { bytes } => (1, *bytes as i64, 0, 0, None),
+            PulledFile::Unchanged => (0, 0, 1, 0, None),
+            PulledFile::Failed { error } => (0, 0, 0, 1, Some(error.as_str())),
+        };
+        let conn = self.lock();
+        let current: Option<i64> = conn
+            .query_row(
+                "SELECT id FROM analyst_pulls WHERE account_id = ?1 AND started_at >= ?2 \
+                 ORDER BY id DESC LIMIT 1",
+                params![account, at_ms - PULL_WINDOW_MS],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match current {
+            Some(id) => {
+                conn.execute(
+                    "UPDATE analyst_pulls SET last_at = max(last_at, ?2), \
+                     files_sent = files_sent + ?3, bytes_sent = bytes_sent + ?4, \
+                     files_unchanged = files_unchanged + ?5, errors = errors + ?6, \
+                     last_error = coalesce(?7, last_error) WHERE id = ?1",
+                    params![id, at_ms, sent, bytes, unchanged, errors, error],
+                )?;
+            }
+            None => {
+                conn.execute(
+                    "INSERT INTO analyst_pulls (account_id, started_at, last_at, files_sent, \
+                     bytes_sent, files_unchanged, errors, last_error) \
+                     SELECT ?1, ?2, ?2, ?3, ?4, ?5, ?6, ?7 \
+                     WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?1)",
+                    params![account, at_ms, sent, bytes, unchanged, errors, error],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `account`'s last `limit` pulls, newest first.
+    pub fn pulls(&self, account: i64, limit: usize) -> Result<Vec<PullRecord>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT started_at, last_at, tables, manifest_files, manifest_bytes, files_sent, \
+             bytes_sent, files_unchanged, errors, last_error FROM analyst_pulls \
+             WHERE account_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![account, limit as i64], |r| {
+            let n = |i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            Ok(PullRecord {
+                started_at_ms: r.get(0)?,
+                last_at_ms: r.get(1)?,
+                tables: n(2)?,
+                manifest_files: n(3)?,
+                manifest_bytes: n(4)?,
+                files_sent: n(5)?,
+                bytes_sent: n(6)?,
+                files_unchanged: n(7)?,
+                errors: n(8)?,
+                last_error: r.get(9)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -168,5 +307,78 @@ mod tests {
             store.sync_settings(ann).unwrap().as_deref(),
             Some("{\"a\":2}")
         );
+    }
+
+    #[test]
+    fn a_pull_counts_the_requests_that_follow_its_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = StateStore::open(dir.path()).unwrap();
+        store.add_user("ann", "hash", &[]).unwrap();
+        let ann = store.user("ann").unwrap().unwrap().id;
+        assert!(store.pulls(ann, 5).unwrap().is_empty());
+        let t0 = 1_000_000_000_000;
+        store.begin_pull(ann, t0, (3, 4, 1000), None).unwrap();
+        store
+            .record_pulled_file(ann, t0 + 10, &PulledFile::Sent { bytes: 600 })
+            .unwrap();
+        store
+            .record_pulled_file(ann, t0 + 20, &PulledFile::Unchanged)
+            .unwrap();
+        store
+            .record_pulled_file(
+                ann,
+                t0 + 30,
+                &PulledFile::Failed {
+                    error: "file changed".into(),
+                },
+            )
+            .unwrap();
+        let pulls = store.pulls(ann, 5).unwrap();
+        assert_eq!(
+            pulls,
+            [PullRecord {
+                started_at_ms: t0,
+                last_at_ms: t0 + 30,
+                tables: 3,
+                manifest_files: 4,
+                manifest_bytes: 1000,
+                files_sent: 1,
+                bytes_sent: 600,
+                files_unchanged: 1,
+                errors: 1,
+                last_error: Some("file changed".into()),
+            }]
+        );
+        // A file much later, without a manifest, is a pull of its own; a failed manifest too.
+        let later = t0 + PULL_WINDOW_MS + 1;
+        store
+            .record_pulled_file(ann, later, &PulledFile::Sent { bytes: 5 })
+            .unwrap();
+        store
+            .begin_pull(ann, later + 1, (0, 0, 0), Some("the server is busy"))
+            .unwrap();
+        let pulls = store.pulls(ann, 5).unwrap();
+        assert_eq!(pulls.len(), 3);
+        assert_eq!(
+            (pulls[0].errors, pulls[0].last_error.as_deref()),
+            (1, Some("the server is busy"))
+        );
+        assert_eq!(
+            (
+                pulls[1].files_sent,
+                pulls[1].bytes_sent,
+                pulls[1].manifest_files
+            ),
+            (1, 5, 0)
+        );
+        // Only the last fifty are kept; an unknown account records nothing.
+        for i in 0..60 {
+            store
+                .begin_pull(ann, later + 10 + i, (1, 1, 1), None)
+                .unwrap();
+        }
+        assert_eq!(store.pulls(ann, 100).unwrap().len(), 50);
+        store.begin_pull(ann + 1, later, (1, 1, 1), None).unwrap();
+        assert!(store.pulls(ann + 1, 5).unwrap().is_empty());
     }
 }

@@ -173,6 +173,47 @@ def test_pull_as_insider_gives_every_table_checksummed(server, insider_pull):
     assert not [p for p in c.dir.rglob(".*tmp")]
 
 
+def test_the_home_page_shows_my_last_pull_as_the_server_saw_it(server, tmp_path):
+    name, password = add_user(server, ["dataread"])
+    me = server.session_as(name, password)
+
+    def last_pull() -> dict | None:
+        r = me.get(server.url("/?format=json"), timeout=60)
+        assert r.status_code == 200, r.text[:300]
+        return r.json()["last_pull"]
+
+    assert last_pull() is None
+    assert "You have not pulled yet" in requests_home_html(server, name, password)
+    c = Client(tmp_path, server.http)
+    c.login(name, password)
+    report = c.pull("--no-duckdb")
+    pull = last_pull()
+    assert pull["tables"] == report["tables"] and pull["manifest_files"] == report["files"]
+    assert (pull["files_sent"], pull["bytes_sent"]) == (report["downloaded"], report["downloaded_bytes"])
+    assert pull["errors"] == 0 and pull["last_error"] is None
+    assert pull["manifest_bytes"] == report["downloaded_bytes"] > 0
+    # A second pull finds everything in place; a file it may not have counts as an error.
+    first = pull["started_at_ms"]
+    again = c.pull("--no-duckdb")
+    assert again["downloaded"] == 0
+    r = me.get(server.url("/api/v1/sync/files/parquet/tpch/customer.parquet"), timeout=60)
+    assert r.status_code == 404
+    pull = last_pull()
+    assert pull["started_at_ms"] >= first and pull["files_sent"] == 0
+    assert pull["errors"] == 1 and "not found" in pull["last_error"].lower()
+    html = requests_home_html(server, name, password)
+    assert "Your last analyst sync" in html and "customer.parquet" in html
+
+
+def requests_home_html(server, user: str, password: str) -> str:
+    """The home page as the user's browser gets it."""
+    s = requests.Session()
+    r = s.post(server.url("/api/v1/auth/session"), json={"username": user, "password": password},
+               timeout=60)
+    assert r.status_code == 200, r.text
+    return s.get(server.url("/"), timeout=60).text
+
+
 def test_pulled_views_answer_tpch_like_the_server(server, insider_pull):
     """The 22 TPC-H queries, with their table names unqualified as the server takes them, give the
     server's answers on the laptop's DuckDB database."""

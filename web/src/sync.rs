@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use dataport_common::sync::Uploaded;
-use dataport_engine::sync::{Manifest, SyncError, SyncSettings, is_plain_relative};
+use dataport_engine::sync::{Manifest, PulledFile, SyncError, SyncSettings, is_plain_relative};
 use serde::Deserialize;
 use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _};
 
@@ -49,15 +49,15 @@ pub(crate) async fn get_manifest(
     let view = state
         .engine
         .catalog_view(&request_context(&principal, &request_id));
-    state
-        .sync
-        .manifest(&view, &settings)
-        .await
+    let manifest = state.sync.manifest(&view, &settings).await;
+    state.sync.note_manifest(principal.id, manifest.as_ref());
+    manifest
         .map(Json)
         .map_err(|e| ApiError::of(&e, &request_id))
 }
 
-/// `GET /api/v1/sync/files/{*path}`: a file of the caller's manifest.
+/// `GET /api/v1/sync/files/{*path}`: a file of the caller's manifest, counted in the caller's
+/// pull (sent, unchanged or failed).
 pub(crate) async fn get_file(
     State(state): State<AppState>,
     RequestId(request_id): RequestId,
@@ -65,12 +65,42 @@ pub(crate) async fn get_file(
     Path(path): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let served = serve_file(&state, &request_id, &principal, path, &headers).await;
+    let outcome = match &served {
+        Ok(r) if r.status() == StatusCode::NOT_MODIFIED => PulledFile::Unchanged,
+        Ok(r) if r.status().is_success() => PulledFile::Sent {
+            bytes: r
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+        },
+        Ok(r) => PulledFile::Failed {
+            error: format!("{} for the range asked", r.status()),
+        },
+        Err(e) => PulledFile::Failed {
+            error: e.to_string(),
+        },
+    };
+    state.sync.note_file(principal.id, &outcome);
+    served
+}
+
+async fn serve_file(
+    state: &AppState,
+    request_id: &str,
+    principal: &dataport_engine::Principal,
+    path: String,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    let request_id = request_id.to_string();
     if !is_plain_relative(&path) {
         return Err(ApiError::of(&SyncError::NotFound { path }, &request_id));
     }
     let view = state
         .engine
-        .catalog_view(&request_context(&principal, &request_id));
+        .catalog_view(&request_context(principal, &request_id));
     let file = state
         .sync
         .resolve(&view, &path)

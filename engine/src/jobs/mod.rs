@@ -438,7 +438,7 @@ fn get<T: Clone>(m: &Mutex<T>) -> T {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     Utc::now().timestamp_millis()
 }
 

@@ -1,15 +1,16 @@
 //! The home page (`GET /`): the data I may read and how fresh it is, my API tokens (create one,
-//! shown once; revoke), my browser sessions (end one), and how to connect with this server's
-//! addresses filled in.
+//! shown once; revoke), my browser sessions (end one), my last analyst sync as the server saw it,
+//! and how to connect with this server's addresses filled in.
 
 use askama::Template;
 use axum::extract::{Path, Request, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use dataport_auth::NewApiToken;
+use dataport_engine::sync::PullRecord;
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, CsrfForm, PostedForm, Viewer, ago, read_form, respond, when};
+use super::{Chrome, CsrfForm, PostedForm, Viewer, ago, read_form, respond, size_text, when};
 use crate::catalog::catalog_body;
 use crate::pages::see_other;
 use crate::tokens::{DEFAULT_TOKEN_DAYS, MAX_TOKEN_DAYS, create_token, my_tokens};
@@ -71,6 +72,17 @@ pub(crate) struct Connect {
     pub(crate) jdbc: String,
 }
 
+/// My last analyst sync, as the server saw it.
+#[derive(Debug, Serialize)]
+pub(crate) struct PullLine {
+    #[serde(flatten)]
+    pub(crate) record: PullRecord,
+    pub(crate) when: String,
+    pub(crate) ago: String,
+    pub(crate) bytes_sent_text: String,
+    pub(crate) manifest_bytes_text: String,
+}
+
 /// What the home page shows (and its JSON twin answers).
 #[derive(Debug, Serialize)]
 pub(crate) struct HomeData {
@@ -79,6 +91,8 @@ pub(crate) struct HomeData {
     pub(crate) schemas: Vec<SchemaLines>,
     pub(crate) tokens: Vec<TokenLine>,
     pub(crate) sessions: Vec<SessionLine>,
+    /// My last `dataport pull` (none yet: `null`).
+    pub(crate) last_pull: Option<PullLine>,
     pub(crate) connect: Connect,
 }
 
@@ -154,6 +168,19 @@ fn home_data(state: &AppState, viewer: &Viewer, request_id: &str) -> Result<Home
             agent: s.user_agent,
         })
         .collect();
+    let last_pull = state
+        .sync
+        .pulls(principal.id, 1)
+        .map_err(|e| ApiError::of(&e, request_id))?
+        .into_iter()
+        .next()
+        .map(|p| PullLine {
+            when: when(p.started_at_ms / 1000),
+            ago: ago(p.started_at_ms / 1000, now),
+            bytes_sent_text: size_text(p.bytes_sent),
+            manifest_bytes_text: size_text(p.manifest_bytes),
+            record: p,
+        });
     let http = state.options.public_url.trim_end_matches('/').to_string();
     let flight = state.options.flight_url.clone();
     let jdbc = format!(
@@ -178,6 +205,7 @@ fn home_data(state: &AppState, viewer: &Viewer, request_id: &str) -> Result<Home
         schemas,
         tokens,
         sessions,
+        last_pull,
         connect: Connect { http, flight, jdbc },
     })
 }

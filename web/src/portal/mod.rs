@@ -278,6 +278,21 @@ pub(crate) fn when(secs: i64) -> String {
         .unwrap_or_else(|| secs.to_string())
 }
 
+/// A size in bytes as people read it (`512 B`, `3.4 KiB`, `12.0 MiB`, `1.5 GiB`).
+pub(crate) fn size_text(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// How long ago `secs` was, in words (`3 min ago`, `5 h ago`, `12 days ago`).
 pub(crate) fn ago(secs: i64, now: i64) -> String {
     let d = (now - secs).max(0);
@@ -301,5 +316,9 @@ mod tests {
         assert_eq!(ago(1_000, 1_030), "just now");
         assert_eq!(ago(0, 7_300), "2 h ago");
         assert_eq!(ago(0, 3 * 86_400 + 5), "3 days ago");
+        assert_eq!(size_text(512), "512 B");
+        assert_eq!(size_text(3_500), "3.4 KiB");
+        assert_eq!(size_text(12 << 20), "12.0 MiB");
+        assert_eq!(size_text(3 << 39), "1.5 TiB");
     }
 }
