@@ -120,6 +120,13 @@ async fn prune_sync_views(
 
 /// `demo`: the scale of the demo dataset to make sure of, if any.
 async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
+    // Settings that are files are read first: a wrong one stops the start before anything runs.
+    let logo = config
+        .settings
+        .logo
+        .as_deref()
+        .map(dataport_web::brand::Logo::from_file)
+        .transpose()?;
     let data_dir = config.settings.data_dir.clone();
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
@@ -287,6 +294,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
             public_url: config.public_url_or(http_addr),
             flight_url: format!("{scheme}://{flight_addr}"),
             instance_name: config.settings.name.clone(),
+            logo,
             metrics_allow: config.settings.metrics_allow.clone(),
             trusted_proxies: config.settings.trusted_proxies.clone(),
         },

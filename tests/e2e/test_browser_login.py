@@ -219,3 +219,52 @@ def test_signing_in_through_the_identity_providers_page(oidc_srv, op, new_page):
     assert session_cookie(page)
     screenshot(page, "3-signed-in")
     check_accessibility(page, "the signed-in page after OpenID Connect")
+
+
+LOGO = """<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 32 32" width="32" height="32">
+<rect width="32" height="32" rx="6" fill="#0f766e"/><path d="M8 22 L16 8 L24 22 Z" fill="#fff"/>
+<script>alert('from the logo')</script></svg>
+"""
+
+
+def test_the_sign_in_page_carries_the_instances_name_and_logo(tmp_path_factory, new_page):
+    logo = tmp_path_factory.mktemp("brand") / "acme.svg"
+    logo.write_text(LOGO)
+    srv = start_module_server(tmp_path_factory, "brand",
+                              ["--portal-name", "Acme Analytics", "--portal-logo", str(logo)])
+    try:
+        page = new_page(srv, bypass_csp=False)
+        response = page.goto("/login")
+        policy = response.headers["content-security-policy"]
+        assert "style-src 'self'" in policy and "unsafe-inline" not in policy
+        expect_heading(page, "Sign in to Acme Analytics")
+        image = page.locator("main.shell img.logo")
+        src = image.get_attribute("src")
+        assert re.fullmatch(r"/static/logo\.[0-9a-f]{8}\.svg", src), src
+        assert page.evaluate("document.querySelector('main.shell img.logo').naturalWidth") > 0
+        # the portal's stylesheet, not inline styles
+        assert page.evaluate("getComputedStyle(document.querySelector('main.shell')).maxWidth") != "none"
+        served = page.request.get(srv.url(src))
+        assert served.status == 200 and served.headers["content-type"] == "image/svg+xml"
+        assert "sandbox" in served.headers["content-security-policy"]
+        assert "immutable" in served.headers["cache-control"]
+        screenshot(page, "login-brand")
+        page.get_by_label("Email or username").fill(ADMIN_USER)
+        page.get_by_label("Password").fill(ADMIN_PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.goto("/")
+        assert page.locator("header.top img.logo").get_attribute("src") == src
+        assert page.title().endswith("· Acme Analytics")
+    finally:
+        srv.stop()
+
+    # A logo that is not an image stops the server at start, naming the key.
+    notes = logo.with_name("notes.txt")
+    notes.write_text("not an image")
+    bad = Server(tmp_path_factory.mktemp("data-badlogo"), ["--portal-logo", str(notes)],
+                 tmp_path_factory.mktemp("log-badlogo"))
+    with pytest.raises(RuntimeError):
+        bad.start()
+    bad.stop()
+    said = bad.stderr_path.read_text()
+    assert "portal.logo" in said and "notes.txt is not an SVG, PNG, JPEG or WebP image" in said, said

@@ -55,8 +55,9 @@ impl CliRequest {
     }
 }
 
-fn show(status: StatusCode, body: &str) -> Response {
+fn show(state: &AppState, status: StatusCode, body: &str) -> Response {
     page(
+        state,
         status,
         "Command-line sign-in",
         body,
@@ -64,8 +65,9 @@ fn show(status: StatusCode, body: &str) -> Response {
     )
 }
 
-fn broken(reason: &str) -> Response {
+fn broken(state: &AppState, reason: &str) -> Response {
     show(
+        state,
         StatusCode::BAD_REQUEST,
         &format!(
             "<h1>This sign-in link does not work</h1>{}<p>Run <code>dataport login</code> again.</p>",
@@ -82,7 +84,7 @@ pub(crate) async fn get_page(
     headers: HeaderMap,
 ) -> Response {
     if let Err(reason) = request.check() {
-        return broken(reason);
+        return broken(&state, reason);
     }
     let Ok(session) = session::authenticate(&state, &Method::GET, &headers) else {
         let here = uri
@@ -112,7 +114,7 @@ pub(crate) async fn get_page(
         hidden("state", &request.state),
         hidden("challenge", &request.challenge),
     );
-    show(StatusCode::OK, &body)
+    show(&state, StatusCode::OK, &body)
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,18 +135,18 @@ pub(crate) async fn post_page(
     request: Request,
 ) -> Response {
     let Some((_, headers, form)) = form_from_client::<Approval>(&state, request).await else {
-        return broken("the form could not be read");
+        return broken(&state, "the form could not be read");
     };
     let port = match form.request.check() {
         Ok(port) => port,
-        Err(reason) => return broken(reason),
+        Err(reason) => return broken(&state, reason),
     };
     let Ok(session) = session::authenticate(&state, &Method::GET, &headers) else {
         return see_other(&login_url(CLI_PAGE, Some("expired")));
     };
     if let Err(e) = session::check_csrf_token(&state, &headers, &session, &form.csrf) {
         tracing::warn!(request_id = %id, error = %e, "command-line approval without the session's CSRF token refused");
-        return broken("this form is stale or from another site");
+        return broken(&state, "this form is stale or from another site");
     }
     let callback = format!("http://127.0.0.1:{port}/callback");
     let the_state = query_value(&form.request.state);
@@ -161,7 +163,7 @@ pub(crate) async fn post_page(
         )),
         Err(e) => {
             tracing::warn!(request_id = %id, error = %e, "cannot approve a command-line sign-in");
-            broken(&e.to_string())
+            broken(&state, &e.to_string())
         }
     }
 }

@@ -7,6 +7,7 @@
 
 mod accounts;
 pub mod auth;
+pub mod brand;
 mod business_metrics;
 mod catalog;
 mod cli_login;
@@ -67,6 +68,8 @@ pub struct WebOptions {
     pub flight_url: String,
     /// The portal's name for this instance (`portal.name`).
     pub instance_name: String,
+    /// The instance's logo (`portal.logo`), beside its name on every page.
+    pub logo: Option<brand::Logo>,
 }
 
 impl Default for WebOptions {
@@ -80,6 +83,7 @@ impl Default for WebOptions {
             public_url: "http://127.0.0.1:8080".into(),
             flight_url: "grpc://127.0.0.1:50051".into(),
             instance_name: "Dataport".into(),
+            logo: None,
         }
     }
 }

@@ -70,7 +70,7 @@ pub(crate) async fn get_login(
         if query.next.is_some() && query.error.is_none() {
             return see_other(&next);
         }
-        return signed_in_page(&session, &headers);
+        return signed_in_page(&state, &session, &headers);
     }
     let trouble = query.error.as_deref().map(failure_sentence);
     login_page(&state, StatusCode::OK, &next, trouble, "")
@@ -114,10 +114,10 @@ fn login_page(
         escape(login),
         crate::password::PASSWORD_PAGE,
     );
-    page(status, "Sign in", &body, FormTarget::SelfOnly)
+    page(state, status, "Sign in", &body, FormTarget::SelfOnly)
 }
 
-fn signed_in_page(session: &SessionAuth, headers: &HeaderMap) -> Response {
+fn signed_in_page(state: &AppState, session: &SessionAuth, headers: &HeaderMap) -> Response {
     let csrf = session::cookie(headers, CSRF_COOKIE).unwrap_or_default();
     let groups = if session.principal.groups.is_empty() {
         "no groups yet: ask an administrator for access".to_string()
@@ -133,7 +133,13 @@ fn signed_in_page(session: &SessionAuth, headers: &HeaderMap) -> Response {
         escape(&groups),
         escape(&csrf),
     );
-    page(StatusCode::OK, "Signed in", &body, FormTarget::SelfOnly)
+    page(
+        state,
+        StatusCode::OK,
+        "Signed in",
+        &body,
+        FormTarget::SelfOnly,
+    )
 }
 
 /// A form posted by a browser: its client address, headers and fields; None when the body is
@@ -262,6 +268,7 @@ pub(crate) async fn post_logout(
     if let Err(e) = session::check_csrf_token(&state, &headers, &session, &form.csrf) {
         tracing::warn!(request_id = %id, error = %e, "sign-out without the session's CSRF token refused");
         return page(
+            &state,
             StatusCode::FORBIDDEN,
             "Sign out",
             &format!(

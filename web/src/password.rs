@@ -161,11 +161,14 @@ pub(crate) struct PageQuery {
 
 /// `GET /auth/password?token=…`: the form to choose a password; without a token, the form to
 /// ask for a link by email (a forgotten password, or registering an allowed outside email).
-pub(crate) async fn get_page(Query(query): Query<PageQuery>) -> Response {
+pub(crate) async fn get_page(
+    State(state): State<AppState>,
+    Query(query): Query<PageQuery>,
+) -> Response {
     if query.token.trim().is_empty() {
-        return show(StatusCode::OK, &email_form(None));
+        return show(&state, StatusCode::OK, &email_form(None));
     }
-    show(StatusCode::OK, &form(&query.token, None))
+    show(&state, StatusCode::OK, &form(&query.token, None))
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +191,7 @@ pub(crate) async fn post_page(State(state): State<AppState>, request: Request) -
     let request = Request::from_parts(parts, body);
     let Ok(Form(form_data)) = Form::<PageForm>::from_request(request, &state).await else {
         return show(
+            &state,
             StatusCode::BAD_REQUEST,
             &email_form(Some("The form could not be read; try again.")),
         );
@@ -195,6 +199,7 @@ pub(crate) async fn post_page(State(state): State<AppState>, request: Request) -
     if let Some(email) = form_data.email {
         return match request_link(&state, email, address).await {
             Ok(()) => show(
+                &state,
                 StatusCode::OK,
                 &format!(
                     "<h1>Check your mail</h1><p>{}</p><p><a href=\"/login\">Back to sign-in</a></p>",
@@ -202,12 +207,14 @@ pub(crate) async fn post_page(State(state): State<AppState>, request: Request) -
                 ),
             ),
             Err(e @ AuthError::TooManyAttempts { .. }) => show(
+                &state,
                 StatusCode::TOO_MANY_REQUESTS,
                 &email_form(Some(&e.to_string())),
             ),
             Err(e) => {
                 tracing::error!(error = %e, "a password link request failed");
                 show(
+                    &state,
                     StatusCode::INTERNAL_SERVER_ERROR,
                     &email_form(Some("Something went wrong; try again later.")),
                 )
@@ -216,12 +223,14 @@ pub(crate) async fn post_page(State(state): State<AppState>, request: Request) -
     }
     if form_data.password != form_data.confirm {
         return show(
+            &state,
             StatusCode::BAD_REQUEST,
             &form(&form_data.token, Some("The two passwords differ.")),
         );
     }
     match reset(&state, form_data.token.clone(), form_data.password).await {
         Ok(user) => show(
+            &state,
             StatusCode::OK,
             &format!(
                 "<h1>Your password is set</h1><p>Sign in as <b>{}</b> or with your email.</p>\
@@ -230,17 +239,20 @@ pub(crate) async fn post_page(State(state): State<AppState>, request: Request) -
             ),
         ),
         Err(e @ AuthError::WeakPassword { .. }) => show(
+            &state,
             StatusCode::BAD_REQUEST,
             &form(&form_data.token, Some(&e.to_string())),
         ),
         Err(AuthError::Internal { message }) => {
             tracing::error!(error = %message, "setting a password through a link failed");
             show(
+                &state,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "<h1>Something went wrong</h1><p>Try the link again later.</p>",
             )
         }
         Err(e) => show(
+            &state,
             StatusCode::BAD_REQUEST,
             &format!(
                 "<h1>This link does not work</h1><p>{}</p>\
@@ -278,6 +290,6 @@ fn email_form(trouble: Option<&str>) -> String {
     )
 }
 
-fn show(status: StatusCode, body: &str) -> Response {
-    page(status, "Password", body, FormTarget::SelfOnly)
+fn show(state: &AppState, status: StatusCode, body: &str) -> Response {
+    page(state, status, "Password", body, FormTarget::SelfOnly)
 }

@@ -301,6 +301,9 @@ settings! {
     portal (section_key) {
         /// the instance's name in the portal's pages and titles
         name: String = value("Dataport");
+        /// an image file (SVG, PNG, JPEG or WebP, at most 512 KiB) shown beside the name on
+        /// every page, the sign-in page too; read at start
+        logo: Option<PathBuf> = unset("none: the name alone");
     }
     log (section_key) {
         /// `human` or `json`

@@ -4,10 +4,12 @@
 
 use std::sync::LazyLock;
 
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
+
+use crate::AppState;
 
 struct Asset {
     /// The name templates ask for.
@@ -54,16 +56,24 @@ pub(crate) fn url(name: &str) -> String {
         .unwrap_or_else(|| format!("/static/{name}"))
 }
 
-/// `GET /static/{file}`: an asset by its hashed name, cacheable for a year.
-pub(crate) async fn get(Path(file): Path<String>) -> Response {
-    let Some((_, asset)) = SERVED.iter().find(|(f, _)| *f == file) else {
-        return (StatusCode::NOT_FOUND, "no such file").into_response();
-    };
-    let mut response = asset.bytes.into_response();
+/// `GET /static/{file}`: an asset (or the instance's logo) by its hashed name, cacheable for a
+/// year.
+pub(crate) async fn get(State(state): State<AppState>, Path(file): Path<String>) -> Response {
+    let (bytes, content_type): (Vec<u8>, &'static str) =
+        match SERVED.iter().find(|(f, _)| *f == file) {
+            Some((_, asset)) => (asset.bytes.to_vec(), asset.content_type),
+            None => match &state.options.logo {
+                Some(logo) if logo.file() == file => (logo.bytes().to_vec(), logo.content_type()),
+                _ => return (StatusCode::NOT_FOUND, "no such file").into_response(),
+            },
+        };
+    let mut response = bytes.into_response();
     let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    // An SVG opened on its own runs nothing and loads nothing.
     headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(asset.content_type),
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; sandbox"),
     );
     headers.insert(
         header::CACHE_CONTROL,

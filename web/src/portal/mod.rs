@@ -25,6 +25,7 @@ use axum::response::{Html, IntoResponse, Response};
 use dataport_auth::Principal;
 use serde::Serialize;
 
+use crate::brand;
 use crate::login::login_url;
 use crate::pages::see_other;
 use crate::session::{self, CSRF_COOKIE};
@@ -182,6 +183,8 @@ pub(crate) struct NavItem {
 #[derive(Debug)]
 pub(crate) struct Chrome {
     pub(crate) instance: String,
+    /// The instance's logo (`portal.logo`), if it has one.
+    pub(crate) logo: Option<String>,
     pub(crate) css: String,
     pub(crate) script: String,
     pub(crate) nav: Vec<NavItem>,
@@ -209,6 +212,7 @@ impl Chrome {
         .collect();
         Self {
             instance: state.options.instance_name.clone(),
+            logo: state.options.logo.as_ref().map(brand::Logo::url),
             css: assets::url("portal.css"),
             script: assets::url("htmx.js"),
             nav,
