@@ -13,7 +13,9 @@ import pytest
 import requests
 
 from browser_util import check_accessibility, screenshot
-from e2e_util import ADMIN_PASSWORD, ADMIN_USER, wait_for
+from playwright.sync_api import expect
+
+from e2e_util import ADMIN_PASSWORD, ADMIN_USER, metric, wait_for
 
 PASSWORD = "Portal-Pass1"
 
@@ -339,12 +341,52 @@ def test_the_sql_page_in_a_browser(srv, new_page):
     page.wait_for_url(srv.url("/sql"))
     page.get_by_label("Query").fill("select n_name, n_regionkey from tpch.nation order by 1")
     page.get_by_role("button", name="Run").click()
-    assert page.locator("table.result tbody tr").count() == 25
+    expect(page.locator("table.result tbody tr")).to_have_count(25)
     with page.expect_download() as download:
         page.get_by_role("button", name="Download CSV").click()
     assert download.value.suggested_filename == "result.csv"
     screenshot(page, "sql")
     check_accessibility(page, "the SQL page")
+
+
+# A nested-loop join of lineitem with itself: minutes of work, until it is cancelled.
+EXPENSIVE = ("select count(*) from tpch.lineitem a, tpch.lineitem b "
+             "where a.l_comment || b.l_comment = 'dataport'")
+
+
+def running_queries(srv) -> float:
+    return metric(srv.metrics(), "dataport_queries_running") or 0
+
+
+def test_a_running_query_is_cancelled_from_the_sql_page(srv, new_page):
+    page = new_page(srv)
+    page.goto("/sql")
+    page.get_by_label("Email or username").fill("portal_reader")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/sql"))
+    assert not page.get_by_role("button", name="Cancel").is_visible(), "only while a query runs"
+    page.get_by_label("Query").fill(EXPENSIVE)
+    page.get_by_role("button", name="Run").click()
+    expect(page.get_by_role("status")).to_have_text("Running…")
+    wait_for(lambda: running_queries(srv) >= 1, 30, what="the query to start running")
+    screenshot(page, "sql-running")
+    page.get_by_role("button", name="Cancel").click()
+    expect(page.get_by_role("alert")).to_have_text("The query was cancelled.", timeout=30_000)
+    expect(page.get_by_label("Query")).to_have_value(EXPENSIVE)
+    wait_for(lambda: running_queries(srv) == 0, 30, what="the cancelled query to stop")
+    audit = srv.get("/api/v1/admin/audit", params={"user": "portal_reader", "limit": 20}).json()
+    assert any(e["sql"] == EXPENSIVE and e["outcome"] == "cancelled" for e in audit["entries"])
+    # The page answers again at once; a query id that is not running (or not mine) is refused.
+    page.get_by_label("Query").fill("select 1 as one")
+    page.get_by_role("button", name="Run").click()
+    expect(page.locator("table.result tbody tr")).to_have_count(1)
+    other = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    r = other.post(srv.url("/sql/cancel"), timeout=60,
+                   data={"csrf": other.cookies["dataport_csrf"], "query_id": "0" * 32})
+    assert r.status_code == 404
+    r = other.post(srv.url("/sql/cancel"), timeout=60, data={"query_id": "0" * 32})
+    assert r.status_code == 403, "no CSRF token, no cancel"
 
 
 def admin_form(session: requests.Session, srv, path: str, **fields) -> requests.Response:

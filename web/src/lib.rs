@@ -279,6 +279,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics/{name}", get(portal::get_metric))
         .route("/sql", get(portal::get_sql).post(portal::post_sql))
         .route("/sql/download", post(portal::post_download))
+        .route("/sql/cancel", post(portal::post_cancel))
         .route("/activity", get(portal::get_activity))
         .route("/admin", get(portal::get_accounts))
         .route("/admin/accounts", get(portal::get_accounts))
@@ -313,6 +314,9 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::get_health))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::Extension(std::sync::Arc::new(
+            portal::RunningQueries::default(),
+        )))
         .with_state(state);
     api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(from_fn_with_state(traced, trace::trace_request))

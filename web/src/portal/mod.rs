@@ -39,7 +39,7 @@ pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 pub(crate) use metrics::get_metric;
 pub(crate) use operations::{get_health, get_job, get_jobs, post_run};
-pub(crate) use sql::{get_sql, post_download, post_sql};
+pub(crate) use sql::{RunningQueries, get_sql, post_cancel, post_download, post_sql};
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
 const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";

@@ -1,10 +1,14 @@
 //! The SQL page (`/sql`): a query box that runs through the same engine, read-only policy,
 //! grants, limits and audit as `POST /api/v1/query`; the result as a table, a page of rows at a
-//! time (each page runs the query again and stops reading after it); downloads as CSV, Parquet
-//! or Arrow (`POST /sql/download`, the API's encoders); and the viewer's own recent queries from
-//! the audit log.
+//! time (each page runs the query again and stops reading after it); a running query cancelled
+//! from the page (`POST /sql/cancel`); downloads as CSV, Parquet or Arrow (`POST /sql/download`,
+//! the API's encoders); and the viewer's own recent queries from the audit log.
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use askama::Template;
+use axum::Extension;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +17,9 @@ use dataport_engine::QueryRequest;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{Chrome, Viewer, respond, when};
+use tokio_util::sync::CancellationToken;
+
+use super::{Chrome, PostedForm, Viewer, read_form, respond, when};
 use crate::format::Format;
 use crate::login::form_from_client;
 use crate::{ApiError, AppState, RequestId};
@@ -23,10 +29,69 @@ pub(crate) const PAGE_ROWS: usize = 100;
 /// Longest value shown in a cell (the downloads have it whole).
 const CELL_CHARS: usize = 200;
 
+/// The page's queries running now, by the id each page gave its form: what `POST /sql/cancel`
+/// stops. Only the account that started a query may cancel it.
+#[derive(Debug, Default)]
+pub(crate) struct RunningQueries {
+    running: std::sync::Mutex<HashMap<String, (i64, CancellationToken)>>,
+}
+
+impl RunningQueries {
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, (i64, CancellationToken)>> {
+        match self.running.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// Registers the query `id` of `account` until the returned guard is dropped.
+    fn start(self: &Arc<Self>, id: &str, account: i64) -> Running {
+        let token = CancellationToken::new();
+        self.map().insert(id.to_string(), (account, token.clone()));
+        Running {
+            queries: Arc::clone(self),
+            id: id.to_string(),
+            token,
+        }
+    }
+
+    /// Cancels `account`'s query `id`; whether there was one.
+    fn cancel(&self, id: &str, account: i64) -> bool {
+        match self.map().get(id) {
+            Some((owner, token)) if *owner == account => {
+                token.cancel();
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A query of the page while it runs.
+struct Running {
+    queries: Arc<RunningQueries>,
+    id: String,
+    token: CancellationToken,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.queries.map().remove(&self.id);
+    }
+}
+
+/// The id a rendered page gives its next query.
+fn new_query_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 #[derive(Debug, Deserialize, Default)]
 pub(crate) struct SqlForm {
     #[serde(default)]
     csrf: String,
+    /// The page's id for this run (what its Cancel button names).
+    #[serde(default)]
+    query_id: String,
     #[serde(default)]
     sql: String,
     /// The page of results, from 0.
@@ -74,6 +139,8 @@ struct SqlPage<'a> {
     chrome: Chrome,
     data: &'a SqlData,
     page_rows: usize,
+    /// The id of the page's next run.
+    query_id: String,
 }
 
 fn history(state: &AppState, viewer: &Viewer) -> Vec<HistoryLine> {
@@ -161,6 +228,7 @@ fn show(state: &AppState, viewer: &Viewer, status: StatusCode, data: &SqlData) -
         chrome: Chrome::new(state, viewer, "/sql"),
         data,
         page_rows: PAGE_ROWS,
+        query_id: new_query_id(),
     };
     respond(viewer, status, data, &page)
 }
@@ -176,10 +244,11 @@ pub(crate) async fn get_sql(State(state): State<AppState>, viewer: Viewer) -> Re
     show(&state, &viewer, StatusCode::OK, &data)
 }
 
-/// `POST /sql` (the form): a page of the result.
+/// `POST /sql` (the form): a page of the result, unless the page cancels the query first.
 pub(crate) async fn post_sql(
     State(state): State<AppState>,
     RequestId(id): RequestId,
+    Extension(running): Extension<Arc<RunningQueries>>,
     viewer: Viewer,
     request: Request,
 ) -> Response {
@@ -201,10 +270,30 @@ pub(crate) async fn post_sql(
             Some("Write a query first.".to_string()),
             form.sql,
         ),
-        Ok(form) => match run_page(&state, &viewer, &id, &form.sql, form.page).await {
-            Ok(page) => (StatusCode::OK, Some(page), None, form.sql),
-            Err(e) => (e.status(), None, Some(e.to_string()), form.sql),
-        },
+        Ok(form) => {
+            let query_id = if form.query_id.is_empty() {
+                new_query_id()
+            } else {
+                form.query_id.clone()
+            };
+            let run = running.start(&query_id, viewer.principal.id);
+            // Cancelling drops the query's stream, which stops it (and audits it as cancelled).
+            let result = tokio::select! {
+                r = run_page(&state, &viewer, &id, &form.sql, form.page) => Some(r),
+                () = run.token.cancelled() => None,
+            };
+            drop(run);
+            match result {
+                Some(Ok(page)) => (StatusCode::OK, Some(page), None, form.sql),
+                Some(Err(e)) => (e.status(), None, Some(e.to_string()), form.sql),
+                None => (
+                    StatusCode::OK,
+                    None,
+                    Some("The query was cancelled.".to_string()),
+                    form.sql,
+                ),
+            }
+        }
         Err((status, message, sql)) => (status, None, Some(message), sql),
     };
     let data = SqlData {
@@ -214,6 +303,40 @@ pub(crate) async fn post_sql(
         history: history(&state, &viewer),
     };
     show(&state, &viewer, status, &data)
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CancelForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    query_id: String,
+}
+
+impl PostedForm for CancelForm {
+    fn csrf(&self) -> &str {
+        &self.csrf
+    }
+}
+
+/// `POST /sql/cancel` (the page's Cancel button): stops the viewer's running query of that page.
+/// `202` when it was running, `404` when it had finished (or was never the viewer's).
+pub(crate) async fn post_cancel(
+    State(state): State<AppState>,
+    Extension(running): Extension<Arc<RunningQueries>>,
+    viewer: Viewer,
+    request: Request,
+) -> Response {
+    let form: CancelForm = match read_form(&state, &viewer, request).await {
+        Ok(f) => f,
+        Err((status, message)) => return (status, message).into_response(),
+    };
+    if running.cancel(&form.query_id, viewer.principal.id) {
+        tracing::info!(user = %viewer.principal.name, query = %form.query_id, "query cancelled from the SQL page");
+        (StatusCode::ACCEPTED, "Cancelling the query.").into_response()
+    } else {
+        (StatusCode::NOT_FOUND, "That query is not running.").into_response()
+    }
 }
 
 /// `POST /sql/download` (the result's download buttons): the whole result in the chosen
