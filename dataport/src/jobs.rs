@@ -243,6 +243,7 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
             report.outcome(),
             &report.summary(),
             error.as_deref(),
+            "",
         )?;
         if let Some(e) = &report.error {
             eprintln!("error: {e}");

@@ -36,7 +36,7 @@ pub(crate) struct ServeArgs {
 
 pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.overrides).context("invalid configuration")?;
-    init_logging(&config)?;
+    let job_logs = init_logging(&config)?;
     for warning in &config.warnings {
         tracing::warn!("{warning}");
     }
@@ -45,26 +45,43 @@ pub(crate) fn run(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("dataport")
         .build()
         .context("cannot start the async runtime")?;
-    let result = runtime.block_on(serve(config, args.demo.then_some(args.demo_scale)));
+    let result = runtime.block_on(serve(
+        config,
+        args.demo.then_some(args.demo_scale),
+        job_logs,
+    ));
     // A cancelled query may still be inside one long CPU-bound step; don't wait for it.
     runtime.shutdown_timeout(RUNTIME_SHUTDOWN);
     result
 }
 
-fn init_logging(config: &Config) -> anyhow::Result<()> {
+/// The server's log on stderr (human or JSON lines), and the log of each job run kept for the
+/// jobs page (the returned [`JobLogs`](dataport_engine::jobs::JobLogs)), both under the one
+/// filter (`RUST_LOG`, else `log.level`).
+fn init_logging(config: &Config) -> anyhow::Result<dataport_engine::jobs::JobLogs> {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&config.settings.level))
         .context("log.level is not a valid filter")?;
     // Colours only on a terminal: a log file or journal gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let output = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
-    let result = match config.settings.format {
-        LogFormat::Human => builder.try_init(),
-        LogFormat::Json => builder.json().try_init(),
+    let output = match config.settings.format {
+        LogFormat::Human => output.boxed(),
+        LogFormat::Json => output.json().boxed(),
     };
-    result.map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))
+    let job_logs = dataport_engine::jobs::JobLogs::new();
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(output)
+        .with(job_logs.layer())
+        .try_init()
+        .map_err(|e| anyhow::anyhow!("cannot set up logging: {e}"))?;
+    Ok(job_logs)
 }
 
 /// How often restricted copies (`sync/views/`) that no account's manifest can list any more
@@ -119,7 +136,11 @@ async fn prune_sync_views(
 }
 
 /// `demo`: the scale of the demo dataset to make sure of, if any.
-async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    demo: Option<f64>,
+    job_logs: dataport_engine::jobs::JobLogs,
+) -> anyhow::Result<()> {
     // Settings that are files are read first: a wrong one stops the start before anything runs.
     let logo = config
         .settings
@@ -202,6 +223,7 @@ async fn serve(config: Config, demo: Option<f64>) -> anyhow::Result<()> {
         crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler)?,
     )
     .context("cannot set up the jobs")?;
+    jobs.keep_logs(job_logs);
     let timers = jobs.start(cancel.clone());
 
     let listener = tokio::net::TcpListener::bind(config.settings.http_addr)

@@ -207,7 +207,7 @@ impl StateStore {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Record how a run ended.
+    /// Record how a run ended, and what it logged (lines, possibly none).
     pub fn finish_job_run(
         &self,
         id: i64,
@@ -215,14 +215,23 @@ impl StateStore {
         outcome: &str,
         summary: &str,
         error: Option<&str>,
+        log: &str,
     ) -> Result<()> {
         let conn = self.lock();
         conn.execute(
-            "UPDATE job_runs SET finished_ms = ?2, outcome = ?3, summary = ?4, error = ?5 \
-             WHERE id = ?1",
-            params![id, finished_ms, outcome, summary, error],
+            "UPDATE job_runs SET finished_ms = ?2, outcome = ?3, summary = ?4, error = ?5, \
+             log = ?6 WHERE id = ?1",
+            params![id, finished_ms, outcome, summary, error, log],
         )?;
         Ok(())
+    }
+
+    /// What run `id` logged (empty when nothing was kept); `None` for an unknown run.
+    pub fn job_run_log(&self, id: i64) -> Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row("SELECT log FROM job_runs WHERE id = ?1", [id], |r| r.get(0))
+            .optional()?)
     }
 
     /// Runs left `running` by a process that died are marked `interrupted`; returns how many.
@@ -325,7 +334,14 @@ mod tests {
         let a = store.start_job_run("sync:kbc", "manual", 1000).unwrap();
         let b = store.start_job_run("sync:kbc", "schedule", 2000).unwrap();
         store
-            .finish_job_run(a, 1500, "ok", "3 tables", None)
+            .finish_job_run(
+                a,
+                1500,
+                "ok",
+                "3 tables",
+                None,
+                "10:00:00.000  INFO x: synced",
+            )
             .unwrap();
         assert_eq!(store.interrupt_stale_job_runs(3000).unwrap(), 1);
         let runs = store.job_runs(Some("sync:kbc"), 10).unwrap();
@@ -334,6 +350,12 @@ mod tests {
         assert_eq!(runs[0].outcome, "interrupted");
         assert_eq!(runs[1].outcome, "ok");
         assert_eq!(runs[1].summary, "3 tables");
+        assert_eq!(
+            store.job_run_log(a).unwrap().as_deref(),
+            Some("10:00:00.000  INFO x: synced")
+        );
+        assert_eq!(store.job_run_log(b).unwrap().as_deref(), Some(""));
+        assert_eq!(store.job_run_log(b + 1).unwrap(), None);
         assert_eq!(store.prune_job_runs(1).unwrap(), 1);
         assert_eq!(store.job_runs(None, 10).unwrap().len(), 1);
     }

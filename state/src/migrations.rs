@@ -359,6 +359,10 @@ const STEPS: &[&str] = &[
     );
     CREATE INDEX analyst_pulls_account ON analyst_pulls (account_id, started_at);
     ",
+    // 11: what a job run logged, kept with the run.
+    "
+    ALTER TABLE job_runs ADD COLUMN log TEXT NOT NULL DEFAULT '';
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

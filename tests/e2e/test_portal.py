@@ -548,6 +548,16 @@ def test_jobs_run_from_the_page_and_health_shows_the_machine(srv):
     after = next(j for j in admin.get(srv.url("/admin/jobs?format=json"), timeout=60).json()["jobs"]
                  if j["name"] == name)["runs"]
     assert after > before
+    # The log of the last run: what the run logged, in the server log's words.
+    page = admin.get(srv.url(f"/admin/jobs/{name}?format=json"), timeout=60).json()
+    last = page["last_log"]
+    assert last["run_id"] == history[0]["id"] or last["started_ms"] >= history[0]["started_ms"]
+    lines = last["log"].splitlines()
+    assert any("job started" in line and f"job={name}" in line for line in lines), lines
+    assert any("job finished" in line for line in lines), lines
+    assert srv.get(f"/api/v1/jobs/{name}").json()["last_log"]["log"].count("\n") >= 1
+    html = admin.get(srv.url(f"/admin/jobs/{name}"), timeout=60).text
+    assert "Log of the last run" in html and "job finished" in html
     assert admin.post(srv.url(f"/admin/jobs/{name}/run"), data={}, timeout=60).status_code in (400, 403)
     missing = admin_form(admin, srv, "/admin/jobs/no-such-job/run")
     assert missing.status_code == 404

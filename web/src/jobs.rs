@@ -20,6 +20,34 @@ pub(crate) struct JobBody {
     #[serde(flatten)]
     status: JobStatus,
     history: Vec<JobRun>,
+    /// What the last finished run logged.
+    last_log: Option<RunLog>,
+}
+
+/// The log of one run: a line per event the run logged.
+#[derive(Debug, Serialize)]
+pub(crate) struct RunLog {
+    pub(crate) run_id: i64,
+    pub(crate) started_ms: i64,
+    pub(crate) outcome: String,
+    pub(crate) log: String,
+}
+
+/// The log of the newest finished run in `history` (newest first), read from `jobs`.
+pub(crate) fn last_run_log(
+    jobs: &dataport_engine::jobs::Scheduler,
+    job: &str,
+    history: &[JobRun],
+) -> Result<Option<RunLog>, JobError> {
+    let Some(run) = history.iter().find(|r| r.outcome != "running") else {
+        return Ok(None);
+    };
+    Ok(Some(RunLog {
+        run_id: run.id,
+        started_ms: run.started_ms,
+        outcome: run.outcome.clone(),
+        log: jobs.run_log(job, run.id)?,
+    }))
 }
 
 #[derive(Serialize)]
@@ -35,7 +63,7 @@ pub(crate) struct HistoryParams {
 }
 
 /// Runs a blocking scheduler call (it reads the state store) off the async threads.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     id: &str,
     f: impl FnOnce() -> Result<T, JobError> + Send + 'static,
 ) -> Result<T, ApiError> {
@@ -64,11 +92,17 @@ pub(crate) async fn get_job(
 ) -> Result<Json<JobBody>, ApiError> {
     let jobs = state.jobs.clone();
     let limit = params.limit.unwrap_or(50).clamp(1, 1000);
-    let (status, history) = blocking(&id, move || {
-        Ok((jobs.job(&job)?, jobs.history(&job, limit)?))
+    let (status, history, last_log) = blocking(&id, move || {
+        let history = jobs.history(&job, limit)?;
+        let last_log = last_run_log(&jobs, &job, &history)?;
+        Ok((jobs.job(&job)?, history, last_log))
     })
     .await?;
-    Ok(Json(JobBody { status, history }))
+    Ok(Json(JobBody {
+        status,
+        history,
+        last_log,
+    }))
 }
 
 pub(crate) async fn post_run(

@@ -8,6 +8,7 @@
 //! state store's job history; counters feed `/metrics`.
 
 mod actions;
+mod logs;
 mod schedule;
 
 use std::collections::BTreeMap;
@@ -22,9 +23,11 @@ use dataport_common::{ErrorKind, HasKind};
 use dataport_state::StateStore;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 pub use actions::{ProfileCatalogJob, RefreshCatalogJob};
 pub use dataport_state::JobRun;
+pub use logs::{JobLogs, MAX_LINES, RUN_SPAN};
 pub use schedule::{Cron, CronError, Schedule};
 
 /// How a run ended.
@@ -137,6 +140,8 @@ struct Entry {
 struct Inner {
     state: Arc<StateStore>,
     jobs: BTreeMap<String, Arc<Entry>>,
+    /// Where each run's log lines are gathered, when the server keeps them.
+    logs: std::sync::OnceLock<JobLogs>,
 }
 
 /// The jobs of a server. Clone freely.
@@ -189,7 +194,11 @@ impl Scheduler {
             );
         }
         Ok(Self {
-            inner: Arc::new(Inner { state, jobs: map }),
+            inner: Arc::new(Inner {
+                state,
+                jobs: map,
+                logs: std::sync::OnceLock::new(),
+            }),
         })
     }
 
@@ -286,11 +295,30 @@ impl Scheduler {
         let state = Arc::clone(&self.inner.state);
         let entry = Arc::clone(entry);
         let trigger = trigger.to_string();
+        let logs = self.inner.logs.get().cloned();
+        if let Some(logs) = &logs {
+            logs.begin(id);
+        }
+        let span = tracing::info_span!(RUN_SPAN, job = %entry.spec.name, run = id);
         let handle = tokio::spawn(async move {
             let _guard = guard;
             let started = Instant::now();
-            tracing::info!(job = %entry.spec.name, run = id, trigger, "job started");
-            let result = entry.spec.action.run().await;
+            let result = async {
+                tracing::info!(job = %entry.spec.name, run = id, trigger, "job started");
+                let result = entry.spec.action.run().await;
+                let ms = started.elapsed().as_millis() as u64;
+                match result.outcome {
+                    JobOutcome::Ok => {
+                        tracing::info!(job = %entry.spec.name, run = id, duration_ms = ms, summary = %result.summary, "job finished")
+                    }
+                    _ => {
+                        tracing::warn!(job = %entry.spec.name, run = id, duration_ms = ms, outcome = result.outcome.as_str(), summary = %result.summary, error = ?result.error, "job finished with errors")
+                    }
+                }
+                result
+            }
+            .instrument(span)
+            .await;
             let ms = started.elapsed().as_millis() as u64;
             entry.last_duration_ms.store(ms, Ordering::Relaxed);
             let slot = match result.outcome {
@@ -304,25 +332,37 @@ impl Scheduler {
                     .last_success_secs
                     .store(Utc::now().timestamp(), Ordering::Relaxed);
             }
+            let log = logs.map(|l| l.take(id)).unwrap_or_default();
             if let Err(e) = state.finish_job_run(
                 id,
                 now_ms(),
                 result.outcome.as_str(),
                 &result.summary,
                 result.error.as_deref(),
+                &log,
             ) {
                 tracing::warn!(job = %entry.spec.name, error = %e, "cannot record the job run");
             }
-            match result.outcome {
-                JobOutcome::Ok => {
-                    tracing::info!(job = %entry.spec.name, run = id, duration_ms = ms, summary = %result.summary, "job finished")
-                }
-                _ => {
-                    tracing::warn!(job = %entry.spec.name, run = id, duration_ms = ms, outcome = result.outcome.as_str(), summary = %result.summary, error = ?result.error, "job finished with errors")
-                }
-            }
         });
         Ok((id, handle))
+    }
+
+    /// Keep what each run logs (gathered by `logs`' layer, which the binary installs), stored
+    /// with the run. Set once; a second call changes nothing.
+    pub fn keep_logs(&self, logs: JobLogs) {
+        let _ = self.inner.logs.set(logs);
+    }
+
+    /// What run `id` of `job` logged, one line per event (empty when nothing was kept).
+    pub fn run_log(&self, job: &str, id: i64) -> Result<String, JobError> {
+        let run = self
+            .inner
+            .state
+            .job_runs(Some(job), usize::MAX)?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| JobError::NotFound(format!("{job} run {id}")))?;
+        Ok(self.inner.state.job_run_log(run.id)?.unwrap_or_default())
     }
 
     /// Every job with its state and last run.

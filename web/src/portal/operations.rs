@@ -14,6 +14,7 @@ use serde::Serialize;
 use super::admin::refuse_non_admin;
 use super::{Chrome, CsrfForm, Viewer, ago, read_form, respond, when};
 use crate::health::{Health, health};
+use crate::jobs::blocking;
 use crate::{ApiError, AppState, RequestId};
 
 /// A job run in words.
@@ -98,16 +99,6 @@ struct JobsPage<'a> {
     data: &'a JobsData,
 }
 
-async fn blocking<T: Send + 'static>(
-    request_id: &str,
-    f: impl FnOnce() -> Result<T, dataport_engine::jobs::JobError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::internal(format!("jobs task failed: {e}")))?
-        .map_err(|e| ApiError::of(&e, request_id))
-}
-
 async fn show_jobs(
     state: &AppState,
     viewer: &Viewer,
@@ -178,6 +169,9 @@ pub(crate) async fn post_run(
 pub(crate) struct JobData {
     pub(crate) job: JobLine,
     pub(crate) history: Vec<RunLine>,
+    /// What the last finished run logged, and when it started.
+    pub(crate) last_log: Option<crate::jobs::RunLog>,
+    pub(crate) last_log_started: String,
 }
 
 #[derive(Template)]
@@ -198,11 +192,22 @@ pub(crate) async fn get_job(
         return refused;
     }
     let jobs = state.jobs.clone();
-    match blocking(&id, move || Ok((jobs.job(&job)?, jobs.history(&job, 50)?))).await {
-        Ok((status, history)) => {
+    let found = blocking(&id, move || {
+        let history = jobs.history(&job, 50)?;
+        let last_log = crate::jobs::last_run_log(&jobs, &job, &history)?;
+        Ok((jobs.job(&job)?, history, last_log))
+    })
+    .await;
+    match found {
+        Ok((status, history, last_log)) => {
             let data = JobData {
                 job: status.into(),
                 history: history.iter().map(RunLine::from).collect(),
+                last_log_started: last_log
+                    .as_ref()
+                    .map(|l| when(l.started_ms / 1000))
+                    .unwrap_or_default(),
+                last_log,
             };
             let page = JobPage {
                 chrome: Chrome::new(&state, &viewer, "/admin"),
