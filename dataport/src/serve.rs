@@ -317,6 +317,7 @@ async fn serve(
             flight_url: format!("{scheme}://{flight_addr}"),
             instance_name: config.settings.name.clone(),
             logo,
+            sources: crate::wiring::source_summaries(&config),
             metrics_allow: config.settings.metrics_allow.clone(),
             trusted_proxies: config.settings.trusted_proxies.clone(),
         },

@@ -108,3 +108,34 @@ pub(crate) async fn engine(
         .await
         .context("cannot start the query engine")
 }
+
+/// The configured sources for the administrators' sources page: each one's settings as
+/// written (they name the environment variables of secrets, never hold them), flattened to
+/// `key → value` text.
+pub(crate) fn source_summaries(config: &Config) -> Vec<dataport_web::SourceSummary> {
+    config
+        .settings
+        .sources
+        .0
+        .iter()
+        .map(|s| {
+            let mut settings = Vec::new();
+            let mut kind = String::new();
+            if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&s.kind) {
+                for (key, value) in fields {
+                    match (key.as_str(), value) {
+                        ("type", serde_json::Value::String(t)) => kind = t,
+                        (_, serde_json::Value::Null) => {}
+                        (_, serde_json::Value::String(text)) => settings.push((key, text)),
+                        (_, other) => settings.push((key, other.to_string())),
+                    }
+                }
+            }
+            dataport_web::SourceSummary {
+                name: s.name.clone(),
+                kind,
+                settings,
+            }
+        })
+        .collect()
+}

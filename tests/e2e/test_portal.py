@@ -7,7 +7,9 @@ phone width."""
 
 from __future__ import annotations
 
+import os
 import re
+import time
 
 import pytest
 import requests
@@ -397,7 +399,7 @@ def admin_form(session: requests.Session, srv, path: str, **fields) -> requests.
 def test_administrators_pages_are_refused_to_others_and_the_refusal_audited(srv):
     reader = browser_session(srv, "portal_reader")
     for path in ("/admin", "/admin/accounts", "/admin/audit", "/admin/grants", "/admin/jobs",
-                 "/admin/health"):
+                 "/admin/health", "/admin/sources", "/admin/jobs/refresh:catalog"):
         r = reader.get(srv.url(path), timeout=60)
         assert r.status_code == 403 and "for administrators" in r.text, path
         assert reader.get(srv.url(path + "?format=json"), timeout=60).status_code == 403
@@ -476,9 +478,80 @@ def test_the_admin_pages_in_a_browser(srv, new_page):
     page.get_by_role("link", name="Jobs").click()
     screenshot(page, "jobs")
     check_accessibility(page, "the jobs page")
+    page.get_by_role("button", name="Run now: refresh:catalog").click()
+    expect(page.get_by_role("status")).to_contain_text("refresh:catalog started")
+    page.get_by_role("link", name="refresh:catalog").click()
+    expect(page.get_by_role("heading", name=re.compile(r"^(Last \d+ runs|The last run)$"))).to_be_visible()
+
+    def logged() -> bool:
+        page.reload()
+        return page.get_by_role("heading", name="Log of the last run").count() == 1
+    wait_for(logged, 30, what="the run's log on its page")
+    screenshot(page, "job")
+    check_accessibility(page, "a job's page")
+    page.get_by_role("link", name="Sources").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Sources")
+    check_accessibility(page, "the sources page")
     page.get_by_role("link", name="Health").click()
     screenshot(page, "health")
     check_accessibility(page, "the health page")
+
+
+def test_in_the_browser_an_admins_grant_shows_the_analyst_exactly_the_filtered_rows(srv, new_page):
+    srv.cli("user", "add", "browser_analyst", "--password-stdin", input=PASSWORD + "\n",
+            check=False)
+    expected = sorted(r["n_name"] for r in srv.query_json(
+        "select n_name from tpch.nation where n_regionkey = 1"))
+    analyst = new_page(srv)
+    analyst.goto("/")
+    analyst.get_by_label("Email or username").fill("browser_analyst")
+    analyst.get_by_label("Password").fill(PASSWORD)
+    analyst.get_by_role("button", name="Sign in").click()
+    analyst.wait_for_url(srv.url("/"))
+    expect(analyst.get_by_text("may read none")).to_be_visible()
+    # A non-administrator is refused the admin pages, in words.
+    for path in ("/admin/grants", "/admin/accounts", "/admin/sources"):
+        response = analyst.goto(path)
+        assert response.status == 403, path
+        expect(analyst.get_by_role("heading", level=1)).to_have_text("Not allowed")
+    assert analyst.get_by_role("link", name="Admin").count() == 0, "no Admin link either"
+    screenshot(analyst, "refused")
+
+    admin = new_page(srv)
+    admin.goto("/admin/grants")
+    admin.get_by_label("Email or username").fill(ADMIN_USER)
+    admin.get_by_label("Password").fill(ADMIN_PASSWORD)
+    admin.get_by_role("button", name="Sign in").click()
+    admin.wait_for_url(srv.url("/admin/grants"))
+    try:
+        admin.get_by_label("Group", exact=True).fill("america")
+        admin.get_by_label("Table (or schema.*)").fill("tpch.nation")
+        admin.get_by_label("Only rows where").fill("n_regionkey = 1")
+        admin.get_by_label("Hidden columns").fill("n_comment")
+        admin.get_by_role("button", name="Grant", exact=True).click()
+        expect(admin.get_by_role("status")).to_contain_text("Granted tpch.nation to america")
+        admin.goto("/admin/accounts")
+        admin.get_by_label("Groups of browser_analyst").fill("america")
+        admin.get_by_label("Groups of browser_analyst").press("Enter")
+        expect(admin.get_by_role("status")).to_be_visible()
+
+        # The analyst's next page load: the table, its filtered rows, not the hidden column.
+        analyst.goto("/catalog/tpch/nation")
+        expect(analyst.get_by_role("heading", level=1)).to_have_text("tpch.nation")
+        assert analyst.get_by_text("n_comment").count() == 0
+        analyst.goto("/sql")
+        analyst.get_by_label("Query").fill("select n_name, n_regionkey from tpch.nation order by 1")
+        analyst.get_by_role("button", name="Run").click()
+        rows = analyst.locator("table.result tbody tr")
+        expect(rows).to_have_count(len(expected))
+        cells = [rows.nth(i).locator("td").all_inner_texts() for i in range(rows.count())]
+        assert [c[0] for c in cells] == expected and {c[1] for c in cells} == {"1"}
+        screenshot(analyst, "analyst-filtered")
+    finally:
+        srv.session.delete(srv.url("/api/v1/admin/grants"), timeout=60,
+                           params={"group": "america", "target": "tpch.nation"})
+    analyst.goto("/catalog/tpch/nation")
+    expect(analyst.get_by_role("heading", level=1)).to_have_text("Not found")
 
 
 def test_a_grant_with_a_row_filter_shows_exactly_the_filtered_rows_on_the_next_page(srv):
@@ -570,6 +643,45 @@ def test_jobs_run_from_the_page_and_health_shows_the_machine(srv):
     assert {job for job, _ in health["jobs"]} == {j["name"] for j in jobs}
     page = admin.get(srv.url("/admin/health"), timeout=60)
     assert "Data dir disk" in page.text and "GiB" in page.text
+
+
+def test_the_sources_page_shows_each_source_and_its_tables(start_server, data_copy, tmp_path,
+                                                           new_page):
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    (drop / "people.csv").write_text("id,name\n1,Ann\n2,Bo\n3,Cy\n")
+    old = time.time() - 300  # settled: the connector leaves files still being written alone
+    os.utime(drop / "people.csv", (old, old))
+    config = tmp_path / "dataport.yaml"
+    config.write_text(f"sources:\n  - name: drops\n    type: files\n    path: '{drop}'\n"
+                      "    schema: uploads\n")
+    srv = start_server(["--config", str(config)], data_dir=data_copy, demo=False)
+    assert srv.post("/api/v1/jobs/sync:drops/run").status_code == 202
+    wait_for(lambda: srv.get("/api/v1/jobs/sync:drops").json()["history"][0]["outcome"] != "running",
+             timeout=120, what="the sync to finish")
+    admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
+    data = admin.get(srv.url("/admin/sources?format=json"), timeout=60).json()
+    [source] = data["sources"]
+    assert (source["name"], source["kind"]) == ("drops", "files")
+    assert ["path", str(drop)] in source["settings"] and ["schema", "uploads"] in source["settings"]
+    assert source["job"]["name"] == "sync:drops" and source["failing"] == 0
+    [table] = source["tables"]
+    assert (table["schema_name"], table["table_name"], table["rows"], table["outcome"]) == (
+        "uploads", "people", 3, "ok")
+    assert table["href"] == "/catalog/uploads/people" and data["unconfigured"] == []
+    html = admin.get(srv.url("/admin/sources"), timeout=60).text
+    assert "uploads.people" in html and "sync:drops" in html
+    log = srv.get("/api/v1/jobs/sync:drops").json()["last_log"]["log"]
+    assert "job finished" in log, log
+    page = new_page(srv)
+    page.goto("/admin/sources")
+    page.get_by_label("Email or username").fill(ADMIN_USER)
+    page.get_by_label("Password").fill(ADMIN_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(srv.url("/admin/sources"))
+    expect(page.get_by_role("link", name="uploads.people")).to_be_visible()
+    screenshot(page, "sources")
+    check_accessibility(page, "the sources page with a source")
 
 
 def test_the_activity_page_shows_only_what_the_viewer_may_see(srv):

@@ -70,6 +70,19 @@ pub struct WebOptions {
     pub instance_name: String,
     /// The instance's logo (`portal.logo`), beside its name on every page.
     pub logo: Option<brand::Logo>,
+    /// The configured sources (`sources`), for the administrators' sources page.
+    pub sources: Vec<SourceSummary>,
+}
+
+/// A configured source as administrators see it: its name, connector type and settings (which
+/// name secrets' environment variables, never hold them).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SourceSummary {
+    pub name: String,
+    /// The connector type (`keboola`, `files`).
+    pub kind: String,
+    /// The source's settings as configured, `key → value`.
+    pub settings: Vec<(String, String)>,
 }
 
 impl Default for WebOptions {
@@ -84,6 +97,7 @@ impl Default for WebOptions {
             flight_url: "grpc://127.0.0.1:50051".into(),
             instance_name: "Dataport".into(),
             logo: None,
+            sources: Vec::new(),
         }
     }
 }
@@ -290,6 +304,7 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/jobs/{job}", get(portal::get_job))
         .route("/admin/jobs/{job}/run", post(portal::post_run))
         .route("/admin/health", get(portal::get_health))
+        .route("/admin/sources", get(portal::get_sources))
         .route(
             "/admin/grants",
             get(portal::get_grants).post(portal::post_grant),

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 pub use actions::{ProfileCatalogJob, RefreshCatalogJob};
-pub use dataport_state::JobRun;
+pub use dataport_state::{JobRun, SyncRecord};
 pub use logs::{JobLogs, MAX_LINES, RUN_SPAN};
 pub use schedule::{Cron, CronError, Schedule};
 

@@ -15,6 +15,7 @@ mod catalog;
 mod home;
 mod metrics;
 mod operations;
+mod sources;
 mod sql;
 
 use askama::Template;
@@ -39,6 +40,7 @@ pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 pub(crate) use metrics::get_metric;
 pub(crate) use operations::{get_health, get_job, get_jobs, post_run};
+pub(crate) use sources::get_sources;
 pub(crate) use sql::{RunningQueries, get_sql, post_cancel, post_download, post_sql};
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
