@@ -59,6 +59,17 @@ FAILING_IMPACTS = ("serious", "critical")
 # ------------------------------------------------------------------------------------------
 
 
+def sign_in(page: Page, base_url: str, path: str, user: str, password: str) -> None:
+    """Open `path` (a page that needs a session), sign in on the login page it sends the
+    browser to, and wait to be back on `path`."""
+    page.goto(path)
+    page.get_by_label("Email or username").fill(user)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(base_url + path)
+
+
+
 def launch() -> tuple[Playwright, Browser]:
     """Start Playwright and one headless Chromium. RuntimeError (with what to do) when the
     browser is missing or does not start."""

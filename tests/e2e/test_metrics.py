@@ -13,7 +13,7 @@ import math
 import pytest
 import requests
 
-from browser_util import check_accessibility, screenshot
+from browser_util import check_accessibility, screenshot, sign_in
 from e2e_util import ADMIN_PASSWORD, ADMIN_USER
 
 PASSWORD = "Metric-Pass1"
@@ -191,11 +191,7 @@ def test_a_bad_definition_is_reported_with_file_line_and_reason(start_server, da
 
 def test_metric_pages_in_a_browser(srv, new_page):
     page = new_page(srv)
-    page.goto("/catalog?q=revenue")
-    page.get_by_label("Email or username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/catalog?q=revenue"))
+    sign_in(page, srv.http, "/catalog?q=revenue", ADMIN_USER, ADMIN_PASSWORD)
     page.get_by_role("link", name="revenue", exact=True).click()
     page.wait_for_url(srv.url("/metrics/revenue"))
     assert page.locator(".series svg rect").count() > 12, "a bar per month"

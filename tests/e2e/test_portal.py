@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from browser_util import check_accessibility, screenshot
+from browser_util import check_accessibility, screenshot, sign_in
 from playwright.sync_api import expect
 
 from e2e_util import ADMIN_PASSWORD, ADMIN_USER, metric, wait_for
@@ -151,11 +151,7 @@ def test_static_files_are_named_by_their_content(srv):
 
 def test_the_home_page_in_a_browser(srv, new_page):
     page = new_page(srv)
-    page.goto("/")
-    page.get_by_label("Email or username").fill("portal_reader")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/"))
+    sign_in(page, srv.http, "/", "portal_reader", PASSWORD)
     assert page.get_by_role("heading", name="Welcome, portal_reader").is_visible()
     screenshot(page, "home")
     check_accessibility(page, "the home page")
@@ -164,11 +160,7 @@ def test_the_home_page_in_a_browser(srv, new_page):
     assert page.locator("#new-token").inner_text().startswith("dpk_")
     screenshot(page, "new-token")
     phone = new_page(srv, phone=True)
-    phone.goto("/")
-    phone.get_by_label("Email or username").fill("portal_reader")
-    phone.get_by_label("Password").fill(PASSWORD)
-    phone.get_by_role("button", name="Sign in").click()
-    phone.wait_for_url(srv.url("/"))
+    sign_in(phone, srv.http, "/", "portal_reader", PASSWORD)
     screenshot(phone, "home-phone")
     check_accessibility(phone, "the home page at phone width")
     page.get_by_role("button", name="Sign out").click()
@@ -217,11 +209,7 @@ def test_a_table_page_shows_columns_profile_samples_and_only_readable_relations(
 
 def test_the_catalog_in_a_browser(srv, new_page):
     page = new_page(srv)
-    page.goto("/catalog")
-    page.get_by_label("Email or username").fill("portal_reader")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/catalog"))
+    sign_in(page, srv.http, "/catalog", "portal_reader", PASSWORD)
     page.get_by_label("Search tables and columns").fill("ship date")
     page.get_by_role("button", name="Search").click()
     screenshot(page, "search")
@@ -261,11 +249,7 @@ def test_descriptions_holding_markup_are_shown_as_text(start_server, data_copy, 
     page = new_page(srv)
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    page.goto("/catalog/tpch/region")
-    page.get_by_label("Email or username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/catalog/tpch/region"))
+    sign_in(page, srv.http, "/catalog/tpch/region", ADMIN_USER, ADMIN_PASSWORD)
     assert page.get_by_text(HOSTILE_TABLE).is_visible()
     assert page.get_by_text(HOSTILE_COLUMN).is_visible()
     assert page.locator("img").count() == 0 and dialogs == []
@@ -336,11 +320,7 @@ def test_a_result_downloads_as_csv_parquet_and_arrow(srv):
 
 def test_the_sql_page_in_a_browser(srv, new_page):
     page = new_page(srv)
-    page.goto("/sql")
-    page.get_by_label("Email or username").fill("portal_reader")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/sql"))
+    sign_in(page, srv.http, "/sql", "portal_reader", PASSWORD)
     page.get_by_label("Query").fill("select n_name, n_regionkey from tpch.nation order by 1")
     page.get_by_role("button", name="Run").click()
     expect(page.locator("table.result tbody tr")).to_have_count(25)
@@ -362,11 +342,7 @@ def running_queries(srv) -> float:
 
 def test_a_running_query_is_cancelled_from_the_sql_page(srv, new_page):
     page = new_page(srv)
-    page.goto("/sql")
-    page.get_by_label("Email or username").fill("portal_reader")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/sql"))
+    sign_in(page, srv.http, "/sql", "portal_reader", PASSWORD)
     assert not page.get_by_role("button", name="Cancel").is_visible(), "only while a query runs"
     page.get_by_label("Query").fill(EXPENSIVE)
     page.get_by_role("button", name="Run").click()
@@ -455,11 +431,7 @@ def test_an_administrator_manages_accounts_on_the_page(srv):
 
 def test_the_admin_pages_in_a_browser(srv, new_page):
     page = new_page(srv)
-    page.goto("/admin/accounts")
-    page.get_by_label("Email or username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/admin/accounts"))
+    sign_in(page, srv.http, "/admin/accounts", ADMIN_USER, ADMIN_PASSWORD)
     screenshot(page, "accounts")
     check_accessibility(page, "the accounts page")
     page.get_by_role("link", name="Audit log").click()
@@ -503,11 +475,7 @@ def test_in_the_browser_an_admins_grant_shows_the_analyst_exactly_the_filtered_r
     expected = sorted(r["n_name"] for r in srv.query_json(
         "select n_name from tpch.nation where n_regionkey = 1"))
     analyst = new_page(srv)
-    analyst.goto("/")
-    analyst.get_by_label("Email or username").fill("browser_analyst")
-    analyst.get_by_label("Password").fill(PASSWORD)
-    analyst.get_by_role("button", name="Sign in").click()
-    analyst.wait_for_url(srv.url("/"))
+    sign_in(analyst, srv.http, "/", "browser_analyst", PASSWORD)
     expect(analyst.get_by_text("may read none")).to_be_visible()
     # A non-administrator is refused the admin pages, in words.
     for path in ("/admin/grants", "/admin/accounts", "/admin/sources"):
@@ -518,11 +486,7 @@ def test_in_the_browser_an_admins_grant_shows_the_analyst_exactly_the_filtered_r
     screenshot(analyst, "refused")
 
     admin = new_page(srv)
-    admin.goto("/admin/grants")
-    admin.get_by_label("Email or username").fill(ADMIN_USER)
-    admin.get_by_label("Password").fill(ADMIN_PASSWORD)
-    admin.get_by_role("button", name="Sign in").click()
-    admin.wait_for_url(srv.url("/admin/grants"))
+    sign_in(admin, srv.http, "/admin/grants", ADMIN_USER, ADMIN_PASSWORD)
     try:
         admin.get_by_label("Group", exact=True).fill("america")
         admin.get_by_label("Table (or schema.*)").fill("tpch.nation")
@@ -613,9 +577,11 @@ def test_jobs_run_from_the_page_and_health_shows_the_machine(srv):
     before = next(j for j in jobs if j["name"] == name)["runs"]
     r = admin_form(admin, srv, f"/admin/jobs/{name}/run")
     assert r.status_code == 202 and f"{name} started" in r.text, r.text
+    # this run, not an earlier one started from another page
+    run_id = int(re.search(rf"{re.escape(name)} started \(run (\d+)\)", r.text).group(1))
     history = wait_for(lambda: [h for h in admin.get(srv.url(f"/admin/jobs/{name}?format=json"),
                                                       timeout=60).json()["history"]
-                                if h["trigger"] == "manual" and h["outcome"] != "running"],
+                                if h["id"] == run_id and h["outcome"] != "running"],
                        timeout=60, what="the manual run to finish")
     assert history[0]["outcome"] in ("ok", "partial"), history[0]
     after = next(j for j in admin.get(srv.url("/admin/jobs?format=json"), timeout=60).json()["jobs"]
@@ -674,11 +640,7 @@ def test_the_sources_page_shows_each_source_and_its_tables(start_server, data_co
     log = srv.get("/api/v1/jobs/sync:drops").json()["last_log"]["log"]
     assert "job finished" in log, log
     page = new_page(srv)
-    page.goto("/admin/sources")
-    page.get_by_label("Email or username").fill(ADMIN_USER)
-    page.get_by_label("Password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/admin/sources"))
+    sign_in(page, srv.http, "/admin/sources", ADMIN_USER, ADMIN_PASSWORD)
     expect(page.get_by_role("link", name="uploads.people")).to_be_visible()
     screenshot(page, "sources")
     check_accessibility(page, "the sources page with a source")
@@ -713,11 +675,7 @@ def test_the_catalog_searches_as_you_type_under_the_pages_own_policy(srv, new_pa
     page = new_page(srv, bypass_csp=False)
     refused = []
     page.on("console", lambda m: refused.append(m.text) if "Content Security Policy" in m.text else None)
-    page.goto("/catalog")
-    page.get_by_label("Email or username").fill("portal_reader")
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(srv.url("/catalog"))
+    sign_in(page, srv.http, "/catalog", "portal_reader", PASSWORD)
     page.get_by_label("Search tables and columns").press_sequentially("suppl", delay=40)
     # no Search button pressed: the results follow the typing, and the address too
     page.wait_for_url(re.compile(r".*/catalog\?q=suppl$"))
