@@ -507,38 +507,6 @@ impl Catalog {
                 .insert(t.name, Arc::new(table));
         }
 
-        // Business metrics, each checked by planning it against these tables.
-        let probe = Arc::new(CatalogSnapshot {
-            schemas: schemas.clone(),
-            ..Default::default()
-        });
-        let planner = SessionStateBuilder::new()
-            .with_config(
-                self.inner
-                    .config
-                    .clone()
-                    .with_default_catalog_and_schema(CATALOG_NAME, SEARCH_PATH_SCHEMA),
-            )
-            .with_runtime_env(Arc::clone(&self.inner.runtime))
-            .with_default_features()
-            .build();
-        let metrics = crate::metrics::check(drafts, metric_problems, probe, planner).await;
-        for p in metrics.problems() {
-            tracing::warn!(problem = %p, "metric definition left out");
-            issues.push(CatalogIssue {
-                source: "metrics".into(),
-                message: p.to_string(),
-                hint: "fix the definition under docs/ (the other metrics are served); the \
-                       catalog refreshes by itself"
-                    .into(),
-            });
-        }
-        let metrics = if *previous.metrics == metrics {
-            Arc::clone(&previous.metrics)
-        } else {
-            Arc::new(metrics)
-        };
-
         // Diff against the previous snapshot.
         let mut report = RefreshReport {
             tables_reloaded,
@@ -561,6 +529,48 @@ impl Catalog {
             {
                 report.removed.push(t.qualified_name());
             }
+        }
+        // Business metrics, each checked by planning it against these tables: again only when
+        // the tables or the definitions changed.
+        let tables_same = previous.created_at.is_some()
+            && report.added.is_empty()
+            && report.changed.is_empty()
+            && report.removed.is_empty();
+        let metrics = if tables_same && previous.metrics.read_from(&drafts, &metric_problems) {
+            Arc::clone(&previous.metrics)
+        } else {
+            let probe = Arc::new(CatalogSnapshot {
+                schemas: schemas.clone(),
+                ..Default::default()
+            });
+            let planner = SessionStateBuilder::new()
+                .with_config(
+                    self.inner
+                        .config
+                        .clone()
+                        .with_default_catalog_and_schema(CATALOG_NAME, SEARCH_PATH_SCHEMA),
+                )
+                .with_runtime_env(Arc::clone(&self.inner.runtime))
+                .with_default_features()
+                .build();
+            let metrics = crate::metrics::check(drafts, metric_problems, probe, planner).await;
+            for p in metrics.problems() {
+                tracing::warn!(problem = %p, "metric definition left out");
+            }
+            if *previous.metrics == metrics {
+                Arc::clone(&previous.metrics)
+            } else {
+                Arc::new(metrics)
+            }
+        };
+        for p in metrics.problems() {
+            issues.push(CatalogIssue {
+                source: "metrics".into(),
+                message: p.to_string(),
+                hint: "fix the definition under docs/ (the other metrics are served); the \
+                       catalog refreshes by itself"
+                    .into(),
+            });
         }
         let descriptions_changed = match (&previous.descriptions, &descriptions) {
             (Some(a), Some(b)) => !Arc::ptr_eq(a, b) && a != b,

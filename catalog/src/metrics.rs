@@ -283,6 +283,9 @@ fn quote(name: &str) -> String {
 pub struct BusinessMetrics {
     metrics: BTreeMap<String, Arc<BusinessMetric>>,
     problems: Vec<MetricProblem>,
+    /// The definitions as read from the files (and their problems), which these were checked
+    /// from: the same files on the same tables need no second check.
+    read: (Vec<Draft>, Vec<MetricProblem>),
 }
 
 impl BusinessMetrics {
@@ -309,10 +312,14 @@ impl BusinessMetrics {
     pub fn is_empty(&self) -> bool {
         self.metrics.is_empty() && self.problems.is_empty()
     }
+    /// Whether these were checked from exactly `drafts` and `problems`.
+    pub(crate) fn read_from(&self, drafts: &[Draft], problems: &[MetricProblem]) -> bool {
+        self.read.0 == drafts && self.read.1 == problems
+    }
 }
 
 /// A definition as written, before it meets the catalog.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
     name: String,
     description: String,
@@ -635,6 +642,7 @@ pub(crate) async fn check(
     snapshot: Arc<CatalogSnapshot>,
     state: SessionState,
 ) -> BusinessMetrics {
+    let read = (drafts.clone(), problems.clone());
     let list = Arc::new(MemoryCatalogProviderList::new());
     list.register_catalog(
         CATALOG_NAME.to_string(),
@@ -655,7 +663,11 @@ pub(crate) async fn check(
             Err(reason) => problems.push(d.problem(reason)),
         }
     }
-    BusinessMetrics { metrics, problems }
+    BusinessMetrics {
+        metrics,
+        problems,
+        read,
+    }
 }
 
 async fn resolve(
