@@ -7,7 +7,9 @@
 //! `column_types` (column → type name such as `INTEGER`, `NUMERIC(12,2)`, `DATE`,
 //! `TIMESTAMP`, `BOOLEAN`, `STRING`: overrides what a connector infers) and
 //! `access: public|private` (or `private: true`): private tables are readable only by
-//! `data-private` and `data-ops`, enforced by the engine's access rules.
+//! `data-private` and `data-ops`, enforced by the engine's access rules; and `source` (the
+//! configured source that writes the table, e.g. a Jira source's generated entries), which
+//! other connectors leave alone.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -122,6 +124,9 @@ pub struct TableMeta {
     pub row_filter: Option<String>,
     /// Readable only by members of `data-private` (and admins).
     pub private: bool,
+    /// The configured source that writes this table, when it is not the pull connectors'
+    /// (a push source's generated entry).
+    pub source: Option<String>,
     pub column_descriptions: BTreeMap<String, String>,
     /// Declared column types (type names as in Keboola metadata), overriding inference.
     pub column_types: BTreeMap<String, String>,
@@ -226,6 +231,8 @@ struct RawTable {
     private: bool,
     #[serde(default)]
     access: Option<String>,
+    #[serde(default)]
+    source: Option<String>,
     #[serde(default)]
     column_descriptions: BTreeMap<String, String>,
     #[serde(default)]
@@ -471,6 +478,7 @@ fn validate(
         columns: raw.columns,
         row_filter: raw.row_filter,
         private,
+        source: raw.source,
         column_descriptions: raw.column_descriptions,
         column_types: raw.column_types,
         source_file: file.to_path_buf(),

@@ -1,8 +1,9 @@
 //! Dataport's connectors: how data arrives. Each connector turns a source into typed Parquet
 //! tables under the data dir, as a catalog maintenance job.
 //!
-//! Connectors: [`keboola`] (pull from the Keboola Storage API) and [`files`] (a drop folder
-//! of CSV, JSON lines and Parquet files).
+//! Connectors: [`keboola`] (pull from the Keboola Storage API), [`files`] (a drop folder
+//! of CSV, JSON lines and Parquet files) and [`jira`] (push: signed webhooks from Jira Cloud,
+//! kept right by polling its REST API).
 //!
 //! It owns the connector model ([`Connector`], the compiled-in registry [`build`] selected by
 //! `sources[].type`, and [`sync_source`], which syncs table by table, records each table's
@@ -18,6 +19,8 @@
 mod connector;
 mod error;
 pub mod files;
+mod http;
+pub mod jira;
 pub mod keboola;
 mod registry;
 pub mod sink;
@@ -28,4 +31,4 @@ pub use connector::{
     TableReport, TableSync, sweep_staging, sync_source,
 };
 pub use error::{ConnectorError, Result};
-pub use registry::{CONNECTOR_TYPES, SourceConfig, SourceKind, build};
+pub use registry::{CONNECTOR_TYPES, Source, SourceConfig, SourceKind, build};

@@ -66,7 +66,12 @@ impl Env {
             self.drop_dir().display()
         );
         let config: SourceConfig = yaml_serde::from_str(&yaml).unwrap();
-        let connector = build(&config, self.dir.path(), &|_: &str| None::<String>).unwrap();
+        let state = std::sync::Arc::new(dataport_state::StateStore::open(self.dir.path()).unwrap());
+        let dataport_connectors::Source::Pull(connector) =
+            build(&config, self.dir.path(), &state, &|_: &str| None::<String>).unwrap()
+        else {
+            panic!("a files source is pulled")
+        };
         sync_source(
             connector.as_ref(),
             self.dir.path(),
@@ -532,7 +537,8 @@ fn a_schema_that_is_no_identifier_is_refused() {
     let config: SourceConfig =
         yaml_serde::from_str("name: drops\ntype: files\npath: drop\nschema: Up Loads\n").unwrap();
     let dir = tempfile::tempdir().unwrap();
-    match build(&config, dir.path(), &|_: &str| None::<String>) {
+    let state = std::sync::Arc::new(dataport_state::StateStore::open(dir.path()).unwrap());
+    match build(&config, dir.path(), &state, &|_: &str| None::<String>) {
         Ok(_) => panic!("a bad schema name was accepted"),
         Err(e) => assert!(e.to_string().contains("schema 'Up Loads'"), "{e}"),
     }

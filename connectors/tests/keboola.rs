@@ -91,7 +91,12 @@ fn token(name: &str) -> Option<String> {
 }
 
 pub(crate) async fn sync(env: &Env, double: &KeboolaDouble, request: SyncRequest) -> SourceReport {
-    let connector = build(&config(double), env.dir.path(), &token).unwrap();
+    let state = std::sync::Arc::new(dataport_state::StateStore::open(env.dir.path()).unwrap());
+    let dataport_connectors::Source::Pull(connector) =
+        build(&config(double), env.dir.path(), &state, &token).unwrap()
+    else {
+        panic!("a Keboola source is pulled")
+    };
     sync_source(
         connector.as_ref(),
         env.dir.path(),
@@ -540,7 +545,8 @@ async fn a_missing_token_is_a_clear_configuration_error() {
     let env = env(&description(
         "  - {id: in.c-crm.orders, name: orders, description: O}\n",
     ));
-    let Err(err) = build(&config(&double), env.dir.path(), &|_| None) else {
+    let state = std::sync::Arc::new(dataport_state::StateStore::open(env.dir.path()).unwrap());
+    let Err(err) = build(&config(&double), env.dir.path(), &state, &|_| None) else {
         panic!("a missing token must fail");
     };
     let err = err.to_string();

@@ -10,7 +10,7 @@ use anyhow::Context;
 use async_trait::async_trait;
 use dataport_catalog::Catalog;
 use dataport_connectors::{
-    Connector, LogProgress, Progress, SyncRequest, TableReport, sync_source,
+    Connector, LogProgress, Progress, Source, SyncRequest, TableReport, sync_source,
 };
 use dataport_engine::jobs::{
     JobAction, JobOutcome, JobResult, JobSpec, ProfileCatalogJob, RefreshCatalogJob,
@@ -84,16 +84,18 @@ impl JobAction for SyncSourceJob {
     }
 }
 
-/// Connectors of every configured source.
-fn connectors(config: &Config) -> anyhow::Result<Vec<Arc<dyn Connector>>> {
+/// Every configured source, built.
+pub(crate) fn sources(config: &Config, state: &Arc<StateStore>) -> anyhow::Result<Vec<Source>> {
     config
         .settings
         .sources
         .0
         .iter()
         .map(|s| {
-            dataport_connectors::build(s, &config.settings.data_dir, &|v| std::env::var(v).ok())
-                .with_context(|| format!("cannot set up source '{}'", s.name))
+            dataport_connectors::build(s, &config.settings.data_dir, state, &|v| {
+                std::env::var(v).ok()
+            })
+            .with_context(|| format!("cannot set up source '{}'", s.name))
         })
         .collect()
 }
@@ -114,18 +116,26 @@ pub(crate) fn recover(data_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The server's jobs: `sync:<source>` for every source, `profile:catalog`,
-/// `refresh:catalog`, with the
-/// schedules of `jobs:`.
+/// The server's jobs: `sync:<source>` for every pulled source, the SLA poll and consistency
+/// check of every Jira source, `profile:catalog`, `refresh:catalog`, with the schedules of
+/// `jobs:`.
 pub(crate) fn server_jobs(
     config: &Config,
     store: &Arc<StateStore>,
     catalog: &Catalog,
     profiler: &Arc<Profiler>,
+    sources: &[Source],
 ) -> anyhow::Result<Vec<JobSpec>> {
     let schedule_of = |name: &str| config.jobs.iter().find(|j| j.job == name);
     let mut jobs = Vec::new();
-    for connector in connectors(config)? {
+    for source in sources {
+        let connector = match source {
+            Source::Pull(c) => Arc::clone(c),
+            Source::Jira(j) => {
+                jobs.extend(crate::push::jira_jobs(j, &config.jobs, catalog, profiler));
+                continue;
+            }
+        };
         let name = sync_job_name(connector.source());
         let s = schedule_of(&name);
         jobs.push(JobSpec {
@@ -172,6 +182,12 @@ pub(crate) struct SyncArgs {
     /// Rebuild from scratch instead of fetching increments
     #[arg(long)]
     full: bool,
+    /// Jira sources: load every issue from scratch (of `projects`, or of --project)
+    #[arg(long)]
+    backfill: bool,
+    /// Jira sources: with --backfill, only this project
+    #[arg(long, requires = "backfill")]
+    project: Option<String>,
     /// Print only failures and the summary
     #[arg(long, short)]
     quiet: bool,
@@ -188,11 +204,15 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
             "no sources are configured; add a `sources:` list to the config file (see docs/connectors.md)"
         );
     }
-    let all = connectors(&config)?;
-    let selected: Vec<Arc<dyn Connector>> = match &args.source {
+    recover(&config.settings.data_dir)?;
+    let state = Arc::new(
+        StateStore::open(&config.settings.data_dir).context("cannot open the state store")?,
+    );
+    let all = sources(&config, &state)?;
+    let selected: Vec<Source> = match &args.source {
         None => all,
         Some(name) => {
-            let found: Vec<_> = all.into_iter().filter(|c| c.source() == name).collect();
+            let found: Vec<_> = all.into_iter().filter(|c| c.name() == name).collect();
             if found.is_empty() {
                 let names: Vec<&str> = config
                     .settings
@@ -209,16 +229,41 @@ pub(crate) fn sync(store: &crate::admin::StoreArgs, args: SyncArgs) -> anyhow::R
             found
         }
     };
-    recover(&config.settings.data_dir)?;
-    let state =
-        StateStore::open(&config.settings.data_dir).context("cannot open the state store")?;
+    if args.backfill && selected.iter().all(|s| matches!(s, Source::Pull(_))) {
+        anyhow::bail!(
+            "--backfill applies to Jira sources; name one (`dataport sync SOURCE --backfill`)"
+        );
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let progress = Bar::new(args.quiet);
     let mut failed = 0;
-    for connector in selected {
+    for source in selected {
+        let connector = match source {
+            Source::Pull(c) => c,
+            Source::Jira(j) => {
+                if let Some(table) = &args.table {
+                    anyhow::bail!(
+                        "source '{}' is a Jira source: it syncs issues into all its tables at once, not '{table}' alone; run `dataport sync {}` (the consistency check) or add --backfill",
+                        j.name(),
+                        j.name()
+                    );
+                }
+                let ok = runtime.block_on(crate::push::sync_jira_cli(
+                    &j,
+                    &state,
+                    args.backfill,
+                    args.project.as_deref(),
+                    args.quiet,
+                ))?;
+                if !ok {
+                    failed += 1;
+                }
+                continue;
+            }
+        };
         let job = sync_job_name(connector.source());
         let run = state.start_job_run(&job, "cli", chrono::Utc::now().timestamp_millis())?;
         let request = SyncRequest {

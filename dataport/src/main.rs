@@ -5,6 +5,7 @@ mod admin;
 mod config;
 mod jobs;
 mod profile;
+mod push;
 mod rsync;
 mod serve;
 mod wiring;

@@ -218,9 +218,28 @@ async fn serve(
     let cancel = CancellationToken::new();
     let refresher = dataport_catalog::spawn_refresher(engine.catalog().clone(), cancel.clone());
     let profiler = Arc::new(dataport_engine::profiles::Profiler::new(Arc::clone(&store)));
+    let sources = crate::jobs::sources(&config, &store)?;
+    let mut push_sources: Vec<(String, Arc<dyn dataport_web::PushSource>)> = Vec::new();
+    let mut queues = Vec::new();
+    for source in &sources {
+        if let dataport_connectors::Source::Jira(jira) = source {
+            jira.set_catalog(engine.catalog().clone());
+            push_sources.push((
+                jira.name().to_string(),
+                Arc::new(crate::push::JiraPush {
+                    source: Arc::clone(jira),
+                    state: Arc::clone(&store),
+                }),
+            ));
+            let cancel = cancel.clone();
+            queues.push(tokio::spawn(
+                Arc::clone(jira).run_queue(async move { cancel.cancelled().await }),
+            ));
+        }
+    }
     let jobs = dataport_engine::jobs::Scheduler::new(
         Arc::clone(&store),
-        crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler)?,
+        crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler, &sources)?,
     )
     .context("cannot set up the jobs")?;
     jobs.keep_logs(job_logs);
@@ -318,6 +337,7 @@ async fn serve(
             instance_name: config.settings.name.clone(),
             logo,
             sources: crate::wiring::source_summaries(&config),
+            push_sources: dataport_web::PushSources::new(push_sources),
             metrics_allow: config.settings.metrics_allow.clone(),
             trusted_proxies: config.settings.trusted_proxies.clone(),
         },
@@ -371,6 +391,9 @@ async fn serve(
     }
     let _ = refresher.await;
     let _ = pruner.await;
+    for q in queues {
+        let _ = q.await;
+    }
     for t in timers {
         let _ = t.await;
     }

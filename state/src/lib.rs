@@ -2,7 +2,8 @@
 //! `<data>/state/dataport.sqlite` that holds everything that is not table data: users, groups
 //! and memberships, grants, API tokens (hashed), revoked token ids, login attempts, settings
 //! such as the token-signing key, the audit log of every query, the sync state of every
-//! connector table, the run history of jobs, table profiles and analysts' pulls.
+//! connector table, the run history of jobs, table profiles, analysts' pulls, and push sources'
+//! queues of deliveries and the items they wrote.
 //!
 //! [`StateStore`] owns the schema and its versioned migrations ([`migrations`]) and offers typed
 //! operations; no other crate writes SQL against this database. It may be opened by several
@@ -19,6 +20,7 @@ mod identity;
 mod jobs;
 mod migrations;
 mod profiles;
+mod push;
 mod sync;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +37,7 @@ pub use identity::{
 };
 pub use jobs::{JobRun, SyncRecord};
 pub use profiles::StoredProfile;
+pub use push::{Enqueued, NewPushEvent, PushEvent, PushItem, PushQueue};
 pub use sync::{FileDigest, PULL_WINDOW_MS, PullRecord, PulledFile, mtime_ns, relative_path};
 
 /// How long a writer waits for another process's transaction before giving up.

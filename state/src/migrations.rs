@@ -363,6 +363,41 @@ const STEPS: &[&str] = &[
     "
     ALTER TABLE job_runs ADD COLUMN log TEXT NOT NULL DEFAULT '';
     ",
+    // 12: push sources (webhooks): every accepted delivery, queued until processed (its raw
+    // body is a file under `raw/<source>/events/`), unique per delivery id so a retried
+    // delivery is recognised; and what was last written for each item (an issue).
+    "
+    CREATE TABLE push_events (
+        id              INTEGER PRIMARY KEY,
+        source          TEXT NOT NULL,
+        delivery        TEXT NOT NULL,
+        received_ms     INTEGER NOT NULL,
+        event           TEXT NOT NULL,
+        items           TEXT NOT NULL,
+        raw_path        TEXT NOT NULL,
+        state           TEXT NOT NULL DEFAULT 'queued',
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms INTEGER NOT NULL DEFAULT 0,
+        error           TEXT,
+        done_ms         INTEGER,
+        UNIQUE (source, delivery)
+    );
+    CREATE INDEX push_events_queue ON push_events (source, state, next_attempt_ms);
+    CREATE TABLE push_items (
+        source     TEXT NOT NULL,
+        item       TEXT NOT NULL,
+        item_id    TEXT,
+        partition  TEXT,
+        version    TEXT,
+        open       INTEGER NOT NULL DEFAULT 0,
+        synced_ms  INTEGER,
+        deleted_ms INTEGER,
+        parked_ms  INTEGER,
+        failures   INTEGER NOT NULL DEFAULT 0,
+        error      TEXT,
+        PRIMARY KEY (source, item)
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -361,3 +361,112 @@ fn an_oidc_flow_is_taken_once() {
         .unwrap();
     assert_eq!(store.take_oidc_flow("h1", 0).unwrap(), None);
 }
+
+#[test]
+fn a_push_delivery_is_queued_once_retried_and_given_up_on() {
+    let (_dir, store) = store();
+    let items = vec!["SUP-1".to_string()];
+    let event = |delivery: &'static str| NewPushEvent {
+        source: "jira",
+        delivery,
+        received_ms: 1_000,
+        event: "jira:issue_updated",
+        items: &items,
+        raw_path: "raw/jira/events/x.json",
+    };
+    let Enqueued::New(id) = store.enqueue_push_event(&event("d1")).unwrap() else {
+        panic!("a new delivery is queued");
+    };
+    assert_eq!(
+        store.enqueue_push_event(&event("d1")).unwrap(),
+        Enqueued::Duplicate {
+            id,
+            state: "queued".into()
+        }
+    );
+    let due = store.due_push_events("jira", 1_000, 10).unwrap();
+    assert_eq!((due.len(), due[0].items.clone()), (1, items.clone()));
+    assert!(
+        store
+            .due_push_events("other", 1_000, 10)
+            .unwrap()
+            .is_empty()
+    );
+
+    assert_eq!(
+        store
+            .retry_push_event(id, "HTTP 503", Some(5_000), 1_000)
+            .unwrap(),
+        1
+    );
+    assert!(store.due_push_events("jira", 4_999, 10).unwrap().is_empty());
+    assert_eq!(store.next_push_due("jira").unwrap(), Some(5_000));
+    assert_eq!(store.push_queue("jira").unwrap().queued, 1);
+    store.retry_push_event(id, "HTTP 503", None, 6_000).unwrap();
+    let q = store.push_queue("jira").unwrap();
+    assert_eq!(
+        (q.queued, q.failed, q.last_received_ms),
+        (0, 1, Some(1_000))
+    );
+    assert_eq!(
+        store.expired_push_events("jira", 2_000, 10).unwrap(),
+        vec![(id, "raw/jira/events/x.json".to_string())]
+    );
+    store.delete_push_event(id).unwrap();
+    assert!(matches!(
+        store.enqueue_push_event(&event("d1")).unwrap(),
+        Enqueued::New(_)
+    ));
+}
+
+#[test]
+fn push_items_are_written_parked_and_deleted() {
+    let (_dir, store) = store();
+    store
+        .park_push_item("jira", "SUP-1", "HTTP 500", 10)
+        .unwrap();
+    store
+        .park_push_item("jira", "SUP-1", "HTTP 502", 20)
+        .unwrap();
+    let [parked] = store.parked_push_items("jira").unwrap().try_into().unwrap();
+    assert_eq!(
+        (parked.parked_ms, parked.failures, parked.error.as_deref()),
+        (Some(10), 2, Some("HTTP 502"))
+    );
+    store
+        .record_push_item(&PushItem {
+            source: "jira".into(),
+            item: "SUP-1".into(),
+            item_id: Some("10001".into()),
+            partition: Some("2024-03".into()),
+            version: Some("v1".into()),
+            open: true,
+            synced_ms: Some(30),
+            ..PushItem::default()
+        })
+        .unwrap();
+    assert!(
+        store.parked_push_items("jira").unwrap().is_empty(),
+        "a success un-parks"
+    );
+    assert_eq!(store.open_push_items("jira").unwrap().len(), 1);
+    assert_eq!(
+        store
+            .push_item_by_id("jira", "10001")
+            .unwrap()
+            .unwrap()
+            .item,
+        "SUP-1"
+    );
+    store.delete_push_item("jira", "SUP-1", 40).unwrap();
+    assert!(store.live_push_items("jira").unwrap().is_empty());
+    assert!(store.open_push_items("jira").unwrap().is_empty());
+    assert_eq!(
+        store
+            .push_item("jira", "SUP-1")
+            .unwrap()
+            .unwrap()
+            .deleted_ms,
+        Some(40)
+    );
+}

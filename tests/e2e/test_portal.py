@@ -630,7 +630,8 @@ def test_the_sources_page_shows_each_source_and_its_tables(start_server, data_co
     [source] = data["sources"]
     assert (source["name"], source["kind"]) == ("drops", "files")
     assert ["path", str(drop)] in source["settings"] and ["schema", "uploads"] in source["settings"]
-    assert source["job"]["name"] == "sync:drops" and source["failing"] == 0
+    assert [j["name"] for j in source["jobs"]] == ["sync:drops"] and source["failing"] == 0
+    assert source["push"] is None
     [table] = source["tables"]
     assert (table["schema_name"], table["table_name"], table["rows"], table["outcome"]) == (
         "uploads", "people", 3, "ok")

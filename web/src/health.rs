@@ -24,6 +24,19 @@ pub(crate) struct Health {
     /// One entry per catalog problem. Only administrators see which table or file and why:
     /// the entries would otherwise name tables the caller may not read.
     pub(crate) errors: Vec<HealthError>,
+    /// Push sources (webhooks): last delivery, queue, parked items, last poll.
+    /// Administrators only.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub(crate) sources: Vec<SourceHealth>,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct SourceHealth {
+    pub(crate) name: String,
+    #[serde(flatten)]
+    pub(crate) status: Option<crate::push::PushStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -61,12 +74,12 @@ pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap
     let admin = crate::auth::bearer_of(&headers)
         .and_then(|t| state.auth.check_bearer(&t))
         .is_ok_and(|p| p.admin);
-    Json(health(&state, admin))
+    Json(health(&state, admin).await)
 }
 
 /// The server's health; the catalog problems in full for an administrator (`/health` and the
 /// portal's health page).
-pub(crate) fn health(state: &AppState, admin: bool) -> Health {
+pub(crate) async fn health(state: &AppState, admin: bool) -> Health {
     let catalog = state.engine.catalog();
     let snapshot = catalog.snapshot();
     let status = catalog.status();
@@ -81,8 +94,37 @@ pub(crate) fn health(state: &AppState, admin: bool) -> Health {
             }
         })
         .collect();
+    let sources: Vec<SourceHealth> = state
+        .options
+        .push_sources
+        .statuses()
+        .await
+        .into_iter()
+        .map(|(name, status)| match status {
+            Ok(s) => SourceHealth {
+                name,
+                status: Some(s),
+                error: None,
+            },
+            Err(e) => SourceHealth {
+                name,
+                status: None,
+                error: Some(e),
+            },
+        })
+        .collect();
+    // Parked items, given-up deliveries and unreadable sources degrade the server's health.
+    let sources_ok = sources.iter().all(|s| {
+        s.status
+            .as_ref()
+            .is_some_and(|st| st.parked.is_empty() && st.failed == 0 && st.secret_configured)
+    });
     Health {
-        status: if issues.is_empty() { "ok" } else { "degraded" },
+        status: if issues.is_empty() && sources_ok {
+            "ok"
+        } else {
+            "degraded"
+        },
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: state.engine.uptime().as_secs(),
         tables: snapshot.table_count(),
@@ -99,6 +141,7 @@ pub(crate) fn health(state: &AppState, admin: bool) -> Health {
         queries_running: state.engine.metrics().running(),
         error_count: issues.len(),
         errors,
+        sources: if admin { sources } else { Vec::new() },
     }
 }
 
@@ -109,9 +152,10 @@ pub(crate) async fn get_metrics(State(state): State<AppState>) -> impl IntoRespo
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         format!(
-            "{}{}",
+            "{}{}{}",
             state.engine.render_metrics(),
-            state.jobs.render_metrics()
+            state.jobs.render_metrics(),
+            crate::push::render_metrics(&state.options.push_sources).await
         ),
     )
 }

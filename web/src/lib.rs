@@ -3,7 +3,8 @@
 //! Start at [`router`]; [`serve`] runs it until shutdown. Handlers only parse, call the
 //! [`Engine`](dataport_engine::Engine) and encode ([`format`]); statuses are chosen in one
 //! place ([`error::status_for`]). This crate never plans SQL itself and knows nothing of
-//! connectors or the command line: jobs are started through the engine's scheduler.
+//! connectors or the command line: jobs are started through the engine's scheduler, and
+//! webhooks go to whatever [`PushSource`] the binary registered under the source's name.
 
 mod accounts;
 pub mod auth;
@@ -23,6 +24,7 @@ mod pages;
 mod params;
 mod password;
 mod portal;
+pub mod push;
 mod query;
 mod session;
 mod sync;
@@ -47,6 +49,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 pub use error::ApiError;
 pub use oidc::redirect_uri;
 pub use password::{password_link_url, send_password_link};
+pub use push::{ParkedItem, PushFile, PushRejection, PushSource, PushSources, PushStatus};
 
 /// HTTP settings.
 #[derive(Debug, Clone)]
@@ -72,6 +75,8 @@ pub struct WebOptions {
     pub logo: Option<brand::Logo>,
     /// The configured sources (`sources`), for the administrators' sources page.
     pub sources: Vec<SourceSummary>,
+    /// Sources that receive data by request (`POST /webhooks/{name}`).
+    pub push_sources: PushSources,
 }
 
 /// A configured source as administrators see it: its name, connector type and settings (which
@@ -98,6 +103,7 @@ impl Default for WebOptions {
             instance_name: "Dataport".into(),
             logo: None,
             sources: Vec::new(),
+            push_sources: PushSources::default(),
         }
     }
 }
@@ -255,6 +261,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/jobs", get(jobs::get_jobs))
         .route("/api/v1/jobs/{job}", get(jobs::get_job))
         .route("/api/v1/jobs/{job}/run", post(jobs::post_run))
+        .route("/api/v1/sources/{source}/files/{id}", get(push::get_file))
         .route("/api/v1/sync/manifest", get(sync::get_manifest))
         .route("/api/v1/sync/files/{*path}", get(sync::get_file))
         .route(
@@ -327,6 +334,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/auth/cli/token", post(cli_login::post_token))
         .route("/health", get(health::get_health))
+        // Signed by the sender, not authenticated by us; the body limit is the source's own.
+        .route(
+            "/webhooks/{source}",
+            post(push::post_webhook).layer(DefaultBodyLimit::disable()),
+        )
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(axum::Extension(std::sync::Arc::new(

@@ -2,7 +2,8 @@
 //!
 //! The token goes only to the stack's API (`/v2/storage/…` under the configured URL), never
 //! to the storage provider's file URLs. Requests are retried on HTTP 5xx, 429, timeouts and
-//! connection errors with exponential backoff; other answers fail at once.
+//! connection errors with exponential backoff honouring `Retry-After` ([`crate::http`]); other
+//! answers fail at once.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::types::ColumnMetadata;
 use crate::error::{ConnectorError, Result};
+use crate::http::{self, RetryPolicy, redact, retryable, short};
 
 /// Header carrying the token.
 const TOKEN_HEADER: &str = "X-StorageApi-Token";
@@ -143,6 +145,7 @@ pub struct Client {
     base: String,
     token: String,
     policy: ClientPolicy,
+    retry: RetryPolicy,
 }
 
 impl Client {
@@ -160,6 +163,12 @@ impl Client {
             http,
             base: base.trim_end_matches('/').to_string(),
             token,
+            retry: RetryPolicy {
+                attempts: policy.attempts,
+                backoff: policy.backoff,
+                max_backoff: policy.max_backoff,
+                ..RetryPolicy::default()
+            },
             policy,
         })
     }
@@ -373,63 +382,15 @@ impl Client {
         request: impl Fn() -> reqwest::RequestBuilder,
     ) -> Result<T> {
         let shown = redact(url);
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let last = attempt >= self.policy.attempts;
-            match request().send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let body = match response.bytes().await {
-                        Ok(b) => b,
-                        Err(e) if !last => {
-                            tracing::debug!(url = %shown, error = %e, attempt, "reading the answer failed; retrying");
-                            tokio::time::sleep(self.backoff(attempt)).await;
-                            continue;
-                        }
-                        Err(e) => {
-                            return Err(ConnectorError::Unreachable {
-                                url: shown,
-                                message: e.to_string(),
-                            });
-                        }
-                    };
-                    if status.is_success() {
-                        return serde_json::from_slice(&body).map_err(|e| {
-                            ConnectorError::Protocol {
-                                url: shown.clone(),
-                                message: e.to_string(),
-                            }
-                        });
-                    }
-                    if retryable(status) && !last {
-                        tracing::debug!(url = %shown, status = status.as_u16(), attempt, "retrying");
-                        tokio::time::sleep(self.backoff(attempt)).await;
-                        continue;
-                    }
-                    return Err(ConnectorError::Http {
-                        url: shown,
-                        status: status.as_u16(),
-                        message: error_message(&body),
-                    });
-                }
-                Err(e) if !last => {
-                    tracing::debug!(url = %shown, error = %e, attempt, "request failed; retrying");
-                    tokio::time::sleep(self.backoff(attempt)).await;
-                }
-                Err(e) => {
-                    return Err(ConnectorError::Unreachable {
-                        url: shown,
-                        message: e.to_string(),
-                    });
-                }
-            }
-        }
+        let body = http::send(&self.retry, &shown, request).await?;
+        serde_json::from_slice(&body).map_err(|e| ConnectorError::Protocol {
+            url: shown,
+            message: e.to_string(),
+        })
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        (self.policy.backoff * factor).min(self.policy.max_backoff)
+        self.retry.delay(attempt, None)
     }
 }
 
@@ -439,37 +400,3 @@ enum Fetch {
     Fatal(ConnectorError),
 }
 use Fetch::{Fatal, Transient};
-
-fn retryable(status: reqwest::StatusCode) -> bool {
-    status.is_server_error()
-        || status == reqwest::StatusCode::TOO_MANY_REQUESTS
-        || status == reqwest::StatusCode::REQUEST_TIMEOUT
-}
-
-/// `{"error": "..."}` or `{"message": "..."}` of an error answer, else its start.
-fn error_message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
-        for key in ["error", "message"] {
-            if let Some(s) = v.get(key).and_then(|m| m.as_str()) {
-                return short(s);
-            }
-        }
-    }
-    short(&String::from_utf8_lossy(body))
-}
-
-fn short(s: &str) -> String {
-    let s = s.trim();
-    match s.char_indices().nth(300) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
-}
-
-/// A URL without its query (signed file URLs carry credentials there).
-fn redact(url: &str) -> String {
-    match url.split_once('?') {
-        Some((base, _)) => format!("{base}?…"),
-        None => url.to_string(),
-    }
-}

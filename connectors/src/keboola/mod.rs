@@ -138,10 +138,13 @@ impl KeboolaConnector {
 
     fn wanted(&self, meta: &TableMeta) -> bool {
         let bucket = bucket_of(&meta.id);
-        self.config
-            .tables
-            .as_ref()
-            .is_none_or(|t| t.contains(&meta.id))
+        // Tables another source writes (a Jira source's generated entries) are not Keboola's.
+        meta.source.as_ref().is_none_or(|s| *s == self.name)
+            && self
+                .config
+                .tables
+                .as_ref()
+                .is_none_or(|t| t.contains(&meta.id))
             && self
                 .config
                 .buckets

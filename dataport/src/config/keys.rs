@@ -312,7 +312,7 @@ settings! {
         level: String = value("info");
     }
     file (top) {
-        /// where data comes from: `[{name, type: keboola|files, …}]` —
+        /// where data comes from: `[{name, type: keboola|files|jira, …}]` —
         /// [docs/connectors.md](docs/connectors.md)
         sources: Yaml<Vec<dataport_connectors::SourceConfig>> = unset("none");
         /// schedules: `[{job: sync:NAME|profile:catalog|refresh:catalog, every: 15m | cron:

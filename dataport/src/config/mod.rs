@@ -69,6 +69,28 @@ pub(crate) fn sync_job_name(source: &str) -> String {
     format!("sync:{source}")
 }
 
+/// A push source's SLA poll (every 5 minutes unless scheduled otherwise).
+pub(crate) fn sla_job_name(source: &str) -> String {
+    format!("sync:{source}:sla")
+}
+
+/// A push source's consistency check (every 6 hours unless scheduled otherwise).
+pub(crate) fn consistency_job_name(source: &str) -> String {
+    format!("sync:{source}:consistency")
+}
+
+/// The jobs a source brings: `sync:<name>` for a pulled source; the SLA poll and the
+/// consistency check for a Jira source.
+pub(crate) fn source_jobs(source: &dataport_connectors::SourceConfig) -> Vec<String> {
+    match source.kind {
+        dataport_connectors::SourceKind::Jira(_) => vec![
+            sla_job_name(&source.name),
+            consistency_job_name(&source.name),
+        ],
+        _ => vec![sync_job_name(&source.name)],
+    }
+}
+
 /// The job that rescans the data dir.
 pub(crate) const REFRESH_JOB: &str = "refresh:catalog";
 
@@ -92,11 +114,9 @@ fn parse_jobs(
     for j in jobs {
         let known = j.job == REFRESH_JOB
             || j.job == PROFILE_JOB
-            || j.job
-                .strip_prefix("sync:")
-                .is_some_and(|s| names.contains(s));
+            || sources.iter().any(|s| source_jobs(s).contains(&j.job));
         if !known {
-            let mut list: Vec<String> = sources.iter().map(|s| sync_job_name(&s.name)).collect();
+            let mut list: Vec<String> = sources.iter().flat_map(source_jobs).collect();
             list.push(PROFILE_JOB.into());
             list.push(REFRESH_JOB.into());
             return Err(invalid(

@@ -265,7 +265,7 @@ pub(crate) async fn get_health(
         return refused;
     }
     let now = dataport_auth::now_secs();
-    let health = health(&state, true);
+    let health = health(&state, true).await;
     let data_dir = state.engine.catalog().data_dir().to_path_buf();
     let jobs = state.jobs.clone();
     let histories = blocking(&id, move || {

@@ -1,8 +1,8 @@
 //! The sources page (`GET /admin/sources`, administrators only): each configured source with
 //! its connector type and settings (secrets appear only as the name of the environment variable
-//! that holds them), its sync job, and the sync state of each of its tables as the connectors
-//! recorded it (last success, rows, size, duration, outcome and error); tables of sources no
-//! longer configured are listed apart.
+//! that holds them), its jobs, a push source's webhook queue and parked items, and the sync
+//! state of each of its tables as the connectors recorded it (last success, rows, size,
+//! duration, outcome and error); tables of sources no longer configured are listed apart.
 
 use askama::Template;
 use axum::extract::State;
@@ -15,6 +15,7 @@ use super::admin::refuse_non_admin;
 use super::operations::JobLine;
 use super::{Chrome, Viewer, ago, respond, size_text};
 use crate::jobs::blocking;
+use crate::push::PushStatus;
 use crate::{AppState, RequestId, SourceSummary};
 
 /// A table's sync state as the page shows it.
@@ -33,10 +34,20 @@ pub(crate) struct TableState {
 pub(crate) struct SourceView {
     #[serde(flatten)]
     pub(crate) source: SourceSummary,
-    /// The source's sync job (`sync:<name>`), when it has one.
-    pub(crate) job: Option<JobLine>,
+    /// The source's jobs (`sync:<name>`, or a push source's `sync:<name>:…`).
+    pub(crate) jobs: Vec<JobLine>,
+    /// A push source's webhook queue, parked items and last poll.
+    pub(crate) push: Option<PushView>,
     pub(crate) tables: Vec<TableState>,
     pub(crate) failing: usize,
+}
+
+#[derive(Debug, Serialize)]
+pub(crate) struct PushView {
+    #[serde(flatten)]
+    pub(crate) status: PushStatus,
+    pub(crate) last_received_text: String,
+    pub(crate) last_poll_text: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -80,8 +91,19 @@ pub(crate) async fn get_sources(
         Err(e) => return e.into_response(),
     };
     let now = dataport_auth::now_secs();
+    let mut pushed = std::collections::HashMap::new();
+    for (name, status) in state.options.push_sources.statuses().await {
+        match status {
+            Ok(s) => {
+                pushed.insert(name, s);
+            }
+            Err(e) => {
+                tracing::warn!(request_id = %id, source = %name, error = %e, "the sources page shows no queue for a push source")
+            }
+        }
+    }
+    let when = |ms: Option<i64>| ms.map_or("never".to_string(), |ms| ago(ms / 1000, now));
     let mut records: Vec<Option<SyncRecord>> = records.into_iter().map(Some).collect();
-    let mut jobs: Vec<Option<_>> = jobs.into_iter().map(Some).collect();
     let sources = state
         .options
         .sources
@@ -94,15 +116,24 @@ pub(crate) async fn get_sources(
                 .map(|r| table_state(r, now))
                 .collect();
             let job_name = format!("sync:{}", s.name);
-            let job = jobs
-                .iter_mut()
-                .find(|j| j.as_ref().is_some_and(|j| j.name == job_name))
-                .and_then(Option::take)
-                .map(JobLine::from);
+            let prefix = format!("{job_name}:");
+            let jobs = jobs
+                .iter()
+                .filter(|j| j.name == job_name || j.name.starts_with(&prefix))
+                .cloned()
+                .map(JobLine::from)
+                .collect();
+            let push = pushed.remove(&s.name).map(|status| PushView {
+                last_received_text: when(status.last_received_ms),
+                last_poll_text: when(status.last_poll_ms),
+                status,
+            });
             SourceView {
-                failing: tables.iter().filter(|t| t.record.outcome != "ok").count(),
+                failing: tables.iter().filter(|t| t.record.outcome != "ok").count()
+                    + push.as_ref().map_or(0, |p| p.status.parked.len()),
                 source: s.clone(),
-                job,
+                jobs,
+                push,
                 tables,
             }
         })
