@@ -1298,7 +1298,8 @@ class JiraDouble:
                         if a["id"] == m[2])
             return 200, self._contents[m[2]], {"Content-Type": mime}
         if path == "/rest/api/3/search/jql":
-            return forbidden if role != "main" else self._search(query)
+            # The SLA account searches too, and sees only the SLA fields of what it finds.
+            return self._search(query, role)
         m = re.fullmatch(r"/rest/api/3/issue/([^/]+)(?:/(comment|changelog|remotelink))?", path)
         if not m:
             return 404, _error(f"null for uri: {self.base_url}{path}"), {}
@@ -1346,7 +1347,7 @@ class JiraDouble:
                 "applicationRoles": {"size": 1, "items": []},
                 "expand": "groups,applicationRoles"}
 
-    def _search(self, query: dict[str, list[str]]) -> tuple[int, dict, dict[str, str]]:
+    def _search(self, query: dict[str, list[str]], role: str = "main") -> tuple[int, dict, dict[str, str]]:
         jql = query.get("jql", [""])[0]
         try:
             match, order = self._parse_jql(jql)
@@ -1372,7 +1373,7 @@ class JiraDouble:
             entry = {"expand": "", "id": issue.id,
                      "self": f"{self.base_url}/rest/api/3/issue/{issue.id}", "key": issue.key}
             if fields_param:
-                all_fields = self._fields(issue, "main")
+                all_fields = self._fields(issue, role)
                 entry["fields"] = {k: all_fields[k] for k in _select(fields_param, all_fields)}
             issues.append(entry)
         body: dict[str, Any] = {"issues": issues, "isLast": start + size >= len(found)}
@@ -1400,6 +1401,15 @@ class JiraDouble:
                 keys = [m[1]]
             elif m := re.fullmatch(r"\s*project\s+in\s*\(([^)]*)\)\s*", clause, re.I):
                 keys = [k for k in (k.strip() for k in m[1].split(",")) if k]
+            elif m := re.fullmatch(r"\s*key\s+in\s*\(([^)]*)\)\s*", clause, re.I):
+                issue_keys = frozenset(k.strip().strip("\"'").upper() for k in m[1].split(",") if k.strip())
+                if not issue_keys:
+                    raise _JqlError("Error in the JQL Query: an empty list of keys.")
+                # As Jira does: a key that does not exist fails the whole query.
+                for k in sorted(issue_keys - set(self._issues)):
+                    raise _JqlError(f"An issue with key '{k}' does not exist for field 'key'.")
+                preds.append(lambda i, w=issue_keys: i.key in w)
+                continue
             elif m := re.fullmatch(r'\s*updated\s*>=\s*(["\']?)-(\d+)([mhdw])\1\s*', clause, re.I):
                 unit = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}[m[3].lower()]
                 since = datetime.now(timezone.utc) - timedelta(**{unit: int(m[2])})

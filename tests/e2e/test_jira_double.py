@@ -186,6 +186,18 @@ def test_search_paging_and_jql(jira):
         assert r.status_code == 400 and r.json()["errorMessages"], bad
     r = get(jira, "/rest/api/3/search/jql", jql="project = SUP", nextPageToken="junk")
     assert r.status_code == 400
+    assert search(f"key in ({keys[0]}, {keys[2]})") == [keys[0], keys[2]]
+    r = get(jira, "/rest/api/3/search/jql", jql=f"key in ({keys[0]}, ENG-99)")
+    assert r.status_code == 400 and "ENG-99" in r.json()["errorMessages"][0]
+
+
+def test_the_sla_account_searches_and_sees_only_sla_fields(jira):
+    key = jira.create_issue("SUP", "sla", first_response=Sla(ongoing=SlaCycle(10, 5)))
+    body = get(jira, "/rest/api/3/search/jql", auth=SLA_AUTH, jql=f"key in ({key})",
+               fields=f"summary,{FIRST_RESPONSE_FIELD}").json()
+    [issue] = body["issues"]
+    assert set(issue["fields"]) == {FIRST_RESPONSE_FIELD}
+    assert issue["fields"][FIRST_RESPONSE_FIELD]["ongoingCycle"]["elapsedTime"]["millis"] == 5
 
 
 def test_rate_limit_injection(jira):

@@ -277,46 +277,102 @@ impl JiraClient {
     }
 
     /// Every issue matching `jql` (id, key, updated), page by page.
-    pub async fn search(&self, jql: &str, mut on_page: impl FnMut(usize)) -> Result<Vec<Hit>> {
-        let url = self.api("search/jql");
-        let mut hits = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let mut query = vec![
-                ("jql", jql.to_string()),
-                ("fields", "updated".to_string()),
-                ("maxResults", PAGE.to_string()),
-            ];
-            if let Some(t) = &token {
-                query.push(("nextPageToken", t.clone()));
-            }
-            let value = self.get_json(&url, &query, &self.main).await?;
-            let page: SearchPage =
-                serde_json::from_value(value).map_err(|e| ConnectorError::Protocol {
-                    url: url.clone(),
-                    message: e.to_string(),
-                })?;
-            for issue in &page.issues {
-                let (Some(id), Some(key)) = (
-                    issue.get("id").and_then(Value::as_str),
-                    issue.get("key").and_then(Value::as_str),
-                ) else {
-                    continue;
-                };
-                hits.push(Hit {
-                    id: id.to_string(),
-                    key: key.to_string(),
+    pub async fn search(&self, jql: &str, on_page: impl FnMut(usize)) -> Result<Vec<Hit>> {
+        let issues = self
+            .search_issues(jql, &["updated"], false, on_page)
+            .await?;
+        Ok(issues
+            .iter()
+            .filter_map(|issue| {
+                Some(Hit {
+                    id: issue.get("id")?.as_str()?.to_string(),
+                    key: issue.get("key")?.as_str()?.to_string(),
                     updated: issue
                         .get("fields")
                         .and_then(|f| f.get("updated"))
                         .and_then(Value::as_str)
                         .map(str::to_string),
-                });
+                })
+            })
+            .collect())
+    }
+
+    /// The SLA fields of `keys` in one search (as the SLA account, if there is one): key →
+    /// fields. Jira refuses the whole query when one key no longer exists; then each issue is
+    /// read on its own and the missing ones are left out.
+    pub async fn sla_of(
+        &self,
+        keys: &[String],
+        fields: &JiraFields,
+    ) -> Result<Vec<(String, Value)>> {
+        if keys.is_empty() || fields.sla().is_empty() {
+            return Ok(Vec::new());
+        }
+        let jql = format!("key in ({}) ORDER BY key ASC", keys.join(", "));
+        let found = self
+            .search_issues(&jql, &fields.sla(), self.sla.is_some(), |_| {})
+            .await;
+        match found {
+            Ok(issues) => Ok(issues
+                .into_iter()
+                .filter_map(|mut issue| {
+                    let key = issue.get("key")?.as_str()?.to_string();
+                    let f = issue
+                        .get_mut("fields")
+                        .map(Value::take)
+                        .unwrap_or(Value::Null);
+                    Some((key, f))
+                })
+                .collect()),
+            Err(ConnectorError::Http { status: 400, .. }) => {
+                let mut out = Vec::new();
+                for key in keys {
+                    if let Some(f) = self.sla_fields(key, fields).await? {
+                        out.push((key.clone(), f));
+                    }
+                }
+                Ok(out)
             }
-            on_page(hits.len());
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The issues matching `jql` with `fields`, page by page (`nextPageToken`).
+    async fn search_issues(
+        &self,
+        jql: &str,
+        fields: &[&str],
+        as_sla: bool,
+        mut on_page: impl FnMut(usize),
+    ) -> Result<Vec<Value>> {
+        let url = self.api("search/jql");
+        let account = match (&self.sla, as_sla) {
+            (Some(sla), true) => sla,
+            _ => &self.main,
+        };
+        let mut issues = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("jql", jql.to_string()),
+                ("fields", fields.join(",")),
+                ("maxResults", PAGE.to_string()),
+            ];
+            if let Some(t) = &token {
+                query.push(("nextPageToken", t.clone()));
+            }
+            let value = self.get_json(&url, &query, account).await?;
+            let page: SearchPage =
+                serde_json::from_value(value).map_err(|e| ConnectorError::Protocol {
+                    url: url.clone(),
+                    message: e.to_string(),
+                })?;
+            let empty = page.issues.is_empty();
+            issues.extend(page.issues);
+            on_page(issues.len());
             match page.next_page_token {
-                Some(t) if page.is_last != Some(true) && !page.issues.is_empty() => token = Some(t),
-                _ => return Ok(hits),
+                Some(t) if page.is_last != Some(true) && !empty => token = Some(t),
+                _ => return Ok(issues),
             }
         }
     }

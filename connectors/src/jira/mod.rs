@@ -860,9 +860,10 @@ impl JiraSource {
         blocking(move || area.prune_attachments(&k, &keep)).await
     }
 
-    /// `sync:<source>:sla`: the SLA fields of every open issue read again; months whose issues
-    /// changed are rebuilt.
+    /// `sync:<source>:sla`: the SLA fields of every open issue read again (a search per 50
+    /// issues, not a request per issue); months whose issues changed are rebuilt.
     pub async fn sla_poll(&self) -> BatchReport {
+        const BATCH: usize = 50;
         let mut report = BatchReport::default();
         let open = match self.state.open_push_items(&self.name) {
             Ok(o) => o,
@@ -872,16 +873,31 @@ impl JiraSource {
             }
         };
         let mut months: BTreeMap<String, HashSet<String>> = BTreeMap::new();
-        for item in open {
-            let key = item.item.clone();
-            let _lock = self.issue_locks.lock(&key).await;
-            let result: Result<bool> = async {
-                let Some(fields) = self.client.sla_fields(&key, &self.config.fields).await? else {
-                    return Ok(false);
-                };
+        let partitions: HashMap<String, Option<String>> = open
+            .iter()
+            .map(|i| (i.item.clone(), i.partition.clone()))
+            .collect();
+        let keys: Vec<String> = open
+            .into_iter()
+            .map(|i| i.item)
+            .filter(|k| is_issue_key(k))
+            .collect();
+        for chunk in keys.chunks(BATCH) {
+            let found = match self.client.sla_of(chunk, &self.config.fields).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let text = e.to_string();
+                    report
+                        .failed
+                        .extend(chunk.iter().map(|k| (k.clone(), text.clone())));
+                    continue;
+                }
+            };
+            for (key, fields) in found {
+                let _lock = self.issue_locks.lock(&key).await;
                 let area = self.area.clone();
                 let k = key.clone();
-                blocking(move || {
+                let changed = blocking(move || {
                     let Some(mut b) = area.read_snapshot(&k)? else {
                         return Ok(false);
                     };
@@ -892,18 +908,17 @@ impl JiraSource {
                     area.write_snapshot(&b)?;
                     Ok(true)
                 })
-                .await
-            }
-            .await;
-            match result {
-                Ok(true) => {
-                    if let Some(m) = item.partition {
-                        months.entry(m).or_default().insert(key);
-                        report.synced += 1;
+                .await;
+                match changed {
+                    Ok(true) => {
+                        if let Some(Some(m)) = partitions.get(&key) {
+                            months.entry(m.clone()).or_default().insert(key);
+                            report.synced += 1;
+                        }
                     }
+                    Ok(false) => report.unchanged += 1,
+                    Err(e) => report.failed.push((key, e.to_string())),
                 }
-                Ok(false) => report.unchanged += 1,
-                Err(e) => report.failed.push((key, e.to_string())),
             }
         }
         self.rewrite(months, &mut report).await;
@@ -974,38 +989,40 @@ impl JiraSource {
         progress: &dyn JobProgress,
     ) -> Result<BatchReport> {
         describe::ensure(&self.area, &self.name).await;
-        let projects: Vec<Option<String>> = match project {
-            Some(p) => vec![Some(p.to_string())],
-            None if self.config.projects.is_empty() => vec![None],
-            None => self.config.projects.iter().cloned().map(Some).collect(),
+        let projects: Vec<String> = match project {
+            Some(p) => vec![p.to_string()],
+            // Jira refuses unbounded searches: a backfill names its projects.
+            None if self.config.projects.is_empty() => {
+                return Err(ConnectorError::Config {
+                    source_name: self.name.clone(),
+                    message: "a backfill needs projects: set `projects: [KEY, …]` on the source, or pass --project KEY".into(),
+                });
+            }
+            None => self.config.projects.clone(),
         };
         let mut report = BatchReport::default();
         for project in projects {
-            let jql = match &project {
-                Some(p) => {
-                    if !p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') || p.is_empty() {
-                        return Err(ConnectorError::Config {
-                            source_name: self.name.clone(),
-                            message: format!("'{p}' is not a Jira project key"),
-                        });
-                    }
-                    format!("project = \"{p}\" ORDER BY key ASC")
-                }
-                None => "ORDER BY key ASC".to_string(),
-            };
-            progress.message(&format!(
-                "listing the issues of {}",
-                project.as_deref().unwrap_or("every project")
-            ));
+            if project.is_empty()
+                || !project
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            {
+                return Err(ConnectorError::Config {
+                    source_name: self.name.clone(),
+                    message: format!("'{project}' is not a Jira project key"),
+                });
+            }
+            let jql = format!("project = \"{project}\" ORDER BY key ASC");
+            progress.message(&format!("listing the issues of {project}"));
             let hits = self.client.search(&jql, |n| progress.issues(0, n)).await?;
             let listed: HashSet<&str> = hits.iter().map(|h| h.key.as_str()).collect();
-            let prefix = project.as_ref().map(|p| format!("{p}-"));
+            let prefix = format!("{project}-");
             let vanished: Vec<String> = self
                 .state
                 .live_push_items(&self.name)?
                 .into_iter()
                 .map(|i| i.item)
-                .filter(|k| prefix.as_ref().is_none_or(|p| k.starts_with(p.as_str())))
+                .filter(|k| k.starts_with(prefix.as_str()))
                 .filter(|k| !listed.contains(k.as_str()))
                 .collect();
             progress.message(&format!(

@@ -315,8 +315,8 @@ settings! {
         /// where data comes from: `[{name, type: keboola|files|jira, …}]` —
         /// [docs/connectors.md](docs/connectors.md)
         sources: Yaml<Vec<dataport_connectors::SourceConfig>> = unset("none");
-        /// schedules: `[{job: sync:NAME|profile:catalog|refresh:catalog, every: 15m | cron:
-        /// "0 * * * *", jitter: 1m}]`
+        /// schedules: `[{job: sync:NAME|sync:NAME:sla|sync:NAME:consistency|profile:catalog|refresh:catalog,
+        /// every: 15m | cron: "0 * * * *", jitter: 1m}]`
         jobs: Yaml<Vec<JobSection>> = unset("none");
     }
 }
