@@ -121,15 +121,11 @@ pub(crate) fn source_summaries(config: &Config) -> Vec<dataport_web::SourceSumma
         .map(|s| {
             let mut settings = Vec::new();
             let mut kind = String::new();
-            if let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&s.kind) {
-                for (key, value) in fields {
-                    match (key.as_str(), value) {
-                        ("type", serde_json::Value::String(t)) => kind = t,
-                        (_, serde_json::Value::Null) => {}
-                        (_, serde_json::Value::String(text)) => settings.push((key, text)),
-                        (_, other) => settings.push((key, other.to_string())),
-                    }
+            if let Ok(serde_json::Value::Object(mut fields)) = serde_json::to_value(&s.kind) {
+                if let Some(serde_json::Value::String(t)) = fields.remove("type") {
+                    kind = t;
                 }
+                flatten_settings("", serde_json::Value::Object(fields), &mut settings);
             }
             dataport_web::SourceSummary {
                 name: s.name.clone(),
@@ -138,4 +134,24 @@ pub(crate) fn source_summaries(config: &Config) -> Vec<dataport_web::SourceSumma
             }
         })
         .collect()
+}
+
+/// Settings as `key → text`, nested sections as dotted keys (`fields.severity`); unset ones
+/// left out.
+fn flatten_settings(prefix: &str, value: serde_json::Value, out: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Null => {}
+        serde_json::Value::Object(fields) => {
+            for (key, v) in fields {
+                let key = if prefix.is_empty() {
+                    key
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten_settings(&key, v, out);
+            }
+        }
+        serde_json::Value::String(text) => out.push((prefix.to_string(), text)),
+        other => out.push((prefix.to_string(), other.to_string())),
+    }
 }

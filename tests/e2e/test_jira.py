@@ -30,7 +30,8 @@ ATTACHMENT_LIMIT = 2000
 ENV = {"JIRA_TOKEN": TOKEN, "JIRA_SLA_TOKEN": SLA_TOKEN, "JIRA_SECRET": SECRET}
 
 
-def config_text(double: JiraDouble, *, secret: bool = True, attempts: int = 4) -> str:
+def config_text(double: JiraDouble, *, secret: bool = True, attempts: int = 4,
+                retention_days: int = 30) -> str:
     return f"""
 sources:
   - name: jira
@@ -48,6 +49,7 @@ sources:
     attempts: 3
     event_attempts: {attempts}
     request_timeout_secs: 5
+    raw_retention_days: {retention_days}
 jobs:
   - {{job: "sync:jira:sla", every: 12h}}
   - {{job: "sync:jira:consistency", every: 12h}}
@@ -447,6 +449,31 @@ def test_an_issue_that_keeps_failing_is_parked_until_the_consistency_job(srv, ji
     assert tables["issues"]["strategy"] == "push"
 
 
+def test_the_sources_page_shows_the_webhook_queue_and_parked_issues(srv, jira, new_page):
+    from browser_util import check_accessibility, screenshot, sign_in
+    from playwright.sync_api import expect
+
+    fine = jira.create_issue("ENG", "Export progress bar", created="2024-10-01T08:00:00.000-0500")
+    deliver(srv, jira, "jira:issue_created", fine)
+    assert_tables_match(srv, jira)
+    key = jira.create_issue("SUP", "Export times out", created="2024-10-01T10:00:00.000+0100")
+    jira.fail_always(f"/issue/{key}", status=502)
+    deliver(srv, jira, "jira:issue_created", key)
+    wait_for(lambda: [p for p in source_health(srv)["parked"] if p["item"] == key], timeout=60,
+             what="the issue to be parked")
+    page = new_page(srv)
+    sign_in(page, srv.http, "/admin/sources", ADMIN_USER, ADMIN_PASSWORD)
+    expect(page.get_by_role("heading", name="Parked")).to_be_visible()
+    expect(page.get_by_text(key, exact=True)).to_be_visible()
+    expect(page.get_by_role("link", name="sync:jira:consistency")).to_be_visible()
+    expect(page.get_by_role("link", name="jira.issues")).to_be_visible()
+    screenshot(page, "sources-jira")
+    check_accessibility(page, "the sources page with a Jira source")
+    jira.clear_failures()
+    assert run_job(srv, "sync:jira:consistency")["outcome"] == "ok"
+    assert_tables_match(srv, jira)
+
+
 def test_the_sla_job_refreshes_open_issues(srv, jira):
     key = jira.create_issue("SUP", "Waiting on the customer",
                             first_response=Sla(ongoing=SlaCycle(3_600_000, 60_000)))
@@ -495,6 +522,19 @@ def test_an_event_accepted_before_a_kill_is_processed_after_the_restart(server, 
         assert_tables_match(restarted, jira)
     finally:
         restarted.stop()
+    # Processed raw bodies go after their retention (0 days: at the next start).
+    events = srv.data_dir / "raw/jira/events"
+    assert list(events.rglob("*.json"))
+    cfg = tmp_path / "kill-retention.yaml"
+    cfg.write_text(config_text(jira, retention_days=0))
+    swept = Server(srv.data_dir, ["--config", str(cfg)], tmp_path / "log-kill-3", env=dict(ENV)).start()
+    try:
+        wait_for(lambda: not list(events.rglob("*.json")), timeout=30,
+                 what="processed raw bodies past their retention to be removed")
+        assert source_health(swept)["last_received_ms"] is None
+        assert_tables_match(swept, jira)
+    finally:
+        swept.stop()
 
 
 # -- backfill, descriptions, laptops and profiles --------------------------------------------
