@@ -354,17 +354,23 @@ struct TableLock {
     _file: std::fs::File,
 }
 
+/// `<data>/state/locks/<name>.lock`, opened (created if missing) for locking.
+pub(crate) fn lock_file(data_dir: &Path, name: &str) -> Result<(std::fs::File, PathBuf)> {
+    let dir = data_dir.join("state").join("locks");
+    std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::io(&dir, e))?;
+    let path = dir.join(format!("{name}.lock"));
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| ConnectorError::io(&path, e))?;
+    Ok((file, path))
+}
+
 impl TableLock {
     fn acquire(data_dir: &Path, table: &str) -> Result<Self> {
-        let dir = data_dir.join("state").join("locks");
-        std::fs::create_dir_all(&dir).map_err(|e| ConnectorError::io(&dir, e))?;
-        let path = dir.join(format!("{table}.lock"));
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(|e| ConnectorError::io(&path, e))?;
+        let (file, path) = lock_file(data_dir, table)?;
         match file.try_lock() {
             Ok(()) => Ok(Self { _file: file }),
             Err(std::fs::TryLockError::WouldBlock) => Err(ConnectorError::Busy {

@@ -74,7 +74,7 @@ def jira(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def srv(server, jira, tmp_path_factory):
+def srv(jira, tmp_path_factory):
     """One server with the Jira source, shared by the tests of this module (its tables always
     hold what the double holds once the queue is drained)."""
     s = start_jira_server(tmp_path_factory.mktemp("jira"), jira)
@@ -195,6 +195,8 @@ def add_user(srv: Server, groups=()) -> tuple[str, str]:
 
 
 def test_an_issue_from_creation_to_deletion(srv, jira):
+    # Comments and histories beyond the first of each come page by page.
+    jira.comment_page_size, jira.changelog_page_size = 1, 1
     sup = jira.create_issue("SUP", "VPN drops every hour", created="2024-03-01T00:30:00.000+0100",
                             description=ADF_FIXTURES["lists_nested"], issue_type="Bug",
                             priority="High", labels=["vpn", "network"], assignee="ana",
@@ -259,6 +261,8 @@ def test_an_issue_from_creation_to_deletion(srv, jira):
     for table in TABLES:
         assert not [r for r in table_rows(srv, table) if r["issue_key"] == sup], table
     assert srv.get(f"/api/v1/sources/jira/files/{small}").status_code == 404
+    assert jira.count("/comment?") > 0 and jira.count("/changelog?") > 0, "paged in"
+    jira.comment_page_size, jira.changelog_page_size = 5000, 100
 
 
 # -- concurrency, order and replays ----------------------------------------------------------
@@ -375,7 +379,7 @@ def test_signatures_keys_sizes_and_bodies_are_checked(srv, jira):
     assert_tables_match(srv, jira)
 
 
-def test_without_a_secret_every_webhook_is_refused(server, own_jira, tmp_path):
+def test_without_a_secret_every_webhook_is_refused(own_jira, tmp_path):
     jira = own_jira
     srv = start_jira_server(tmp_path, jira, "nosecret", secret=False)
     try:
@@ -389,6 +393,8 @@ def test_without_a_secret_every_webhook_is_refused(server, own_jira, tmp_path):
         assert source_health(srv)["secret_configured"] is False
         assert srv.get("/health").json()["status"] == "degraded"
         assert not (srv.data_dir / "raw").exists()
+        for table in TABLES:
+            assert table_rows(srv, table) == [], table
     finally:
         srv.stop()
 
@@ -503,7 +509,7 @@ def test_the_sla_job_refreshes_open_issues(srv, jira):
     assert row["first_response_breached"] is True and row["first_response_elapsed_millis"] == 4_100_000
 
 
-def test_an_event_accepted_before_a_kill_is_processed_after_the_restart(server, own_jira, tmp_path):
+def test_an_event_accepted_before_a_kill_is_processed_after_the_restart(own_jira, tmp_path):
     jira = own_jira
     srv = start_jira_server(tmp_path, jira, "kill")
     key = jira.create_issue("ENG", "Survives kill -9", created="2024-09-09T09:09:09.000-0500")
@@ -540,7 +546,7 @@ def test_an_event_accepted_before_a_kill_is_processed_after_the_restart(server, 
 # -- backfill, descriptions, laptops and profiles --------------------------------------------
 
 
-def test_backfill_descriptions_pull_and_profiles(server, own_jira, tmp_path):
+def test_backfill_descriptions_pull_and_profiles(own_jira, tmp_path):
     jira = own_jira
     for i in range(4):
         jira.create_issue("ENG", f"Backlog item {i}", created=f"2024-0{i + 1}-15T10:00:00.000-0500")

@@ -1,5 +1,7 @@
 use serde_json::json;
 
+use super::issues::newer;
+use super::queue::issue_refs;
 use super::*;
 
 #[test]
