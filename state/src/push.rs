@@ -170,14 +170,29 @@ impl StateStore {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// When the next queued delivery of `source` is due (Unix ms), if any is queued.
-    pub fn next_push_due(&self, source: &str) -> Result<Option<i64>> {
+    /// When the next queued delivery of `source` other than those in `busy` (being
+    /// processed) is due (Unix ms), if any is queued.
+    pub fn next_push_due(&self, source: &str, busy: &[i64]) -> Result<Option<i64>> {
         let conn = self.lock();
+        let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
         Ok(conn.query_row(
-            "SELECT min(next_attempt_ms) FROM push_events WHERE source = ?1 AND state = 'queued'",
-            [source],
+            "SELECT min(next_attempt_ms) FROM push_events WHERE source = ?1 AND state = 'queued' \
+             AND id NOT IN (SELECT value FROM json_each(?2))",
+            params![source, busy],
             |r| r.get(0),
         )?)
+    }
+
+    /// Items of `source` with rows (written and not deleted).
+    pub fn push_item_count(&self, source: &str) -> Result<u64> {
+        let conn = self.lock();
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM push_items \
+             WHERE source = ?1 AND partition IS NOT NULL AND deleted_ms IS NULL",
+            [source],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
     }
 
     /// A delivery, by id.

@@ -400,7 +400,12 @@ fn a_push_delivery_is_queued_once_retried_and_given_up_on() {
         1
     );
     assert!(store.due_push_events("jira", 4_999, 10).unwrap().is_empty());
-    assert_eq!(store.next_push_due("jira").unwrap(), Some(5_000));
+    assert_eq!(store.next_push_due("jira", &[]).unwrap(), Some(5_000));
+    assert_eq!(
+        store.next_push_due("jira", &[id]).unwrap(),
+        None,
+        "being processed"
+    );
     assert_eq!(store.push_queue("jira").unwrap().queued, 1);
     store.retry_push_event(id, "HTTP 503", None, 6_000).unwrap();
     let q = store.push_queue("jira").unwrap();
@@ -460,6 +465,7 @@ fn push_items_are_written_parked_and_deleted() {
     );
     store.delete_push_item("jira", "SUP-1", 40).unwrap();
     assert!(store.live_push_items("jira").unwrap().is_empty());
+    assert_eq!(store.push_item_count("jira").unwrap(), 0);
     assert!(store.open_push_items("jira").unwrap().is_empty());
     assert_eq!(
         store

@@ -381,6 +381,8 @@ def test_administrators_pages_are_refused_to_others_and_the_refusal_audited(srv)
         assert reader.get(srv.url(path + "?format=json"), timeout=60).status_code == 403
     r = admin_form(reader, srv, "/admin/accounts/invite", email="x@example.com")
     assert r.status_code == 403
+    # Refused without reading the form: the server closes the connection, and says so.
+    assert r.headers.get("Connection") == "close", r.headers
     assert 'href="/admin"' not in reader.get(srv.url("/"), timeout=60).text, "no Admin link"
     admin = browser_session(srv, ADMIN_USER, ADMIN_PASSWORD)
     audit = wait_for(lambda: [e for e in admin.get(

@@ -30,6 +30,7 @@ mod session;
 mod sync;
 mod tokens;
 mod trace;
+mod unread;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -345,7 +346,8 @@ pub fn router(state: AppState) -> Router {
             portal::RunningQueries::default(),
         )))
         .with_state(state);
-    api.layer(PropagateRequestIdLayer::new(REQUEST_ID))
+    api.layer(axum::middleware::from_fn(unread::close_if_unread))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(from_fn_with_state(traced, trace::trace_request))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
 }

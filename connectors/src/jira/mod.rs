@@ -315,7 +315,7 @@ impl JiraSource {
         Ok(JiraStatus {
             queue: self.state.push_queue(&self.name)?,
             parked: self.state.parked_push_items(&self.name)?,
-            issues: self.state.live_push_items(&self.name)?.len() as u64,
+            issues: self.state.push_item_count(&self.name)?,
             last_poll_ms: None,
             secret_configured: self.secret.is_some(),
         })

@@ -4,6 +4,12 @@
 
 use super::*;
 
+/// How often raw bodies past their retention are looked for.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// The longest written tables wait for a catalog refresh while deliveries keep coming.
+const REFRESH_EVERY: Duration = Duration::from_secs(2);
+
 impl JiraSource {
     /// Verifies and stores one delivery; `headers` are `(lowercase name, value)`. Blocking
     /// (file and database writes): call it off the async threads.
@@ -85,62 +91,52 @@ impl JiraSource {
     }
 
     /// Processes queued deliveries until `shutdown` resolves: those accepted before a restart
-    /// first, then each as it arrives. Also removes raw bodies past their retention.
+    /// first, then each as it arrives. Also removes raw bodies past their retention. Tables
+    /// written are made visible by a catalog refresh when the queue is idle, and at least
+    /// every [`REFRESH_EVERY`] under a steady stream.
     pub async fn run_queue(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         describe::ensure(&self.area, &self.name).await;
         tokio::pin!(shutdown);
         let mut running = tokio::task::JoinSet::new();
-        let mut in_flight: HashSet<i64> = HashSet::new();
-        let mut last_sweep = std::time::Instant::now() - Duration::from_secs(3600);
+        // Task → delivery, so a task that panicked still releases its delivery.
+        let mut in_flight: HashMap<tokio::task::Id, i64> = HashMap::new();
+        let mut last_sweep: Option<std::time::Instant> = None;
+        let mut last_refresh = std::time::Instant::now();
         let mut changed = false;
         loop {
-            if last_sweep.elapsed() >= Duration::from_secs(3600) {
-                last_sweep = std::time::Instant::now();
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(std::time::Instant::now());
                 self.sweep_raw().await;
             }
+            let busy: Vec<i64> = in_flight.values().copied().collect();
             let room = self.config.workers.max(1).saturating_sub(running.len());
             if room > 0 {
-                let now = chrono::Utc::now().timestamp_millis();
-                let state = Arc::clone(&self.state);
-                let source = self.name.clone();
-                let limit = room + in_flight.len();
-                let due =
-                    tokio::task::spawn_blocking(move || state.due_push_events(&source, now, limit))
-                        .await
-                        .map_err(|e| e.to_string())
-                        .and_then(|r| r.map_err(|e| e.to_string()));
-                match due {
-                    Ok(events) => {
-                        let fresh: Vec<_> = events
-                            .into_iter()
-                            .filter(|e| !in_flight.contains(&e.id))
-                            .take(room)
-                            .collect();
-                        for event in fresh {
-                            in_flight.insert(event.id);
-                            let me = Arc::clone(&self);
-                            running.spawn(async move {
-                                let id = event.id;
-                                let wrote = me.process(event).await;
-                                (id, wrote)
-                            });
-                        }
-                    }
-                    Err(e) => {
-                        tracing::warn!(source = %self.name, error = %e, "cannot read the webhook queue")
-                    }
+                for event in self.due(room, &busy).await {
+                    let id = event.id;
+                    let me = Arc::clone(&self);
+                    let task = running.spawn(async move { me.process(event).await });
+                    in_flight.insert(task.id(), id);
                 }
             }
-            let next_due = self.next_due_in().await;
+            let busy: Vec<i64> = in_flight.values().copied().collect();
+            let next_due = self.next_due_in(&busy).await;
             tokio::select! {
                 _ = &mut shutdown => break,
-                Some(done) = running.join_next(), if !running.is_empty() => {
-                    if let Ok((id, wrote)) = done {
-                        in_flight.remove(&id);
-                        changed |= wrote;
-                    }
-                    if running.is_empty() && changed {
+                Some(done) = running.join_next_with_id(), if !running.is_empty() => {
+                    let task = match done {
+                        Ok((task, wrote)) => {
+                            changed |= wrote;
+                            task
+                        }
+                        Err(e) => {
+                            tracing::error!(source = %self.name, error = %e, "processing a webhook failed unexpectedly; it stays queued");
+                            e.id()
+                        }
+                    };
+                    in_flight.remove(&task);
+                    if changed && (running.is_empty() || last_refresh.elapsed() >= REFRESH_EVERY) {
                         changed = false;
+                        last_refresh = std::time::Instant::now();
                         self.refresh_catalog().await;
                     }
                 }
@@ -151,11 +147,36 @@ impl JiraSource {
         running.abort_all();
     }
 
-    /// How long until the next queued delivery is due (at most a minute).
-    pub(super) async fn next_due_in(&self) -> Duration {
+    /// Up to `room` queued deliveries due now, other than those in `busy`.
+    async fn due(&self, room: usize, busy: &[i64]) -> Vec<dataport_state::PushEvent> {
+        let now = chrono::Utc::now().timestamp_millis();
         let state = Arc::clone(&self.state);
         let source = self.name.clone();
-        let next = tokio::task::spawn_blocking(move || state.next_push_due(&source))
+        let limit = room + busy.len();
+        let due = tokio::task::spawn_blocking(move || state.due_push_events(&source, now, limit))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        match due {
+            Ok(events) => events
+                .into_iter()
+                .filter(|e| !busy.contains(&e.id))
+                .take(room)
+                .collect(),
+            Err(e) => {
+                tracing::warn!(source = %self.name, error = %e, "cannot read the webhook queue");
+                Vec::new()
+            }
+        }
+    }
+
+    /// How long until the next queued delivery other than those in `busy` is due (at most a
+    /// minute).
+    pub(super) async fn next_due_in(&self, busy: &[i64]) -> Duration {
+        let state = Arc::clone(&self.state);
+        let source = self.name.clone();
+        let busy = busy.to_vec();
+        let next = tokio::task::spawn_blocking(move || state.next_push_due(&source, &busy))
             .await
             .ok()
             .and_then(|r| r.ok())
