@@ -53,11 +53,11 @@ HTML_TAGS = frozenset({"a", "b", "strong", "i", "em", "u", "ins", "s", "strike",
 UPDATE_TYPES_DEFAULT_OFF = frozenset({"chat_member", "message_reaction", "message_reaction_count"})
 
 _BAD_GATEWAY_HTML = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
-                     b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx/1.18.0</center>"
-                     b"\r\n</body>\r\n</html>\r\n")
-_GATEWAY_TIMEOUT_HTML = (b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n<body>\r\n"
-                         b"<center><h1>504 Gateway Time-out</h1></center>\r\n<hr><center>nginx/1.18.0"
-                         b"</center>\r\n</body>\r\n</html>\r\n")
+                     b"<center><h1>502 Bad Gateway</h1></center>\r\n"
+                     b"<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n")
+_GATEWAY_TIMEOUT_HTML = (b"<html>\r\n<head><title>504 Gateway Time-out</title></head>\r\n"
+                         b"<body>\r\n<center><h1>504 Gateway Time-out</h1></center>\r\n"
+                         b"<hr><center>nginx/1.18.0</center>\r\n</body>\r\n</html>\r\n")
 _DESCRIPTIONS = {400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
                  409: "Conflict", 420: "Flood", 500: "Internal Server Error",
                  502: "Bad Gateway", 504: "Gateway Timeout"}
