@@ -32,9 +32,11 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable, NamedTuple, Sequence
 from urllib.parse import parse_qs, unquote, unquote_plus, urlsplit
+
+from http_double import DoubleServer, write_response
 
 SEVERITY_FIELD = "customfield_10050"
 REQUEST_TYPE_FIELD = "customfield_10010"
@@ -423,31 +425,6 @@ Stamp = str | datetime | None
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    double: JiraDouble
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.double._handle(self, "GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.double._handle(self, "POST")
-
-    def do_PUT(self) -> None:  # noqa: N802
-        self.server.double._handle(self, "PUT")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self.server.double._handle(self, "DELETE")
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """Quiet: requests are recorded in `JiraDouble.requests_log`."""
-
-
 # ---------------------------------------------------------------------------------------------
 # The double
 
@@ -465,11 +442,9 @@ class JiraDouble:
         self.search_page_size = 50
         self.sla_visible_to_main = False
         self._lock = threading.RLock()
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.double = self
-        self._thread: threading.Thread | None = None
+        self._http = DoubleServer(self._handle, "jira-double")
         self._stopped = False
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = self._http.base_url
         self._log: list[tuple[str, str, str | None]] = []
         self._failures: list[_Failure] = []
         self._down = False
@@ -504,19 +479,13 @@ class JiraDouble:
 
     def start(self) -> JiraDouble:
         """Serve requests on `base_url` from a daemon thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="jira-double")
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
         """Stop serving and close the listening socket."""
         self._stopped = True
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
+        self._http.stop()
 
     def __enter__(self) -> JiraDouble:
         return self.start()
@@ -1238,20 +1207,7 @@ class JiraDouble:
         with self._lock:
             status, body, headers = self._respond(method, parts.path, parse_qs(parts.query),
                                                   shown, role)
-        if isinstance(body, bytes):
-            payload = body
-        else:
-            payload = json.dumps(body, ensure_ascii=False).encode()
-            headers.setdefault("Content-Type", "application/json;charset=UTF-8")
-        try:
-            req.send_response(status)
-            for name, value in headers.items():
-                req.send_header(name, value)
-            req.send_header("Content-Length", str(len(payload)))
-            req.end_headers()
-            req.wfile.write(payload)
-        except (BrokenPipeError, ConnectionResetError):
-            req.close_connection = True
+        write_response(req, status, body, headers, json_type="application/json;charset=UTF-8")
 
     def _authenticate(self, header: str | None) -> tuple[str | None, str | None]:
         """(email, role) of a valid basic-auth header, else (None, None)."""

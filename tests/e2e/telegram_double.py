@@ -39,9 +39,11 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from http_double import DoubleServer, write_response
 
 TEXT_LIMIT = 4096
 CAPTION_LIMIT = 1024
@@ -954,27 +956,6 @@ def _parse_multipart(body: bytes, content_type: str) -> tuple[dict[str, str], di
 # HTTP plumbing
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    double: TelegramDouble
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server_version = "nginx/1.18.0"
-    sys_version = ""
-    server: _Server
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self.server.double._handle(self, "GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self.server.double._handle(self, "POST")
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-        """Quiet: requests are recorded in `TelegramDouble.requests_log`."""
-
-
 # ---------------------------------------------------------------------------------------------
 # The double
 
@@ -1001,11 +982,9 @@ class TelegramDouble:
             "has_main_web_app": False}
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
-        self._server = _Server(("127.0.0.1", 0), _Handler)
-        self._server.double = self
-        self._thread: threading.Thread | None = None
+        self._http = DoubleServer(self._handle, "telegram-double", server_version="nginx/1.18.0")
         self._stopped = False
-        self.base_url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        self.base_url = self._http.base_url
         self._log: list[dict] = []
         self._failures: list[_Failure] = []
         self._down = False
@@ -1037,9 +1016,7 @@ class TelegramDouble:
 
     def start(self) -> TelegramDouble:
         """Serve requests on `base_url` from a daemon thread."""
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
-                                        daemon=True, name="telegram-double")
-        self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
@@ -1047,11 +1024,7 @@ class TelegramDouble:
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._server.shutdown()
-            self._thread.join()
-            self._thread = None
-        self._server.server_close()
+        self._http.stop()
 
     def __enter__(self) -> TelegramDouble:
         return self.start()
@@ -1332,21 +1305,7 @@ class TelegramDouble:
         if status is None:
             req.close_connection = True
             return
-        if isinstance(payload, bytes):
-            headers.setdefault("Content-Type", "text/html")
-            data = payload
-        else:
-            data = json.dumps(payload, ensure_ascii=False).encode()
-            headers.setdefault("Content-Type", "application/json")
-        try:
-            req.send_response(status)
-            for name, value in headers.items():
-                req.send_header(name, value)
-            req.send_header("Content-Length", str(len(data)))
-            req.end_headers()
-            req.wfile.write(data)
-        except (BrokenPipeError, ConnectionResetError):
-            req.close_connection = True
+        write_response(req, status, payload, headers, bytes_type="text/html")
 
     def _respond(self, token: str | None, method: str | None, query: str,
                  req: BaseHTTPRequestHandler, body: bytes,
