@@ -294,11 +294,7 @@ pub(crate) async fn sync_jira_cli(
         eprint!("\r\x1b[2K");
     }
     let result = job_result(&report);
-    let outcome = match result.outcome {
-        JobOutcome::Ok => "ok",
-        JobOutcome::Partial => "partial",
-        _ => "error",
-    };
+    let outcome = result.outcome.as_str();
     state.finish_job_run(
         run,
         chrono::Utc::now().timestamp_millis(),

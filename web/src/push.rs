@@ -149,9 +149,14 @@ pub(crate) async fn post_webhook(
             .with_request_id(&request_id)
             .into_response();
     }
-    let body = match read_limited(body, limit).await {
+    // Streamed past the limit: 413 as soon as it is passed, the rest unread.
+    let body = match axum::body::to_bytes(body, limit).await {
         Ok(b) => b,
-        Err(response) => return response(&request_id),
+        Err(_) => {
+            return ApiError::payload_too_large(limit)
+                .with_request_id(&request_id)
+                .into_response();
+        }
     };
     let pairs: Vec<(String, String)> = headers
         .iter()
@@ -173,33 +178,6 @@ pub(crate) async fn post_webhook(
             error.with_request_id(&request_id).into_response()
         }
     }
-}
-
-type Refusal = Box<dyn FnOnce(&str) -> Response + Send>;
-
-/// The body, or a 413 as soon as it passes `limit` (without reading the rest).
-async fn read_limited(body: Body, limit: usize) -> Result<Bytes, Refusal> {
-    let mut stream = body.into_data_stream();
-    let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| -> Refusal {
-            let message = format!("the request body could not be read: {e}");
-            Box::new(move |id: &str| {
-                ApiError::bad_request(message)
-                    .with_request_id(id)
-                    .into_response()
-            })
-        })?;
-        if buf.len() + chunk.len() > limit {
-            return Err(Box::new(move |id: &str| {
-                ApiError::payload_too_large(limit)
-                    .with_request_id(id)
-                    .into_response()
-            }));
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }
 
 /// `GET /api/v1/sources/{source}/files/{id}`: a stored file, to callers who may see its row;

@@ -1,6 +1,6 @@
 //! A fetched issue ([`Bundle`]) as rows of the six tables: `issues`, `comments`,
 //! `attachments`, `changelog`, `issuelinks` and `remote_links` (columns in
-//! `../shared/spec/jira.md`). Timestamps become UTC, arrays JSON text, ADF plain text.
+//! `docs/jira.md`). Timestamps become UTC, arrays JSON text, ADF plain text.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, LazyLock};
