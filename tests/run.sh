@@ -49,6 +49,7 @@ forbid dataport-common 'datafusion|arrow|parquet|tokio|reqwest|tonic|axum|clap|r
 forbid dataport-state 'datafusion|arrow|parquet|tonic|axum|clap|argon2|jsonwebtoken|dataport-(auth|catalog|engine|web|flight|demo)'
 forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|engine|web|flight|demo)'
 forbid dataport-mail 'datafusion|arrow|parquet|tonic|axum|clap|rusqlite|dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # mail knows messages and SMTP only
+forbid dataport-notify 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|connectors|engine|web|flight|demo|client)'   # scripts query the server as clients do
 forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
 forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|arrow-flight|clap'
 forbid dataport-engine 'dataport-(web|flight|connectors)|axum|tonic|arrow-flight|clap'   # sync jobs are composed by the binary

@@ -10,7 +10,7 @@ use dataport_state::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::jwt::{Claims, TokenKeys};
+use crate::jwt::{Claims, TokenKeys, TokenScope};
 use crate::password::{decoy_hash, verify_password};
 use crate::{AuthError, Credentials, Grant, GrantSource, Principal, constant_time_eq};
 
@@ -283,13 +283,71 @@ impl Authenticator {
         }
     }
 
-    /// The principal behind a bearer token (a session token or an API token).
+    /// The principal behind a bearer token (a session token, an API token, or a script's
+    /// token, whose principal is [`limited`](Principal::limited)). A desktop token is refused
+    /// here: it is good only where [`check_desktop`](Self::check_desktop) is asked.
     pub fn check_bearer(&self, token: &str) -> Result<Principal, AuthError> {
         if token.starts_with(API_TOKEN_PREFIX) {
             return self.check_api_token(token);
         }
         let claims = self.0.keys.verify(token, true)?;
-        self.principal_for_claims(&claims)
+        match claims.scope {
+            None => self.principal_for_claims(&claims),
+            Some(TokenScope::Script) => {
+                let mut principal = self.principal_for_claims(&claims)?;
+                principal.limited = true;
+                Ok(principal)
+            }
+            Some(TokenScope::Desktop) => Err(AuthError::InvalidToken),
+        }
+    }
+
+    /// The principal behind a token presented to the desktop app's endpoints and the
+    /// notification gateway: a desktop token, or any token [`check_bearer`](Self::check_bearer)
+    /// takes except a script's.
+    pub fn check_desktop(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.starts_with(API_TOKEN_PREFIX) {
+            return self.check_api_token(token);
+        }
+        let claims = self.0.keys.verify(token, true)?;
+        match claims.scope {
+            None | Some(TokenScope::Desktop) => self.principal_for_claims(&claims),
+            Some(TokenScope::Script) => Err(AuthError::InvalidToken),
+        }
+    }
+
+    /// A limited token for `principal`, valid for `ttl`, and its id (to revoke it with
+    /// [`revoke_id`](Self::revoke_id)). It cannot be refreshed.
+    pub fn issue_scoped(
+        &self,
+        principal: Principal,
+        scope: TokenScope,
+        ttl: Duration,
+    ) -> Result<(Session, String), AuthError> {
+        let now = now_secs();
+        let expires_at = now.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+        let jti = crate::random_token(16)?;
+        let claims = Claims {
+            sub: principal.name.clone(),
+            uid: (principal.id > 0).then_some(principal.id),
+            exp: expires_at,
+            iat: now,
+            iss: self.0.keys.issuer().to_string(),
+            jti: jti.clone(),
+            scope: Some(scope),
+        };
+        let session = Session {
+            token: self.0.keys.sign(&claims)?,
+            principal,
+            expires_at,
+        };
+        Ok((session, jti))
+    }
+
+    /// Revoke the token with id `jti` that expires at `expires_at` (Unix seconds).
+    pub fn revoke_id(&self, jti: &str, expires_at: i64) -> Result<(), AuthError> {
+        self.0.store.revoke_jti(jti, expires_at)?;
+        Ok(())
     }
 
     /// Log in with a password: a new session token.
@@ -309,6 +367,7 @@ impl Authenticator {
             iat: now,
             iss: self.0.keys.issuer().to_string(),
             jti: crate::random_token(16)?,
+            scope: None,
         };
         Ok(Session {
             token: self.0.keys.sign(&claims)?,
@@ -415,8 +474,18 @@ impl Authenticator {
             .and_then(|u| ids.principal(u)))
     }
 
+    /// The active account `id` as a principal (none when it is disabled or gone).
+    pub fn principal_by_id(&self, id: i64) -> Result<Option<Principal>, AuthError> {
+        let ids = self.identities()?;
+        Ok(ids.accounts.get(&id).and_then(|u| ids.principal(u)))
+    }
+
     fn claims_within_grace(&self, token: &str) -> Result<Claims, AuthError> {
         let claims = self.0.keys.verify(token, false)?;
+        // Limited tokens live as long as they were issued for.
+        if claims.scope.is_some() {
+            return Err(AuthError::InvalidToken);
+        }
         let grace = self.0.options.refresh_grace.as_secs() as i64;
         if claims.exp.saturating_add(grace) < now_secs() {
             return Err(AuthError::InvalidToken);

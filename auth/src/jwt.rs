@@ -17,6 +17,21 @@ pub struct Claims {
     pub iat: i64,
     pub iss: String,
     pub jti: String,
+    /// What a limited token is for ([`TokenScope`]); none on a session token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<TokenScope>,
+}
+
+/// What a limited token may do.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    /// Given to a notification script for one run: reads data as its owner (query, catalog,
+    /// sync), manages nothing and cannot be refreshed.
+    Script,
+    /// The desktop app's token: accepted only by the notification gateway and
+    /// `/api/v1/desktop/…` ([`Authenticator::check_desktop`](crate::Authenticator::check_desktop)).
+    Desktop,
 }
 
 /// Signs and checks tokens with one HS256 key and issuer.

@@ -38,7 +38,7 @@ pub use dataport_state::{
     UserRecord, now_secs,
 };
 pub use identity::{normalize_email, username_for};
-pub use jwt::Claims;
+pub use jwt::{Claims, TokenScope};
 pub use sessions::{LOGIN_CODE_TTL, OIDC_SIGN_IN_TTL, SessionAuth, SessionCookie};
 
 /// Group whose members may read public tables.
@@ -62,6 +62,9 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// Member of [`DATA_OPS`].
     pub admin: bool,
+    /// Authenticated by a script's token ([`TokenScope::Script`]): it may read data as the
+    /// account does, and nothing else.
+    pub limited: bool,
 }
 
 impl Principal {
@@ -80,6 +83,7 @@ impl Principal {
             name: name.into(),
             groups,
             admin,
+            limited: false,
         }
     }
 

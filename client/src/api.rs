@@ -80,7 +80,7 @@ impl Api {
         self
     }
 
-    fn url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn url(&self, segments: &[&str]) -> Url {
         let mut url = self.base.clone();
         if let Ok(mut parts) = url.path_segments_mut() {
             parts.pop_if_empty();
@@ -89,7 +89,7 @@ impl Api {
         url
     }
 
-    fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
+    pub(crate) fn request(&self, method: reqwest::Method, url: Url) -> reqwest::RequestBuilder {
         let r = self.http.request(method, url);
         match &self.token {
             Some(t) => r.bearer_auth(t),
@@ -97,7 +97,7 @@ impl Api {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         what: &str,
         request: reqwest::RequestBuilder,
@@ -124,7 +124,7 @@ impl Api {
         })
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(
+    pub(crate) async fn json<T: for<'de> Deserialize<'de>>(
         &self,
         what: &str,
         response: reqwest::Response,

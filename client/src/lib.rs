@@ -3,8 +3,9 @@
 //! It owns the local side of analyst sync: the stored credentials (a token in the user's config
 //! dir, owner-only), the pull that mirrors the caller's manifest into a folder (only changed
 //! files, by SHA-256, several at a time, resumable, verified, written atomically, with files no
-//! longer listed removed), the DuckDB views over the pulled files, and the upload of notes and
-//! transcripts. It speaks only the public HTTP API (`/api/v1/auth/*`, `/api/v1/sync/*`) and
+//! longer listed removed), the DuckDB views over the pulled files, the upload of notes,
+//! transcripts and notification scripts, and the calls behind `dataport notify`. It speaks only
+//! the public HTTP API (`/api/v1/auth/*`, `/api/v1/sync/*`, `/api/v1/notify/*`) and
 //! must not know the server's internals: the catalog, grants and restricted copies are the
 //! server's business; what reaches this crate is exactly what the caller may have.
 
@@ -12,6 +13,7 @@ mod api;
 mod browser;
 mod credentials;
 mod error;
+mod notify;
 mod pull;
 mod push;
 mod views;
@@ -20,6 +22,7 @@ pub use api::{Api, Manifest, ManifestColumn, ManifestFile, ManifestTable, Me, Se
 pub use browser::BrowserSignIn;
 pub use credentials::{Credentials, credentials_path};
 pub use error::ClientError;
+pub use notify::{ScriptsPushed, push_scripts, script_files};
 pub use pull::{PullOptions, PullProgress, PullReport, pull};
 pub use push::{PushOptions, PushReport, Sent, push};
 pub use views::{DuckDb, INSTALL_DUCKDB, ViewsOutcome, views_sql};

@@ -138,6 +138,7 @@ fn is_safe_local_path(path: &str) -> bool {
 /// #     profiler: Arc::new(Profiler::new(Arc::clone(&store))),
 /// #     sync: Arc::new(SyncFiles::new(Arc::clone(&store), data.path())),
 /// #     engine,
+/// #     notify: None,
 /// #     options: Default::default(),
 /// # });
 /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,4 +1,5 @@
-//! `dataport push`: the analyst's notes file and session transcripts to the server.
+//! `dataport push`: the analyst's notes file, session transcripts and notification scripts to
+//! the server.
 
 use std::path::PathBuf;
 
@@ -13,6 +14,10 @@ pub struct PushOptions {
     pub notes: PathBuf,
     /// Folder of `*.jsonl` transcripts; skipped when it does not exist.
     pub transcripts: PathBuf,
+    /// Folder of notification scripts; skipped when it does not exist.
+    pub notifications: PathBuf,
+    /// Remove the server's scripts that the notifications folder no longer has.
+    pub prune_scripts: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]
@@ -20,6 +25,8 @@ pub struct PushReport {
     /// `None` when there was no notes file.
     pub notes: Option<Sent>,
     pub transcripts: Vec<Sent>,
+    /// The notification scripts (none when the folder does not exist).
+    pub notifications: crate::notify::ScriptsPushed,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -30,8 +37,8 @@ pub struct Sent {
     pub unchanged: bool,
 }
 
-/// Uploads the notes file and every transcript; the server keeps one copy of each content, so
-/// pushing again sends the same bytes but stores nothing new.
+/// Uploads the notes file, every transcript and every notification script; the server keeps
+/// one copy of each content, so pushing again sends the same bytes but stores nothing new.
 pub async fn push(api: &Api, options: &PushOptions) -> Result<PushReport, ClientError> {
     let mut report = PushReport::default();
     match std::fs::read(&options.notes) {
@@ -68,5 +75,7 @@ pub async fn push(api: &Api, options: &PushOptions) -> Result<PushReport, Client
             unchanged: r.unchanged,
         });
     }
+    report.notifications =
+        crate::notify::push_scripts(api, &options.notifications, options.prune_scripts).await?;
     Ok(report)
 }

@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod jobs;
+mod notify;
 mod profile;
 mod push;
 mod rsync;

@@ -237,14 +237,6 @@ async fn serve(
             ));
         }
     }
-    let jobs = dataport_engine::jobs::Scheduler::new(
-        Arc::clone(&store),
-        crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler, &sources)?,
-    )
-    .context("cannot set up the jobs")?;
-    jobs.keep_logs(job_logs);
-    let timers = jobs.start(cancel.clone());
-
     let listener = tokio::net::TcpListener::bind(config.settings.http_addr)
         .await
         .with_context(|| {
@@ -254,6 +246,28 @@ async fn serve(
             )
         })?;
     let http_addr = listener.local_addr().context("listener has no address")?;
+
+    // Notifications: scripts reach this server over HTTP; live deliveries go through the
+    // gateway on the same listener.
+    let gateway = Arc::new(dataport_web::Gateway::new(crate::notify::gateway(&config)));
+    let notifier = dataport_notify::Notifier::new(
+        crate::notify::options(&config, http_addr),
+        Arc::clone(&store),
+        auth.clone(),
+        Arc::clone(&gateway) as Arc<dyn dataport_notify::LiveChannel>,
+    )
+    .context("cannot set up notifications (notify.*)")?;
+    let bot = tokio::spawn(dataport_notify::telegram::bot::run(
+        notifier.clone(),
+        cancel.clone(),
+    ));
+    let mut server_jobs =
+        crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler, &sources)?;
+    server_jobs.push(crate::notify::job(&config, &notifier));
+    let jobs = dataport_engine::jobs::Scheduler::new(Arc::clone(&store), server_jobs)
+        .context("cannot set up the jobs")?;
+    jobs.keep_logs(job_logs);
+    let timers = jobs.start(cancel.clone());
 
     let flight_listener = tokio::net::TcpListener::bind(config.settings.flight_addr)
         .await
@@ -328,6 +342,7 @@ async fn serve(
         jobs,
         profiler,
         sync,
+        notify: Some(dataport_web::NotifyState { notifier, gateway }),
         options: WebOptions {
             max_body_bytes: config.settings.max_body_size.0,
             max_upload_bytes: config.settings.max_upload_size.0,
@@ -391,6 +406,7 @@ async fn serve(
     }
     let _ = refresher.await;
     let _ = pruner.await;
+    let _ = bot.await;
     for q in queues {
         let _ = q.await;
     }

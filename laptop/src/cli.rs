@@ -1,4 +1,4 @@
-//! `login`, `logout`, `pull` and `push`: the analyst's commands, wired to the
+//! `login`, `logout`, `pull`, `push` and `notify`: the analyst's commands, wired to the
 //! `dataport-client` crate with a progress bar and one-line summaries.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -50,8 +50,37 @@ pub enum ClientCommand {
     Logout,
     /// Download the tables you may read (only what changed) and write DuckDB views over them.
     Pull(PullArgs),
-    /// Upload your notes file and session transcripts.
+    /// Upload your notes file, session transcripts and notification scripts.
     Push(PushArgs),
+    /// Your notification scripts on the server: list them, run them now, test one.
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+/// `dataport notify …`.
+#[derive(Debug, clap::Subcommand)]
+pub enum NotifyCommand {
+    /// Your scripts on the server, with their last runs.
+    List {
+        /// Print the server's answer as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a script now (every script of yours, in name order, without one) and deliver what
+    /// it reports; the cooldown does not hold a run by hand back.
+    Run {
+        script: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Run a script and show what it would send, without sending anything or touching its
+    /// cooldown: a file path tests that file's content (not yet pushed), a name the stored
+    /// script.
+    Test {
+        script: String,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Runs one of the analyst's commands.
@@ -61,6 +90,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Logout => logout(),
         ClientCommand::Pull(args) => pull(args),
         ClientCommand::Push(args) => push(args),
+        ClientCommand::Notify(command) => notify(command),
     }
 }
 
@@ -127,6 +157,13 @@ pub struct PushArgs {
     /// Folder of session transcripts, *.jsonl [default: DIR/transcripts]
     #[arg(long, value_name = "DIR")]
     transcripts: Option<PathBuf>,
+    /// Folder of notification scripts, *.py and files with a #! line [default:
+    /// DIR/notifications]
+    #[arg(long, value_name = "DIR")]
+    notifications: Option<PathBuf>,
+    /// Also remove your scripts on the server that the notifications folder no longer has
+    #[arg(long)]
+    prune_scripts: bool,
     #[arg(long, short)]
     quiet: bool,
     /// Print the report as JSON
@@ -401,6 +438,10 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
     let options = PushOptions {
         notes: args.notes.unwrap_or_else(|| dir.join("notes.md")),
         transcripts: args.transcripts.unwrap_or_else(|| dir.join("transcripts")),
+        notifications: args
+            .notifications
+            .unwrap_or_else(|| dir.join("notifications")),
+        prune_scripts: args.prune_scripts,
     };
     let (report, server) = runtime()?.block_on(async {
         let (api, _) = Credentials::connect(&path).await?;
@@ -414,16 +455,178 @@ fn push(args: PushArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let stored = report.transcripts.iter().filter(|t| !t.unchanged).count();
-    out(format!(
-        "pushed to {server}: notes {}, {} transcripts ({stored} stored, {} unchanged)",
+    let scripts = &report.notifications;
+    let new_scripts = scripts.scripts.iter().filter(|s| !s.unchanged).count();
+    let mut line = format!(
+        "pushed to {server}: notes {}, {} transcripts ({stored} stored, {} unchanged), {} scripts ({new_scripts} stored, {} unchanged)",
         match &report.notes {
             None => format!("not found at {}", options.notes.display()),
             Some(n) if n.unchanged => "unchanged".to_string(),
             Some(n) => format!("stored ({})", human_bytes(n.bytes)),
         },
         report.transcripts.len(),
-        report.transcripts.len() - stored
-    ))
+        report.transcripts.len() - stored,
+        scripts.scripts.len(),
+        scripts.scripts.len() - new_scripts,
+    );
+    if !scripts.removed.is_empty() {
+        line.push_str(&format!(
+            "; removed from the server: {}",
+            scripts.removed.join(", ")
+        ));
+    }
+    for (name, why) in &scripts.refused {
+        line.push_str(&format!("\nscript {name} refused: {why}"));
+    }
+    out(line)?;
+    if scripts.refused.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!("{} scripts were refused (see above)", scripts.refused.len())
+    }
+}
+
+fn notify(command: NotifyCommand) -> anyhow::Result<()> {
+    init_cli_logging(true);
+    let path = credentials_path()?;
+    runtime()?.block_on(async {
+        let (api, _) = Credentials::connect(&path).await?;
+        match command {
+            NotifyCommand::List { json } => {
+                let answer = api.notify_scripts().await?;
+                if json {
+                    return out(serde_json::to_string_pretty(&answer)?);
+                }
+                let scripts = answer["scripts"].as_array().cloned().unwrap_or_default();
+                if scripts.is_empty() {
+                    return out(format!(
+                        "no scripts on {}: put them in your notifications/ folder and run `dataport push`",
+                        api.server()
+                    ));
+                }
+                for s in scripts {
+                    out(script_line(&s))?;
+                }
+                Ok(())
+            }
+            NotifyCommand::Run { script, json } => {
+                let names = match script {
+                    Some(name) => vec![name],
+                    None => api.notify_scripts().await?["scripts"]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|s| s["name"].as_str().map(str::to_string))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                };
+                let mut failed = 0;
+                for name in names {
+                    let report = api.run_script(&name).await?;
+                    if json {
+                        out(serde_json::to_string_pretty(&report)?)?;
+                    } else {
+                        out(run_line(&report))?;
+                    }
+                    if matches!(report["run"]["outcome"].as_str(), Some("failed" | "delivery_failed")) {
+                        failed += 1;
+                    }
+                }
+                if failed > 0 {
+                    anyhow::bail!("{failed} runs failed");
+                }
+                Ok(())
+            }
+            NotifyCommand::Test { script, json } => {
+                let local = std::path::Path::new(&script);
+                let report = if local.is_file() {
+                    let name = local
+                        .file_name()
+                        .and_then(|n| n.to_str())
+                        .context("the script's file name is not UTF-8")?;
+                    let content = std::fs::read(local)
+                        .with_context(|| format!("cannot read {}", local.display()))?;
+                    api.test_content(name, content).await?
+                } else {
+                    api.test_script(&script).await?
+                };
+                if json {
+                    return out(serde_json::to_string_pretty(&report)?);
+                }
+                out(run_line(&report))?;
+                if let Some(p) = report.get("preview").filter(|p| !p.is_null()) {
+                    out(format!(
+                        "would send: {}\n{}",
+                        p["title"].as_str().unwrap_or_default(),
+                        p["message"].as_str().unwrap_or_default()
+                    ))?;
+                }
+                if report["run"]["outcome"] == "failed" {
+                    anyhow::bail!("the test run failed");
+                }
+                Ok(())
+            }
+        }
+    })
+}
+
+/// `name  kind  schedule  last run …` for `dataport notify list`.
+fn script_line(s: &serde_json::Value) -> String {
+    let last = match s.get("last_run").filter(|r| !r.is_null()) {
+        Some(r) => format!(
+            "last run {} ({})",
+            r["outcome"].as_str().unwrap_or("?"),
+            r["reason"].as_str().unwrap_or("")
+        ),
+        None => "never run".into(),
+    };
+    format!(
+        "{:<32} {:<10} {:<12} {}",
+        s["name"].as_str().unwrap_or("?"),
+        s["kind"].as_str().unwrap_or("?"),
+        s["schedule"].as_str().unwrap_or("-"),
+        last
+    )
+}
+
+/// One line of a run's outcome, and the end of its stderr when it failed.
+fn run_line(report: &serde_json::Value) -> String {
+    let run = &report["run"];
+    let mut line = format!(
+        "{}: {}",
+        run["script"].as_str().unwrap_or("?"),
+        run["outcome"].as_str().unwrap_or("?")
+    );
+    if let Some(reason) = run["reason"].as_str() {
+        line.push_str(&format!(" — {reason}"));
+    }
+    if let Some(list) = run["deliveries"].as_array().filter(|l| !l.is_empty()) {
+        let parts: Vec<String> = list
+            .iter()
+            .map(|d| {
+                format!(
+                    "{} {}",
+                    d["channel"].as_str().unwrap_or("?"),
+                    if d["ok"] == true { "ok" } else { "failed" }
+                )
+            })
+            .collect();
+        line.push_str(&format!(" [{}]", parts.join(", ")));
+    }
+    line.push_str(&format!(
+        " ({} ms)",
+        run["duration_ms"].as_i64().unwrap_or(0)
+    ));
+    if run["outcome"] == "failed"
+        && let Some(err) = run["stderr"].as_str().filter(|e| !e.trim().is_empty())
+    {
+        let tail: Vec<&str> = err.trim_end().lines().rev().take(5).collect();
+        for l in tail.into_iter().rev() {
+            line.push_str(&format!("\n  {l}"));
+        }
+    }
+    line
 }
 
 /// A byte-progress line on a terminal: nothing otherwise.

@@ -9,4 +9,4 @@
 pub mod cli;
 pub mod term;
 
-pub use cli::{ClientCommand, run};
+pub use cli::{ClientCommand, NotifyCommand, run};

@@ -2,8 +2,9 @@
 //! `<data>/state/dataport.sqlite` that holds everything that is not table data: users, groups
 //! and memberships, grants, API tokens (hashed), revoked token ids, login attempts, settings
 //! such as the token-signing key, the audit log of every query, the sync state of every
-//! connector table, the run history of jobs, table profiles, analysts' pulls, and push sources'
-//! queues of deliveries and the items they wrote.
+//! connector table, the run history of jobs, table profiles, analysts' pulls, push sources'
+//! queues of deliveries and the items they wrote, and notifications (analysts' scripts, their
+//! runs and cooldowns, what was sent, linked Telegram chats, desktop tokens).
 //!
 //! [`StateStore`] owns the schema and its versioned migrations ([`migrations`]) and offers typed
 //! operations; no other crate writes SQL against this database. It may be opened by several
@@ -19,6 +20,7 @@ mod error;
 mod identity;
 mod jobs;
 mod migrations;
+mod notify;
 mod profiles;
 mod push;
 mod sync;
@@ -36,6 +38,10 @@ pub use identity::{
     LoginAttempt, LoginCode, NewAccount, OidcFlow, PasswordPurpose, UserRecord,
 };
 pub use jobs::{JobRun, SyncRecord};
+pub use notify::{
+    DesktopToken, NewNotifyRun, NotifyRun, NotifyRunEnd, NotifyScript, StoredNotification,
+    TelegramLink,
+};
 pub use profiles::StoredProfile;
 pub use push::{Enqueued, NewPushEvent, PushEvent, PushItem, PushQueue};
 pub use sync::{FileDigest, PULL_WINDOW_MS, PullRecord, PulledFile, mtime_ns, relative_path};

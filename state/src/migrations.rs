@@ -398,6 +398,82 @@ const STEPS: &[&str] = &[
         PRIMARY KEY (source, item)
     );
     ",
+    // 13: notifications: analysts' alert scripts (the current version of each; the content
+    // lives in a file named by its SHA-256), every run, the cooldown of each script, the
+    // notifications sent, Telegram chats linked to accounts and the codes that link them,
+    // and the desktop app's tokens.
+    "
+    CREATE TABLE notify_scripts (
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        name       TEXT NOT NULL,
+        sha256     TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        schedule   TEXT,
+        created_ms INTEGER NOT NULL,
+        updated_ms INTEGER NOT NULL,
+        PRIMARY KEY (account_id, name)
+    );
+    CREATE TABLE notify_runs (
+        id          INTEGER PRIMARY KEY,
+        account_id  INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        script      TEXT NOT NULL,
+        sha256      TEXT NOT NULL,
+        trigger     TEXT NOT NULL,
+        started_ms  INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER,
+        outcome     TEXT NOT NULL,
+        reason      TEXT,
+        stdout      TEXT NOT NULL DEFAULT '',
+        stderr      TEXT NOT NULL DEFAULT '',
+        notification TEXT,
+        deliveries  TEXT NOT NULL DEFAULT '[]'
+    );
+    CREATE INDEX notify_runs_account ON notify_runs (account_id, script, id);
+    CREATE TABLE notify_cooldowns (
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        script     TEXT NOT NULL,
+        last_sent_ms INTEGER NOT NULL,
+        cooldown_s INTEGER NOT NULL,
+        PRIMARY KEY (account_id, script)
+    );
+    CREATE TABLE notifications (
+        id         TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        script     TEXT NOT NULL,
+        run_id     INTEGER,
+        title      TEXT NOT NULL,
+        message    TEXT NOT NULL,
+        image      TEXT,
+        data       TEXT NOT NULL DEFAULT '{}',
+        created_ms INTEGER NOT NULL
+    );
+    CREATE INDEX notifications_account ON notifications (account_id, created_ms);
+    CREATE TABLE telegram_links (
+        account_id INTEGER PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+        chat_id    INTEGER,
+        chat_name  TEXT NOT NULL DEFAULT '',
+        linked_ms  INTEGER,
+        unlinked_ms INTEGER,
+        unlinked_reason TEXT
+    );
+    CREATE UNIQUE INDEX telegram_links_chat ON telegram_links (chat_id);
+    CREATE TABLE telegram_codes (
+        code_hash  TEXT PRIMARY KEY,
+        chat_id    INTEGER NOT NULL,
+        chat_name  TEXT NOT NULL DEFAULT '',
+        expires_ms INTEGER NOT NULL
+    );
+    CREATE TABLE desktop_tokens (
+        id         TEXT PRIMARY KEY,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        label      TEXT NOT NULL,
+        created_ms INTEGER NOT NULL,
+        expires_ms INTEGER NOT NULL,
+        revoked_ms INTEGER
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

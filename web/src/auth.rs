@@ -163,6 +163,13 @@ pub(crate) async fn require_bearer(
         other => other.and_then(|t| state.auth.check_bearer(&t)),
     };
     match principal {
+        Ok(p) if p.limited && !script_may_reach(request.uri().path()) => {
+            ApiError::forbidden(
+                "a notification script's token reads data (query, catalog, metrics, sync) and nothing else",
+            )
+            .with_request_id(&id)
+            .into_response()
+        }
         Ok(p) => {
             crate::trace::record_user(&p.name);
             request.extensions_mut().insert(Caller(p));
@@ -173,6 +180,26 @@ pub(crate) async fn require_bearer(
             refused(&state, &id, &request, e).into_response()
         }
     }
+}
+
+/// Where a notification script's token is good: reading data as its owner, nothing that
+/// manages credentials, scripts or accounts.
+fn script_may_reach(path: &str) -> bool {
+    matches!(
+        path,
+        "/api/v1/query"
+            | "/api/v1/catalog"
+            | "/api/v1/metrics"
+            | "/api/v1/auth/me"
+            | "/api/v1/sync/manifest"
+    ) || ([
+        "/api/v1/catalog/",
+        "/api/v1/metrics/",
+        "/api/v1/sync/files/",
+    ]
+    .iter()
+    .any(|prefix| path.starts_with(prefix))
+        && path != "/api/v1/catalog/refresh")
 }
 
 /// Middleware for `/metrics`: open to the configured address ranges, otherwise for
@@ -197,7 +224,7 @@ pub(crate) async fn metrics_gate(
     }
 }
 
-fn request_id_of(headers: &HeaderMap) -> String {
+pub(crate) fn request_id_of(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())

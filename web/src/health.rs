@@ -28,6 +28,9 @@ pub(crate) struct Health {
     /// Administrators only.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(crate) sources: Vec<SourceHealth>,
+    /// The notification gateway (the desktop app's WebSocket): `{status, connections, users}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) gateway: Option<crate::gateway::GatewayFigures>,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,6 +145,7 @@ pub(crate) async fn health(state: &AppState, admin: bool) -> Health {
         error_count: issues.len(),
         errors,
         sources: if admin { sources } else { Vec::new() },
+        gateway: state.notify.as_ref().map(|n| n.gateway.figures()),
     }
 }
 
@@ -152,10 +156,15 @@ pub(crate) async fn get_metrics(State(state): State<AppState>) -> impl IntoRespo
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         format!(
-            "{}{}{}",
+            "{}{}{}{}",
             state.engine.render_metrics(),
             state.jobs.render_metrics(),
-            crate::push::render_metrics(&state.options.push_sources).await
+            crate::push::render_metrics(&state.options.push_sources).await,
+            state
+                .notify
+                .as_ref()
+                .map(|n| n.gateway.render_metrics())
+                .unwrap_or_default()
         ),
     )
 }

@@ -14,11 +14,13 @@ mod catalog;
 mod cli_login;
 pub mod error;
 pub mod format;
+pub mod gateway;
 mod grants;
 mod health;
 mod jobs;
 mod json;
 mod login;
+mod notify;
 mod oidc;
 mod pages;
 mod params;
@@ -48,6 +50,8 @@ use ipnet::IpNet;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 
 pub use error::ApiError;
+pub use gateway::{GATEWAY_PATH, Gateway, GatewayOptions};
+pub use notify::NotifyState;
 pub use oidc::redirect_uri;
 pub use password::{password_link_url, send_password_link};
 pub use push::{ParkedItem, PushFile, PushRejection, PushSource, PushSources, PushStatus};
@@ -126,6 +130,8 @@ pub struct AppState {
     pub profiler: std::sync::Arc<dataport_engine::profiles::Profiler>,
     /// Analyst sync manifests and files.
     pub sync: std::sync::Arc<dataport_engine::sync::SyncFiles>,
+    /// Notification scripts and their delivery (none: the routes answer 503).
+    pub notify: Option<NotifyState>,
     pub options: WebOptions,
 }
 
@@ -186,7 +192,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # let sync = Arc::new(SyncFiles::new(Arc::clone(&store), data.path()));
 /// // `engine` serves a data dir with `sales.orders` (3 rows); `auth` knows the user `ana`.
 /// let options = WebOptions::default();
-/// let app = router(AppState { engine, auth, accounts, mailer, oidc, jobs, profiler, sync, options });
+/// let app = router(AppState { engine, auth, accounts, mailer, oidc, jobs, profiler, sync, notify: None, options });
 ///
 /// let login = Request::post("/api/v1/auth/login")
 ///     .header(CONTENT_TYPE, "application/json")
@@ -273,13 +279,66 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/sync/upload",
             post(sync::post_upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
+        .route("/api/v1/notify/scripts", get(notify::list_scripts))
+        .route(
+            "/api/v1/notify/scripts/{name}",
+            get(notify::get_script)
+                .put(notify::put_script)
+                .delete(notify::delete_script),
+        )
+        .route("/api/v1/notify/scripts/{name}/run", post(notify::post_run))
+        .route(
+            "/api/v1/notify/scripts/{name}/test",
+            post(notify::post_test),
+        )
+        .route("/api/v1/notify/test", post(notify::post_test_content))
+        .route("/api/v1/notify/runs", get(notify::list_runs))
+        .route("/api/v1/notify/runs/{id}", get(notify::get_run))
+        .route(
+            "/api/v1/notify/notifications",
+            get(notify::list_notifications),
+        )
+        .route("/api/v1/notify/telegram", get(notify::get_telegram))
+        .route(
+            "/api/v1/notify/telegram/link",
+            post(notify::post_telegram_link).delete(notify::delete_telegram_link),
+        )
+        .route(
+            "/api/v1/desktop/tokens",
+            get(notify::list_desktop_tokens).post(notify::post_desktop_token),
+        )
+        .route(
+            "/api/v1/desktop/tokens/{id}",
+            axum::routing::delete(notify::delete_desktop_token),
+        )
         .route_layer(from_fn_with_state(state.clone(), auth::require_bearer));
+    // The desktop app's routes also take its own token; images are fetched by the app and
+    // the portal alike.
+    let desktop = Router::new()
+        .route("/api/v1/desktop/me", get(notify::get_desktop_me))
+        .route("/api/v1/desktop/scripts", get(notify::list_scripts))
+        .route(
+            "/api/v1/desktop/scripts/{name}/run",
+            post(notify::post_desktop_run),
+        )
+        .route(
+            "/api/v1/desktop/notifications",
+            get(notify::list_notifications),
+        )
+        .route(
+            "/api/v1/notify/notifications/{id}/image",
+            get(notify::get_image),
+        )
+        .route_layer(from_fn_with_state(state.clone(), notify::require_desktop));
     let metrics = Router::new()
         .route("/metrics", get(health::get_metrics))
         .route_layer(from_fn_with_state(state.clone(), auth::metrics_gate));
     let api = Router::new()
         .merge(protected)
+        .merge(desktop)
         .merge(metrics)
+        // Authenticated by its first message.
+        .route(gateway::GATEWAY_PATH, get(gateway::get_ws))
         // These check credentials themselves.
         .route("/api/v1/auth/login", post(auth::post_login))
         .route("/api/v1/auth/refresh", post(auth::post_refresh))

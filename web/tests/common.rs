@@ -58,6 +58,7 @@ impl Server {
             jobs,
             profiler,
             sync,
+            notify: None,
             options: web,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

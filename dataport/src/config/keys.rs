@@ -305,6 +305,58 @@ settings! {
         /// every page, the sign-in page too; read at start
         logo: Option<PathBuf> = unset("none: the name alone");
     }
+    notify (section_key) {
+        /// interpreter of `*.py` notification scripts (a virtualenv's `bin/python` gives
+        /// scripts its packages)
+        python: PathBuf = value("python3");
+        /// let scripts other than Python run: any file with a `#!` line
+        allow_executables: bool = value("false");
+        /// wall-clock limit of one script run
+        timeout: Duration = value("60s");
+        /// CPU time limit of one run
+        cpu_time: Duration = value("60s");
+        /// address-space limit of one run
+        script_memory: Bytes = value("1GiB");
+        /// processes a script's user may have (when the server runs as root, each account's
+        /// scripts have their own user)
+        max_processes: u32 = value("64");
+        /// stdout and stderr of one run together; a script that writes more is stopped
+        max_output: Bytes = value("1MiB");
+        /// largest file a script may write
+        max_file_size: Bytes = value("64MiB");
+        /// largest script
+        max_script_size: Bytes = value("256KiB");
+        /// largest image a notification may carry
+        max_image_size: Bytes = value("10MiB");
+        /// `auto` (bubblewrap where the machine has `bwrap`), `required` or `off`
+        sandbox: String = value("auto");
+        /// folders shown read-only in the sandbox besides the system's (a virtualenv)
+        sandbox_paths: Vec<String> = unset("none");
+        /// where scripts run: `home/<account id>/` is each account's working folder
+        work_dir: Option<PathBuf> = unset("`<data-dir>/notify/work`");
+        /// as root, account N's scripts run as user and group id `uid_base + N`
+        uid_base: u32 = value("2000000000");
+        /// `DATAPORT_URL` given to scripts: how they reach this server
+        server_url: Option<String> = unset("`http://` + `server.http_addr` (loopback)");
+        /// runs kept per script
+        keep_runs: usize = value("200");
+        /// days a notification (and its image) is kept
+        keep_days: u32 = value("90");
+        /// the Telegram bot's token (from BotFather); unset: no Telegram
+        telegram_token: Option<Secret> = unset("none: no Telegram");
+        /// the Bot API's base URL
+        telegram_api_url: String = value("https://api.telegram.org");
+        /// how long one `getUpdates` long poll waits
+        telegram_poll_timeout: Duration = value("30s");
+        /// lifetime of a desktop app's token
+        desktop_token_ttl: Duration = value("90d");
+        /// the gateway's time for a connection's auth message
+        gateway_auth_timeout: Duration = value("10s");
+        /// the gateway's ping interval (three unanswered pings close a connection)
+        gateway_ping_interval: Duration = value("30s");
+        /// gateway connections per account
+        gateway_max_connections: usize = value("5");
+    }
     log (section_key) {
         /// `human` or `json`
         format: LogFormat = value("human");
@@ -315,7 +367,7 @@ settings! {
         /// where data comes from: `[{name, type: keboola|files|jira, …}]` —
         /// [docs/connectors.md](docs/connectors.md)
         sources: Yaml<Vec<dataport_connectors::SourceConfig>> = unset("none");
-        /// schedules: `[{job: sync:NAME|sync:NAME:sla|sync:NAME:consistency|profile:catalog|refresh:catalog,
+        /// schedules: `[{job: sync:NAME|sync:NAME:sla|sync:NAME:consistency|profile:catalog|refresh:catalog|notify:run,
         /// every: 15m | cron: "0 * * * *", jitter: 1m}]`
         jobs: Yaml<Vec<JobSection>> = unset("none");
     }

@@ -97,6 +97,9 @@ pub(crate) const REFRESH_JOB: &str = "refresh:catalog";
 /// The job that profiles changed tables.
 pub(crate) const PROFILE_JOB: &str = "profile:catalog";
 
+/// The job that runs notification scripts (every 15 minutes unless scheduled otherwise).
+pub(crate) const NOTIFY_JOB: &str = "notify:run";
+
 fn parse_jobs(
     sources: &[dataport_connectors::SourceConfig],
     jobs: &[JobSection],
@@ -114,11 +117,13 @@ fn parse_jobs(
     for j in jobs {
         let known = j.job == REFRESH_JOB
             || j.job == PROFILE_JOB
+            || j.job == NOTIFY_JOB
             || sources.iter().any(|s| source_jobs(s).contains(&j.job));
         if !known {
             let mut list: Vec<String> = sources.iter().flat_map(source_jobs).collect();
             list.push(PROFILE_JOB.into());
             list.push(REFRESH_JOB.into());
+            list.push(NOTIFY_JOB.into());
             return Err(invalid(
                 "jobs",
                 format!(
@@ -390,6 +395,21 @@ fn check(s: &Settings) -> Result<(), ConfigError> {
         s.target_partitions != Some(0),
         "engine.target_partitions",
         "must be at least 1",
+    )?;
+    rule(
+        dataport_notify::SandboxMode::parse(&s.sandbox).is_some(),
+        "notify.sandbox",
+        "is auto, required or off",
+    )?;
+    rule(
+        !s.timeout.is_zero() && !s.cpu_time.is_zero(),
+        "notify.timeout",
+        "notify.timeout and notify.cpu_time must be greater than zero",
+    )?;
+    rule(
+        s.gateway_max_connections > 0 && !s.gateway_ping_interval.is_zero(),
+        "notify.gateway_max_connections",
+        "the gateway needs at least one connection per account and a ping interval",
     )?;
     if let Some(key) = s.datafusion.keys().find(|k| !k.starts_with("datafusion.")) {
         return Err(invalid(

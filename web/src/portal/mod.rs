@@ -78,6 +78,10 @@ impl FromRequestParts<AppState> for Viewer {
         let json = wants_json(parts);
         if let Ok(token) = crate::auth::bearer_of(&parts.headers) {
             return match state.auth.check_bearer(&token) {
+                Ok(principal) if principal.limited => Err(ApiError::forbidden(
+                    "the portal is for people; a notification script's token reads data only",
+                )
+                .into_response()),
                 Ok(principal) => {
                     crate::trace::record_user(&principal.name);
                     Ok(Self {
