@@ -362,6 +362,22 @@ pub fn router(state: AppState) -> Router {
         .route("/sql/download", post(portal::post_download))
         .route("/sql/cancel", post(portal::post_cancel))
         .route("/activity", get(portal::get_activity))
+        .route("/notifications", get(portal::get_notifications))
+        .route("/notifications/scripts", post(portal::post_script))
+        .route(
+            "/notifications/scripts/{name}/{action}",
+            post(portal::post_script_action),
+        )
+        .route("/notifications/telegram", post(portal::post_telegram))
+        .route(
+            "/notifications/telegram/unlink",
+            post(portal::post_telegram_unlink),
+        )
+        .route("/notifications/desktop", post(portal::post_desktop))
+        .route(
+            "/notifications/desktop/{id}/revoke",
+            post(portal::post_desktop_revoke),
+        )
         .route("/admin", get(portal::get_accounts))
         .route("/admin/accounts", get(portal::get_accounts))
         .route("/admin/accounts/invite", post(portal::post_invite))

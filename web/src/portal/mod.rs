@@ -14,6 +14,7 @@ pub(crate) mod assets;
 mod catalog;
 mod home;
 mod metrics;
+mod notifications;
 mod operations;
 mod sources;
 mod sql;
@@ -39,6 +40,10 @@ pub(crate) use admin::{
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 pub(crate) use metrics::get_metric;
+pub(crate) use notifications::{
+    get_notifications, post_desktop, post_desktop_revoke, post_script, post_script_action,
+    post_telegram, post_telegram_unlink,
+};
 pub(crate) use operations::{get_health, get_job, get_jobs, post_run};
 pub(crate) use sources::get_sources;
 pub(crate) use sql::{RunningQueries, get_sql, post_cancel, post_download, post_sql};
@@ -207,6 +212,7 @@ impl Chrome {
             ("/catalog", "Catalog"),
             ("/sql", "SQL"),
             ("/activity", "Activity"),
+            ("/notifications", "Notifications"),
         ]
         .into_iter()
         .chain(admin.into_iter().filter(|_| viewer.principal.admin))
