@@ -461,9 +461,14 @@ async fn sync_on_the_command_line_and_as_a_server_job() {
         .collect();
     assert_eq!(
         names,
-        vec!["profile:catalog", "refresh:catalog", "sync:kbc"]
+        vec![
+            "notify:run",
+            "profile:catalog",
+            "refresh:catalog",
+            "sync:kbc"
+        ]
     );
-    let sync_job = &body["jobs"][2];
+    let sync_job = &body["jobs"][3];
     assert_eq!(sync_job["schedule"], "cron 0 3 * * *");
     assert!(sync_job["next_run"].is_string(), "{sync_job}");
     // The command-line run is in the job's history.

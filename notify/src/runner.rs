@@ -296,6 +296,15 @@ impl Notifier {
         script::check_name(name)?;
         let removed = self.0.store.delete_notify_script(account, name)?;
         if removed {
+            // The copy it last ran from goes too.
+            let staged = self
+                .0
+                .options
+                .work_dir
+                .join("scripts")
+                .join(account.to_string())
+                .join(name);
+            let _ = std::fs::remove_file(staged);
             tracing::info!(account, script = name, "notification script removed");
             self.remove_unused_blobs(account);
         }

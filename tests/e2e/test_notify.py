@@ -474,3 +474,87 @@ def test_the_documented_example_script_runs(srv, analyst):
     if report["run"]["outcome"] == "tested":
         assert report["preview"]["title"].startswith("Revenue dropped")
         assert report["preview"]["cooldown_seconds"] == 12 * 3600
+
+
+def test_executables_run_where_allowed_and_scripts_run_without_a_sandbox_when_it_is_off(
+        server, demo_dir, tg, tmp_path):
+    """A second server: `allow_executables: true`, `sandbox: off`."""
+    srv2 = start_notify_server(tmp_path, demo_dir, tg, name="exec", allow_executables=True,
+                               sandbox="off")
+    try:
+        ana = Analyst(srv2, tmp_path / "laptop")
+        script = ("#!/bin/sh\n"
+                  "n=$(ls / | wc -l)\n"
+                  "printf '{\"notify\": true, \"title\": \"shell\", \"message\": \"%s\", "
+                  "\"data\": {\"uid\": %s}}\\n' \"$DATAPORT_USER\" \"$(id -u)\"\n")
+        r = ana.put("check.sh", script)
+        assert r.status_code == 201 and r.json()["script"]["kind"] == "executable", r.text
+        report = ana.run("check.sh")
+        assert report["run"]["outcome"] == "sent", report["run"]
+        assert report["notification"]["message"] == ana.name
+        data = json.loads(report["notification"]["data"])
+        if os.geteuid() == 0:
+            assert data["uid"] >= 2_000_000_000, data
+        # Limits hold without the sandbox too.
+        assert ana.put("spin.py", "while True:\n    pass\n").status_code == 201
+        assert "CPU time limit" in ana.run("spin.py")["run"]["reason"]
+    finally:
+        srv2.stop()
+
+
+def test_with_bubblewrap_a_script_sees_only_the_system_and_its_folder(srv, analyst):
+    if not Path("/usr/bin/bwrap").exists():
+        pytest.skip("this machine has no bubblewrap (apt install bubblewrap)")
+    code = ("import json, os\n"
+            "print(json.dumps({'notify': True, 'title': 'root', 'data': {'root': sorted(os.listdir('/')), "
+            "'tmp': os.listdir('/tmp')}}))\n")
+    assert analyst.put("root.py", code).status_code == 201
+    data = json.loads(analyst.run("root.py")["notification"]["data"])
+    work_top = Path(srv_work_dir(srv)).parts[1]
+    assert set(data["root"]) <= {"bin", "sbin", "lib", "lib32", "lib64", "usr", "etc", "proc",
+                                 "dev", "tmp", work_top}, data["root"]
+    assert "root" not in data["root"] and "home" not in data["root"]
+    assert data["tmp"] == [] or all(not n.startswith("pytest") for n in data["tmp"]), data["tmp"]
+
+
+def test_the_command_line_runs_and_tests_scripts(srv, analyst):
+    analyst.login_cli()
+    analyst.write_script("nations.py", NATIONS)
+    analyst.cli("push", "--dir", str(analyst.dir))
+    out = analyst.cli("notify", "run", "nations.py").stdout
+    assert out.startswith("nations.py: sent") and "telegram" not in out, out
+    # A local file is tested as it is, without being stored.
+    draft = analyst.write_script("draft.py", "import json\nprint(json.dumps({'notify': True, 'title': 'draft!'}))\n")
+    out = analyst.cli("notify", "test", str(draft)).stdout
+    assert "draft.py: tested" in out and "would send: draft!" in out, out
+    assert "draft.py" not in analyst.cli("notify", "list").stdout
+    # A failing run says why, with the end of its stderr, and exits non-zero.
+    bad = analyst.write_script("bad.py", "raise SystemExit('the warehouse is closed')\n")
+    p = analyst.cli("notify", "test", str(bad), check=False)
+    assert p.returncode != 0 and "the warehouse is closed" in p.stdout, (p.stdout, p.stderr)
+    # Pushing with --prune-scripts removes what the folder no longer has.
+    (analyst.dir / "notifications" / "draft.py").unlink()
+    (analyst.dir / "notifications" / "bad.py").unlink()
+    analyst.cli("push", "--dir", str(analyst.dir))
+    (analyst.dir / "notifications" / "nations.py").unlink()
+    p = analyst.cli("push", "--dir", str(analyst.dir), "--prune-scripts")
+    assert "removed from the server: nations.py" in p.stdout, p.stdout
+    assert "no scripts" in analyst.cli("notify", "list").stdout
+
+
+def test_the_bot_sets_its_commands_and_removes_a_leftover_webhook(server, demo_dir, tmp_path):
+    with TelegramDouble(BOT_TOKEN) as double:
+        double.set_webhook("https://old.example.com/hook")
+        srv2 = start_notify_server(tmp_path, demo_dir, double, name="webhook")
+        try:
+            user = double.add_user("Wes", username="wes")
+            double.user_sends(user, "/status")
+            reply = double.wait_for_sent(lambda m: m["chat_id"] == user["id"], timeout=20)
+            assert "not linked" in reply["plain"]
+            assert double.webhook_url == ""
+            commands = double.my_commands()
+            assert [c["command"] for c in commands] == ["start", "status", "test", "scripts"]
+        finally:
+            srv2.stop()
+        log = srv2.stderr_path.read_text()
+        assert BOT_TOKEN not in log and BOT_TOKEN.split(":")[1] not in log

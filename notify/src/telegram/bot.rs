@@ -15,10 +15,17 @@ use std::time::Duration;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::{CallbackQuery, Message, Telegram};
+use super::{CallbackQuery, Message, Telegram, TelegramError};
 use crate::runner::{Notifier, Trigger};
 
 const OFFSET_SETTING: &str = "telegram_update_offset";
+/// The bot's command menu.
+const COMMANDS: &[(&str, &str)] = &[
+    ("start", "a code to link this chat to your Dataport account"),
+    ("status", "which account this chat is linked to"),
+    ("test", "send a test notification"),
+    ("scripts", "your scripts, with buttons to run them"),
+];
 /// Telegram's limit on callback data.
 const MAX_CALLBACK_DATA: usize = 64;
 
@@ -35,6 +42,9 @@ pub async fn run(notifier: Notifier, cancel: CancellationToken) {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut backoff = Duration::from_secs(1);
+    if let Err(e) = telegram.set_commands(COMMANDS).await {
+        tracing::warn!(error = %e, "cannot set the Telegram bot's command menu");
+    }
     tracing::info!("Telegram bot polling for updates");
     loop {
         let updates = tokio::select! {
@@ -57,6 +67,24 @@ pub async fn run(notifier: Notifier, cancel: CancellationToken) {
                         let (n, t) = (notifier.clone(), telegram.clone());
                         tokio::spawn(async move { handle_callback(&n, &t, query).await });
                     }
+                }
+            }
+            Err(TelegramError::Rejected {
+                code: 409,
+                description,
+                ..
+            }) if description.contains("webhook") => {
+                // A webhook of another deployment blocks polling: this server polls.
+                tracing::warn!(
+                    "a Telegram webhook is set for this bot; removing it to poll for updates"
+                );
+                if let Err(e) = telegram.delete_webhook().await {
+                    tracing::warn!(error = %e, "cannot remove the Telegram webhook");
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
             }
             Err(e) => {

@@ -19,13 +19,30 @@ pub fn escape_markdown(text: &str) -> String {
     out
 }
 
-/// The Markdown text of a notification: the title in bold (escaped, so it is always
-/// literal), then the script's message as it wrote it.
+/// `title` in bold, read literally. Inside a bold span legacy Markdown takes every character
+/// as it is up to the next `*` (a backslash there is shown, not an escape), so only a `*` needs
+/// care: the bold closes before it, the star goes escaped outside, and the bold reopens.
+pub fn bold(title: &str) -> String {
+    title
+        .split('*')
+        .map(|part| {
+            if part.is_empty() {
+                String::new()
+            } else {
+                format!("*{part}*")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\\*")
+}
+
+/// The Markdown text of a notification: the title in bold (always literal), then the
+/// script's message as it wrote it.
 pub fn markdown(title: &str, message: &str) -> String {
     if message.is_empty() {
-        format!("*{}*", escape_markdown(title))
+        bold(title)
     } else {
-        format!("*{}*\n{message}", escape_markdown(title))
+        format!("{}\n{message}", bold(title))
     }
 }
 
@@ -104,7 +121,12 @@ mod tests {
 
     #[test]
     fn titles_are_literal() {
-        assert_eq!(markdown("a_b *c*", "x_y"), "*a\\_b \\*c\\**\nx_y");
+        assert_eq!(markdown("cpu_load [x]", "x_y"), "*cpu_load [x]*\nx_y");
+        assert_eq!(
+            markdown("5 *critical* alerts", ""),
+            "*5 *\\**critical*\\** alerts*"
+        );
+        assert_eq!(bold("*x*"), "\\**x*\\*");
         assert_eq!(markdown("t", ""), "*t*");
         assert_eq!(literal("t", "a_b *c*"), "*t*\na\\_b \\*c\\*");
     }

@@ -355,6 +355,32 @@ impl Telegram {
         .map(drop)
     }
 
+    /// The bot's command menu in Telegram's clients.
+    pub async fn set_commands(&self, commands: &[(&str, &str)]) -> Result<(), TelegramError> {
+        let list: Vec<Value> = commands
+            .iter()
+            .map(|(command, description)| json!({"command": command, "description": description}))
+            .collect();
+        self.call::<Value>(
+            "setMyCommands",
+            Body::Json(json!({"commands": list})),
+            self.options.request_timeout,
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Remove a webhook left by another deployment (it makes `getUpdates` answer 409).
+    pub async fn delete_webhook(&self) -> Result<(), TelegramError> {
+        self.call::<Value>(
+            "deleteWebhook",
+            Body::Json(json!({"drop_pending_updates": false})),
+            self.options.request_timeout,
+        )
+        .await
+        .map(drop)
+    }
+
     pub async fn answer_callback(&self, id: &str, text: &str) -> Result<(), TelegramError> {
         self.call::<Value>(
             "answerCallbackQuery",
