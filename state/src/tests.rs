@@ -476,3 +476,95 @@ fn push_items_are_written_parked_and_deleted() {
         Some(40)
     );
 }
+
+#[test]
+fn telegram_codes_expire_work_once_and_move_a_chat() {
+    let (_dir, store) = store();
+    store
+        .add_user("ana", "$argon2id$x", &groups(&["dataread"]))
+        .unwrap();
+    store
+        .add_user("bob", "$argon2id$x", &groups(&["dataread"]))
+        .unwrap();
+    let ana = store.user("ana").unwrap().unwrap().id;
+    let bob = store.user("bob").unwrap().unwrap().id;
+    let now = 1_000_000;
+    // An expired code links nothing.
+    store
+        .put_telegram_code("old", 42, "@ana", now - 700_000, now - 100_000)
+        .unwrap();
+    assert!(store.link_telegram(ana, "old", now).unwrap().is_none());
+    // A valid one links once.
+    store
+        .put_telegram_code("h1", 42, "@ana", now, now + 600_000)
+        .unwrap();
+    let linked = store.link_telegram(ana, "h1", now + 1).unwrap().unwrap();
+    assert_eq!(
+        (linked.chat_id, linked.chat_name.as_str()),
+        (Some(42), "@ana")
+    );
+    assert!(store.link_telegram(ana, "h1", now + 2).unwrap().is_none());
+    // A new code replaces the chat's earlier one.
+    store
+        .put_telegram_code("h2", 42, "@ana", now, now + 600_000)
+        .unwrap();
+    store
+        .put_telegram_code("h3", 42, "@ana", now, now + 600_000)
+        .unwrap();
+    assert!(store.link_telegram(bob, "h2", now + 3).unwrap().is_none());
+    // Entered by another account, the chat moves, and the first says why.
+    assert!(store.link_telegram(bob, "h3", now + 4).unwrap().is_some());
+    let old = store.telegram_link(ana).unwrap().unwrap();
+    assert_eq!(old.chat_id, None);
+    assert_eq!(
+        old.unlinked_reason.as_deref(),
+        Some("the chat was linked to another account")
+    );
+    assert_eq!(
+        store.telegram_link_by_chat(42).unwrap().unwrap().account_id,
+        bob
+    );
+    assert!(store.unlink_telegram(bob, "blocked", now + 5).unwrap());
+    assert!(!store.unlink_telegram(bob, "blocked", now + 6).unwrap());
+}
+
+#[test]
+fn notify_runs_are_pruned_per_script_and_interrupted_runs_marked() {
+    let (_dir, store) = store();
+    store
+        .add_user("ana", "$argon2id$x", &groups(&["dataread"]))
+        .unwrap();
+    let ana = store.user("ana").unwrap().unwrap().id;
+    for (i, script) in ["a.py", "a.py", "a.py", "b.py"].iter().enumerate() {
+        let id = store
+            .start_notify_run(&NewNotifyRun {
+                account_id: ana,
+                script,
+                sha256: "x",
+                trigger: "schedule",
+                started_ms: i as i64,
+            })
+            .unwrap();
+        if i < 3 {
+            store
+                .finish_notify_run(
+                    id,
+                    &NotifyRunEnd {
+                        outcome: "quiet".into(),
+                        deliveries: "[]".into(),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+        }
+    }
+    assert_eq!(store.interrupt_notify_runs().unwrap(), 1);
+    assert_eq!(store.prune_notify_runs(2).unwrap(), 1);
+    let runs = store.notify_runs(Some(ana), None, 10).unwrap();
+    assert_eq!(runs.len(), 3);
+    assert_eq!(runs[0].outcome, "interrupted");
+    assert_eq!(
+        store.last_notify_run_by(ana, "a.py", "schedule").unwrap(),
+        Some(2)
+    );
+}

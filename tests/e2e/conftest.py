@@ -162,3 +162,26 @@ def new_page(browser, request):
                 print(f"no screenshot of page {n} at failure: {e}")
     for context in contexts:
         context.close()
+
+
+@pytest.fixture(scope="module")
+def tg():
+    """A Telegram Bot API double (telegram_double.py) for the module's notification server."""
+    from notify_util import BOT_TOKEN
+    from telegram_double import TelegramDouble
+    double = TelegramDouble(BOT_TOKEN).start()
+    yield double
+    double.stop()
+
+
+@pytest.fixture(scope="module")
+def srv(server, demo_dir, tg, tmp_path_factory, request):
+    """A server with notifications pointed at `tg`, on a copy of the demo data; a module sets
+    `NOTIFY_SETTINGS` (notify.* keys) to change the defaults of notify_util.config_text.
+    Modules with a server of their own define their own `srv`."""
+    from notify_util import start_notify_server
+    settings = getattr(request.module, "NOTIFY_SETTINGS", {})
+    s = start_notify_server(tmp_path_factory.mktemp("notify"), demo_dir, tg, **settings)
+    yield s
+    s.stop()
+

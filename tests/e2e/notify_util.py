@@ -190,3 +190,12 @@ async def next_of_type(ws, kind: str, timeout: float = 30) -> dict:
             continue
         if msg["type"] == kind:
             return msg
+
+
+def run_async(coro):
+    """`asyncio.run(coro)` in a thread of its own: the browser tests' Playwright (sync API)
+    keeps an event loop running in the main thread once started, and asyncio.run refuses to
+    start inside a running loop."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()

@@ -992,6 +992,7 @@ class TelegramDouble:
         self._chats: dict[int, _Chat] = {}
         # User ids above 2**32, as real ones are: a 32-bit column or integer type breaks.
         self._user_ids = itertools.count(7_000_000_001, 7919)
+        self._group_ids = itertools.count(4_100_000_003, 101)
         self._update_ids = itertools.count(800_000_001)
         self._callback_ids = itertools.count(4_382_000_000_000_000_001, 17)
         self._file_ids = itertools.count(1)
@@ -1057,6 +1058,30 @@ class TelegramDouble:
             self._chats[user_id] = _Chat(user_id, user, info, str(-(user_id * 7 + 1_234_567)),
                                          started=started)
             return copy.deepcopy(user)
+
+    def add_group(self, title: str) -> dict:
+        """A group chat (negative id) with the bot in it; users write there with
+        `group_sends`. Returns the chat as updates show it."""
+        with self._lock:
+            group_id = -next(self._group_ids)
+            info = {"id": group_id, "title": title, "type": "group",
+                    "all_members_are_administrators": True}
+            self._chats[group_id] = _Chat(group_id, {}, info, str(group_id * 3 - 11))
+            return dict(info)
+
+    def group_sends(self, group_id: int, user: dict, text: str) -> dict:
+        """`user` writes `text` in the group `group_id`; returns the `message` update."""
+        with self._cond:
+            chat = self._chat(group_id)
+            message: dict[str, Any] = {"message_id": self._next_message_id(chat),
+                                       "from": copy.deepcopy(self._chat(user["id"]).user),
+                                       "chat": dict(chat.info), "date": int(time.time()),
+                                       "text": text}
+            entities = bot_command_entities(text)
+            if entities:
+                message["entities"] = entities
+            chat.messages[message["message_id"]] = message
+            return self._push_update("message", message)
 
     def block(self, chat_id: int) -> None:
         """The user blocks the bot: sends to the chat answer 403 "Forbidden: bot was blocked by

@@ -16,24 +16,9 @@ from pathlib import Path
 import pytest
 
 from e2e_util import assert_error, metric, wait_for
-from notify_util import (BOT_TOKEN, JOB, NATIONS, Analyst, next_of_type, run_job,
+from notify_util import (run_async, BOT_TOKEN, JOB, NATIONS, Analyst, next_of_type, run_job,
                          start_notify_server, ws_connect)
 from telegram_double import TelegramDouble
-
-
-@pytest.fixture(scope="module")
-def tg():
-    double = TelegramDouble(BOT_TOKEN).start()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def srv(server, demo_dir, tg, tmp_path_factory):
-    """A server with notifications pointed at the Telegram double, on a copy of the demo data."""
-    s = start_notify_server(tmp_path_factory.mktemp("notify"), demo_dir, tg)
-    yield s
-    s.stop()
 
 
 @pytest.fixture
@@ -61,7 +46,7 @@ def test_a_pushed_script_runs_on_schedule_and_reaches_telegram_the_desktop_and_t
         await ws.close()
         return job, note
 
-    job, note = asyncio.run(scenario())
+    job, note = run_async(scenario())
     assert job["outcome"] == "ok", job
     # The desktop client's message, as the contract shapes it.
     assert note["title"] == "America has 5 nations"

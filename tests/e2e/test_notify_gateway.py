@@ -21,7 +21,7 @@ import websockets
 from websockets.exceptions import ConnectionClosed
 
 from e2e_util import assert_error, metric, parse_metrics, wait_for
-from notify_util import BOT_TOKEN, Analyst, start_notify_server, ws_connect
+from notify_util import run_async, BOT_TOKEN, Analyst, start_notify_server, ws_connect
 from telegram_double import TelegramDouble
 
 GATEWAY = "/api/v1/desktop/ws"
@@ -30,22 +30,8 @@ POLICY = 1008  # the WebSocket close code "policy violation"
 WAIT = 15
 
 
-@pytest.fixture(scope="module")
-def tg():
-    double = TelegramDouble(BOT_TOKEN).start()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def srv(server, demo_dir, tg, tmp_path_factory):
-    """A server with notifications, pings every second, two seconds for the auth message and
-    at most five gateway connections per account."""
-    s = start_notify_server(tmp_path_factory.mktemp("gateway"), demo_dir, tg, name="gw",
-                            gateway_ping_interval="1s", gateway_auth_timeout="2s",
-                            gateway_max_connections=5)
-    yield s
-    s.stop()
+NOTIFY_SETTINGS = {"gateway_ping_interval": "1s", "gateway_auth_timeout": "2s",
+                   "gateway_max_connections": 5}
 
 
 @pytest.fixture
@@ -297,7 +283,7 @@ def test_a_desktop_token_is_accepted_and_the_connection_lives_on_pongs(srv, anal
         finally:
             await c.close()
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_a_session_token_and_an_api_token_are_accepted(srv, analyst):
@@ -311,7 +297,7 @@ def test_a_session_token_and_an_api_token_are_accepted(srv, analyst):
             finally:
                 await ws.close()
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_a_wrong_token_gets_auth_error_and_close_1008(srv, analyst):
@@ -334,19 +320,19 @@ def test_a_wrong_token_gets_auth_error_and_close_1008(srv, analyst):
             result = await refused(srv, auth(token))
             assert_auth_error(result, f"auth with {what} token {token[:40]!r}")
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_a_revoked_desktop_token_is_refused(srv, analyst):
     desktop = analyst.desktop_token()
     r = analyst.http.delete(srv.url(f"/api/v1/desktop/tokens/{desktop['id']}"), timeout=30)
     assert r.status_code == 204, r.text
-    result = asyncio.run(refused(srv, auth(desktop["token"])))
+    result = run_async(refused(srv, auth(desktop["token"])))
     assert_auth_error(result, "auth with a revoked desktop token")
 
 
 def test_no_auth_message_within_the_timeout_is_refused(srv):
-    result = asyncio.run(refused(srv, None, timeout=WAIT))
+    result = run_async(refused(srv, None, timeout=WAIT))
     message = assert_auth_error(result, "nothing (waited for the server)")
     assert "auth" in message, message
     # The server waits for its auth timeout (2 s) before refusing.
@@ -364,7 +350,7 @@ def test_no_auth_message_within_the_timeout_is_refused(srv):
 ], ids=["text", "broken-json", "json-array", "pong", "auth-without-token", "numeric-token",
         "null-token"])
 def test_a_first_message_that_is_not_auth_json_is_refused(srv, first):
-    result = asyncio.run(refused(srv, first))
+    result = run_async(refused(srv, first))
     assert_auth_error(result, first)
 
 
@@ -376,7 +362,7 @@ def test_a_valid_token_without_type_auth_is_refused(srv, analyst):
                       {"type": "Auth", "token": token}):
             assert_auth_error(await refused(srv, first), first)
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_the_tokens_of_a_disabled_account_are_refused(srv, analyst):
@@ -390,11 +376,11 @@ def test_the_tokens_of_a_disabled_account_are_refused(srv, analyst):
                               f"auth with the {kind} token of disabled {analyst.name}")
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         set_state(srv, analyst.name, "active")
     # Enabled again, the account connects.
-    ws_hello = asyncio.run(_hello(srv, tokens["desktop"]))
+    ws_hello = run_async(_hello(srv, tokens["desktop"]))
     assert ws_hello == {"type": "auth_ok", "username": analyst.name}
 
 
@@ -428,7 +414,7 @@ def test_an_expired_desktop_token_is_refused_and_ends_its_connection(server, dem
             assert_auth_error(await refused(short, auth(desktop["token"])),
                               "auth with an expired desktop token")
 
-        asyncio.run(scenario())
+        run_async(scenario())
         r = requests.get(short.url("/api/v1/desktop/me"), headers=bearer(desktop["token"]), timeout=30)
         assert r.status_code == 401, r.text
     finally:
@@ -464,7 +450,7 @@ def test_a_silent_client_is_closed_after_three_missed_pongs_while_an_answering_o
         finally:
             await close_all([silent, talker])
 
-    asyncio.run(scenario())
+    run_async(scenario())
     after = gateway_metrics(srv)
     assert after["closed_silent"] - before["closed_silent"] == 1, (before, after)
 
@@ -502,7 +488,7 @@ def test_the_sixth_connection_is_refused_other_accounts_unaffected_and_a_closed_
         finally:
             await close_all(five + extra)
 
-    asyncio.run(scenario())
+    run_async(scenario())
 
 
 def test_a_notification_reaches_all_five_connections_of_its_account_and_none_of_another(srv, analyst, other):
@@ -534,7 +520,7 @@ def test_a_notification_reaches_all_five_connections_of_its_account_and_none_of_
             await close_all(mine + theirs)
         return report
 
-    report = asyncio.run(scenario())
+    report = run_async(scenario())
     [run] = analyst.runs("fanout.py")
     channels = {d["channel"]: d for d in run["deliveries"]}
     assert channels["websocket"]["connections"] == 5, run["deliveries"]
@@ -559,7 +545,7 @@ def test_the_notification_message_has_the_contract_shape(srv, analyst):
             await c.close()
         return plain, chart
 
-    plain, chart = asyncio.run(scenario())
+    plain, chart = run_async(scenario())
     keys = {"type", "id", "title", "message", "script", "timestamp", "image_url"}
     for note in (plain, chart):
         assert set(note) == keys, note
@@ -611,7 +597,7 @@ def test_revoking_the_desktop_token_ends_its_connection_and_not_the_accounts_oth
         finally:
             await close_all([doomed, kept, session])
 
-    asyncio.run(scenario())
+    run_async(scenario())
     r = requests.get(srv.url("/api/v1/desktop/me"), headers=bearer(desktop["token"]), timeout=30)
     assert r.status_code == 401, r.text
     r = requests.get(srv.url("/api/v1/desktop/me"), headers=bearer(keep["token"]), timeout=30)
@@ -640,7 +626,7 @@ def test_disabling_the_account_ends_its_open_connections(srv, analyst, other):
             await close_all(mine + [theirs])
 
     try:
-        asyncio.run(scenario())
+        run_async(scenario())
     finally:
         set_state(srv, analyst.name, "active")
 
@@ -675,7 +661,7 @@ def test_a_desktop_run_pushes_the_run_and_its_notification_to_the_gateway(srv, a
         finally:
             await close_all([c1, c2, stranger])
 
-    report, out = asyncio.run(scenario())
+    report, out = run_async(scenario())
     assert report["run"]["trigger"] == "desktop", report["run"]
     for run, note in out:
         assert set(run) == {"type", "run_id", "script", "outcome", "reason", "notification"}, run
@@ -771,7 +757,7 @@ def test_health_reports_gateway_connections_and_users_as_they_open_and_close(srv
         finally:
             await close_all(mine + theirs)
 
-    asyncio.run(scenario())
+    run_async(scenario())
     # /health needs no credentials.
     r = requests.get(srv.url("/health"), timeout=30)
     assert r.status_code == 200 and r.json()["gateway"] == {"status": "ok", "connections": 0, "users": 0}
@@ -803,7 +789,7 @@ def test_metrics_count_connections_refusals_silent_closes_and_notifications(srv,
         finally:
             await close_all(mine + theirs)
 
-    asyncio.run(scenario())
+    run_async(scenario())
     settled_figures(srv)
     after = gateway_metrics(srv)
     assert (after["connections"], after["users"]) == (0, 0), after

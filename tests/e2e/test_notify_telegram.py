@@ -28,21 +28,6 @@ from telegram_double import CAPTION_LIMIT, TEXT_LIMIT, TelegramDouble, image_inf
 REPLY_TIMEOUT = 20  # the bot's answer to a command or button
 
 
-@pytest.fixture(scope="module")
-def tg():
-    double = TelegramDouble(BOT_TOKEN).start()
-    yield double
-    double.stop()
-
-
-@pytest.fixture(scope="module")
-def srv(server, demo_dir, tg, tmp_path_factory):
-    """A server with notifications pointed at the Telegram double, on a copy of the demo data."""
-    s = start_notify_server(tmp_path_factory.mktemp("notify-tg"), demo_dir, tg)
-    yield s
-    s.stop()
-
-
 @pytest.fixture
 def make_analyst(srv, tmp_path, tg):
     """Factory of new accounts; their scripts are removed after the test, so that the
@@ -346,9 +331,15 @@ def test_unknown_text_gets_the_list_of_commands(srv, tg):
             assert command in reply["plain"], (text, reply["plain"])
 
 
-def test_messages_outside_private_chats_are_ignored(tg):
-    if not hasattr(tg, "add_group"):
-        pytest.skip("the Telegram double has private chats only (no group to write in)")
+def test_messages_outside_private_chats_are_ignored(srv, tg):
+    user = new_user(tg, "Greta")
+    group = tg.add_group("Team chat")
+    for text in ("/start", "/status", "/scripts", "hello bot"):
+        tg.group_sends(group["id"], user, text)
+    # A private command after them is answered: the bot has read past the group's messages.
+    reply = say(tg, user, "/status")
+    assert "not linked" in reply["plain"]
+    assert tg.sent(group["id"]) == [], "nothing is said in a group (no link codes where others read)"
 
 
 # ---------------------------------------------------------------------------------------------
