@@ -50,6 +50,7 @@ forbid dataport-state 'datafusion|arrow|parquet|tonic|axum|clap|argon2|jsonwebto
 forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|engine|web|flight|demo)'
 forbid dataport-mail 'datafusion|arrow|parquet|tonic|axum|clap|rusqlite|dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # mail knows messages and SMTP only
 forbid dataport-notify 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|connectors|engine|web|flight|demo|client)'   # scripts query the server as clients do
+forbid dataport-memory 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|connectors|engine|web|flight|demo|client|notify)'   # items, screen, collector: no serving, no SQL
 forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
 forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|arrow-flight|clap'
 forbid dataport-engine 'dataport-(web|flight|connectors)|axum|tonic|arrow-flight|clap'   # sync jobs are composed by the binary
