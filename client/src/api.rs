@@ -3,7 +3,9 @@
 use std::time::Duration;
 
 use dataport_common::ErrorBody;
-pub use dataport_common::sync::{Manifest, ManifestColumn, ManifestFile, ManifestTable, Uploaded};
+pub use dataport_common::sync::{
+    Manifest, ManifestColumn, ManifestFile, ManifestTable, RuleFile, RuleFiles, Uploaded,
+};
 use reqwest::{StatusCode, Url, header};
 use serde::Deserialize;
 
@@ -212,6 +214,32 @@ impl Api {
         r.json().await.map_err(|e| ClientError::BadManifest {
             message: e.to_string(),
         })
+    }
+
+    /// `GET /api/v1/sync/rules`: the caller's rule files (the corporate-memory items they
+    /// upvoted, and the pinned ones).
+    ///
+    /// `None` when the server has no rules to offer: 404 (a server older than the endpoint) or
+    /// 503 (a server without corporate memory set up, which is how such a server answers).
+    /// A pull then leaves `rules/` as it is. Any other refusal is an error.
+    pub async fn rules(&self) -> Result<Option<RuleFiles>, ClientError> {
+        let url = self.url(&["api", "v1", "sync", "rules"]);
+        let r = match self
+            .send("the rule files", self.request(reqwest::Method::GET, url))
+            .await
+        {
+            Ok(r) => r,
+            Err(ClientError::Server {
+                status: 404 | 503,
+                message,
+                ..
+            }) => {
+                tracing::debug!(%message, "the server offers no rule files");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.json("rules", r).await.map(Some)
     }
 
     /// `GET /api/v1/sync/files/{path}`, from byte `from` on when the server still has the

@@ -3,11 +3,12 @@
 //! It owns the local side of analyst sync: the stored credentials (a token in the user's config
 //! dir, owner-only), the pull that mirrors the caller's manifest into a folder (only changed
 //! files, by SHA-256, several at a time, resumable, verified, written atomically, with files no
-//! longer listed removed), the DuckDB views over the pulled files, the upload of notes,
-//! transcripts and notification scripts, and the calls behind `dataport notify`. It speaks only
-//! the public HTTP API (`/api/v1/auth/*`, `/api/v1/sync/*`, `/api/v1/notify/*`) and
-//! must not know the server's internals: the catalog, grants and restricted copies are the
-//! server's business; what reaches this crate is exactly what the caller may have.
+//! longer listed removed) and keeps the caller's corporate-memory rule files in its `rules/`,
+//! the DuckDB views over the pulled files, the upload of notes, transcripts and notification
+//! scripts, and the calls behind `dataport notify`. It speaks only the public HTTP API
+//! (`/api/v1/auth/*`, `/api/v1/sync/*`, `/api/v1/notify/*`) and must not know the server's
+//! internals: the catalog, grants and restricted copies are the server's business; what reaches
+//! this crate is exactly what the caller may have.
 
 mod api;
 mod browser;
@@ -18,7 +19,10 @@ mod pull;
 mod push;
 mod views;
 
-pub use api::{Api, Manifest, ManifestColumn, ManifestFile, ManifestTable, Me, Session, Uploaded};
+pub use api::{
+    Api, Manifest, ManifestColumn, ManifestFile, ManifestTable, Me, RuleFile, RuleFiles, Session,
+    Uploaded,
+};
 pub use browser::BrowserSignIn;
 pub use credentials::{Credentials, credentials_path};
 pub use error::ClientError;

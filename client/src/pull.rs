@@ -1,9 +1,15 @@
 //! `dataport pull`: mirror the caller's manifest into a folder.
 //!
-//! Local layout: `<dir>/<schema>/<table>.parquet` (or a folder of partition files), `views.sql`,
-//! `analytics.duckdb`, and `.dataport/` with the record of what the last pull wrote
-//! (`state.json`) and partial downloads (`parts/<sha256>-<place>.part`, named by the content they
-//! will hold, so a resumed download can never mix two versions).
+//! Local layout:
+//! - `<dir>/<schema>/<table>.parquet` (or a folder of partition files);
+//! - `views.sql` and `analytics.duckdb`;
+//! - `rules/<id>.md`: the caller's corporate-memory rule files (items they upvoted, and the pinned
+//!   ones), named by item id only (`km_` + 12 hex digits), never by anything in the item. A file
+//!   whose rule is no longer listed (a vote taken back) goes at the next full pull; other files in
+//!   `rules/` are the analyst's and are left alone;
+//! - `.dataport/` with the record of what the last pull wrote (`state.json`: table files and rule
+//!   files) and partial downloads (`parts/<sha256>-<place>.part`, named by the content they will
+//!   hold, so a resumed download can never mix two versions).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -16,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest as _;
 use tokio::io::AsyncWriteExt as _;
 
-use crate::api::{Api, Manifest, ManifestFile};
+use crate::api::{Api, Manifest, ManifestFile, RuleFile};
 use crate::error::ClientError;
 use crate::views::{DuckDb, ViewsOutcome};
 
@@ -24,6 +30,8 @@ const META_DIR: &str = ".dataport";
 const STATE_FILE: &str = "state.json";
 const VIEWS_FILE: &str = "views.sql";
 const DATABASE_FILE: &str = "analytics.duckdb";
+/// The folder of rule files, in the pull folder.
+const RULES_DIR: &str = "rules";
 /// Attempts per file: network errors resume, a damaged download starts over.
 const ATTEMPTS: usize = 3;
 
@@ -72,6 +80,13 @@ pub struct PullReport {
     pub removed: usize,
     pub removed_tables: Vec<String>,
     pub views: ViewsOutcome,
+    /// Rule files from the server now in `rules/` (corporate-memory items the caller upvoted,
+    /// and the pinned ones).
+    pub rules: usize,
+    /// Rule files this pull wrote: new ones, and ones whose content changed.
+    pub rules_written: usize,
+    /// Rule files of earlier pulls this pull removed (no longer listed: a vote taken back).
+    pub rules_removed: usize,
     pub seconds: f64,
 }
 
@@ -88,6 +103,9 @@ struct LocalState {
     /// `(schema, table)` of every view the last pull created.
     #[serde(default)]
     tables: Vec<(String, String)>,
+    /// The rule files pull wrote into `rules/`: item id → SHA-256 of their content.
+    #[serde(default)]
+    rules: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -139,6 +157,7 @@ fn is_safe_local_path(path: &str) -> bool {
 /// #     sync: Arc::new(SyncFiles::new(Arc::clone(&store), data.path())),
 /// #     engine,
 /// #     notify: None,
+/// #     memory: None,
 /// #     options: Default::default(),
 /// # });
 /// # let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -218,6 +237,8 @@ pub async fn pull(
             .iter()
             .map(|t| (t.schema.clone(), t.table.clone()))
             .collect(),
+        // Until the rules are synced (after a complete pull), what the last pull wrote.
+        rules: old.rules.clone(),
     };
     let mut wanted: Vec<&ManifestFile> = Vec::new();
     let mut unchanged = 0;
@@ -317,6 +338,29 @@ pub async fn pull(
     dataport_common::fs::write_bytes_atomic(&script, sql.as_bytes())?;
     let views = crate::views::apply(&options.duckdb, &dir.join(DATABASE_FILE), &script);
 
+    // The rule files, once the tables are complete. A server without them (older, or without
+    // corporate memory) leaves `rules/` as it is.
+    let mut rules_written = 0;
+    let mut rules_removed = 0;
+    if let Some(listed) = api.rules().await? {
+        // Claim the files about to be written first, so that a pull that dies halfway still
+        // knows them as its own (and removes them once they are no longer listed).
+        let before = state.rules.clone();
+        for r in listed.rules.iter().filter(|r| RuleFile::valid_id(&r.id)) {
+            state.rules.entry(r.id.clone()).or_default();
+        }
+        if state.rules != before {
+            save_state(&state_path, &state)?;
+        }
+        let synced = sync_rules(&dir, &before, &listed.rules)?;
+        rules_written = synced.written;
+        rules_removed = synced.removed;
+        if synced.present != state.rules {
+            state.rules = synced.present;
+            save_state(&state_path, &state)?;
+        }
+    }
+
     Ok(PullReport {
         server: api.server(),
         user: user.to_string(),
@@ -332,8 +376,88 @@ pub async fn pull(
         removed,
         removed_tables: dropped.iter().map(|(s, t)| format!("{s}.{t}")).collect(),
         views,
+        rules: state.rules.len(),
+        rules_written,
+        rules_removed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// What [`sync_rules`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct RulesSynced {
+    /// The rule files pull now owns in `rules/`: item id → SHA-256 of their content.
+    present: BTreeMap<String, String>,
+    /// Files written: new ones, and ones whose content differed.
+    written: usize,
+    /// Files of earlier pulls removed because their rule is no longer listed.
+    removed: usize,
+}
+
+/// Brings `<dir>/rules/` in line with the server's list of rule files.
+///
+/// Writes `rules/<id>.md` (atomically) for every listed rule whose local file is missing or has
+/// other content, and removes the files of `old` (what earlier pulls wrote: id → SHA-256) that
+/// are no longer listed. It touches no other file in `rules/`, and removes the folder only when
+/// it removed files and the folder ended up empty. A rule whose id is not an item id, or whose
+/// content does not match its SHA-256 (a damaged answer), is skipped with a warning; a damaged
+/// rule keeps the file an earlier pull wrote for it.
+fn sync_rules(
+    dir: &Path,
+    old: &BTreeMap<String, String>,
+    rules: &[RuleFile],
+) -> Result<RulesSynced, ClientError> {
+    let folder = dir.join(RULES_DIR);
+    let mut synced = RulesSynced::default();
+    let mut listed = BTreeSet::new();
+    for rule in rules {
+        if !RuleFile::valid_id(&rule.id) {
+            tracing::warn!(id = %rule.id.escape_debug(), "skipping a rule file whose id is not an item id");
+            continue;
+        }
+        if !listed.insert(rule.id.as_str()) {
+            tracing::warn!(id = %rule.id, "skipping a rule file listed twice");
+            continue;
+        }
+        let sha256 = dataport_common::digest::sha256_hex(rule.content.as_bytes());
+        if !sha256.eq_ignore_ascii_case(&rule.sha256) {
+            tracing::warn!(
+                id = %rule.id,
+                expected = %rule.sha256.escape_debug(),
+                actual = %sha256,
+                "skipping a damaged rule file: its content does not match its SHA-256"
+            );
+            if let Some(had) = old.get(&rule.id) {
+                synced.present.insert(rule.id.clone(), had.clone());
+            }
+            continue;
+        }
+        let file = folder.join(format!("{}.md", rule.id));
+        let current = std::fs::read(&file)
+            .ok()
+            .map(|bytes| dataport_common::digest::sha256_hex(&bytes));
+        if current.as_deref() != Some(sha256.as_str()) {
+            dataport_common::fs::write_bytes_atomic(&file, rule.content.as_bytes())?;
+            synced.written += 1;
+        }
+        synced.present.insert(rule.id.clone(), sha256);
+    }
+    for id in old.keys() {
+        if listed.contains(id.as_str()) || !RuleFile::valid_id(id) {
+            continue;
+        }
+        let file = folder.join(format!("{id}.md"));
+        match std::fs::remove_file(&file) {
+            Ok(()) => synced.removed += 1,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(ClientError::io(file, e)),
+        }
+    }
+    if synced.removed > 0 {
+        // Fails, as it should, while anything is left in it.
+        let _ = std::fs::remove_dir(&folder);
+    }
+    Ok(synced)
 }
 
 /// Refuses manifests that would write outside the folder or twice to one file.
@@ -671,6 +795,177 @@ mod tests {
         ] {
             assert!(!is_safe_local_path(bad), "{bad}");
         }
+    }
+
+    fn rule(id: &str, content: &str) -> RuleFile {
+        RuleFile {
+            id: id.to_string(),
+            sha256: dataport_common::digest::sha256_hex(content.as_bytes()),
+            content: content.to_string(),
+        }
+    }
+
+    const A: &str = "km_0123456789ab";
+    const B: &str = "km_00000000000b";
+    const C: &str = "km_00000000000c";
+
+    fn read(root: &Path, id: &str) -> String {
+        std::fs::read_to_string(root.join(RULES_DIR).join(format!("{id}.md"))).unwrap()
+    }
+
+    #[test]
+    fn rules_are_written_kept_rewritten_and_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let rules = root.join(RULES_DIR);
+
+        // A first pull writes every rule.
+        let first = sync_rules(
+            root,
+            &BTreeMap::new(),
+            &[rule(A, "# a\n"), rule(B, "# b\n")],
+        )
+        .unwrap();
+        assert_eq!((first.written, first.removed), (2, 0));
+        assert_eq!(first.present.len(), 2);
+        assert_eq!(first.present[A], rule(A, "# a\n").sha256);
+        assert_eq!(read(root, A), "# a\n");
+        assert_eq!(read(root, B), "# b\n");
+
+        // The analyst's own file in rules/.
+        std::fs::write(rules.join("my-notes.md"), "mine").unwrap();
+
+        // Unchanged: not written again (its modification time stays).
+        let a_file = rules.join(format!("{A}.md"));
+        let old_time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&a_file)
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
+        // B changed, C is new.
+        let second = sync_rules(
+            root,
+            &first.present,
+            &[rule(A, "# a\n"), rule(B, "# b, edited\n"), rule(C, "# c\n")],
+        )
+        .unwrap();
+        assert_eq!((second.written, second.removed), (2, 0));
+        assert_eq!(
+            std::fs::metadata(&a_file).unwrap().modified().unwrap(),
+            old_time
+        );
+        assert_eq!(read(root, B), "# b, edited\n");
+        assert_eq!(read(root, C), "# c\n");
+        assert_eq!(second.present.len(), 3);
+
+        // A file pull wrote that was edited or deleted locally comes back.
+        std::fs::write(rules.join(format!("{C}.md")), "scribbled").unwrap();
+        std::fs::remove_file(rules.join(format!("{B}.md"))).unwrap();
+        let third = sync_rules(
+            root,
+            &second.present,
+            &[rule(A, "# a\n"), rule(B, "# b, edited\n"), rule(C, "# c\n")],
+        )
+        .unwrap();
+        assert_eq!((third.written, third.removed), (2, 0));
+        assert_eq!(read(root, C), "# c\n");
+
+        // Votes taken back: A and C go, the analyst's file stays.
+        let fourth = sync_rules(root, &third.present, &[rule(B, "# b, edited\n")]).unwrap();
+        assert_eq!((fourth.written, fourth.removed), (0, 2));
+        assert!(!a_file.exists());
+        assert!(!rules.join(format!("{C}.md")).exists());
+        assert_eq!(fourth.present.keys().collect::<Vec<_>>(), [B]);
+        assert_eq!(
+            std::fs::read_to_string(rules.join("my-notes.md")).unwrap(),
+            "mine"
+        );
+
+        // None left: the folder stays while the analyst's file is in it…
+        let fifth = sync_rules(root, &fourth.present, &[]).unwrap();
+        assert_eq!((fifth.written, fifth.removed), (0, 1));
+        assert!(fifth.present.is_empty());
+        assert!(rules.join("my-notes.md").exists());
+
+        // …and goes once it is empty.
+        let sixth = sync_rules(root, &BTreeMap::new(), &[rule(A, "# a\n")]).unwrap();
+        std::fs::remove_file(rules.join("my-notes.md")).unwrap();
+        let seventh = sync_rules(root, &sixth.present, &[]).unwrap();
+        assert_eq!(seventh.removed, 1);
+        assert!(!rules.exists());
+    }
+
+    #[test]
+    fn no_rules_no_folder() {
+        let tmp = tempfile::tempdir().unwrap();
+        let synced = sync_rules(tmp.path(), &BTreeMap::new(), &[]).unwrap();
+        assert_eq!(synced, RulesSynced::default());
+        assert!(!tmp.path().join(RULES_DIR).exists());
+        // An empty rules/ the analyst made is not pull's to remove.
+        std::fs::create_dir(tmp.path().join(RULES_DIR)).unwrap();
+        sync_rules(tmp.path(), &BTreeMap::new(), &[]).unwrap();
+        assert!(tmp.path().join(RULES_DIR).is_dir());
+    }
+
+    #[test]
+    fn rules_with_bad_ids_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::create_dir(root.join(RULES_DIR)).unwrap();
+        std::fs::write(root.join(RULES_DIR).join("my-notes.md"), "mine").unwrap();
+        let bad = [
+            "../x",
+            "km_ZZZ",
+            "km_0123456789AB",
+            "km_0123456789abc",
+            "km_../../x12",
+            "my-notes",
+            "",
+            "/tmp/x",
+        ];
+        let rules: Vec<RuleFile> = bad.iter().map(|id| rule(id, "evil")).collect();
+        let synced = sync_rules(root, &BTreeMap::new(), &rules).unwrap();
+        assert_eq!(synced, RulesSynced::default());
+        assert!(!root.join("x").exists() && !root.join("x.md").exists());
+        assert_eq!(std::fs::read_dir(root.join(RULES_DIR)).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_to_string(root.join(RULES_DIR).join("my-notes.md")).unwrap(),
+            "mine"
+        );
+
+        // Nor does a bad id in the record remove anything.
+        let old: BTreeMap<String, String> = [("my-notes".to_string(), String::new())].into();
+        let synced = sync_rules(root, &old, &[]).unwrap();
+        assert_eq!(synced.removed, 0);
+        assert!(root.join(RULES_DIR).join("my-notes.md").exists());
+    }
+
+    #[test]
+    fn damaged_rules_are_skipped() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let mut damaged = rule(A, "# a\n");
+        damaged.content = "# a, truncated".to_string();
+        let synced =
+            sync_rules(root, &BTreeMap::new(), &[damaged.clone(), rule(B, "# b\n")]).unwrap();
+        assert_eq!((synced.written, synced.removed), (1, 0));
+        assert!(!root.join(RULES_DIR).join(format!("{A}.md")).exists());
+        assert_eq!(synced.present.keys().collect::<Vec<_>>(), [B]);
+
+        // A damaged answer for a rule an earlier pull wrote keeps that file.
+        let first = sync_rules(root, &BTreeMap::new(), &[rule(A, "# a\n")]).unwrap();
+        let again = sync_rules(root, &first.present, &[damaged]).unwrap();
+        assert_eq!((again.written, again.removed), (0, 0));
+        assert_eq!(read(root, A), "# a\n");
+        assert_eq!(again.present, first.present);
+    }
+
+    #[test]
+    fn the_record_of_rules_defaults_to_none() {
+        let state: LocalState = serde_json::from_str(r#"{"server": "s", "user": "u"}"#).unwrap();
+        assert!(state.rules.is_empty());
     }
 
     #[test]

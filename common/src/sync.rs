@@ -77,3 +77,39 @@ pub struct Uploaded {
     /// The server already had these bytes.
     pub unchanged: bool,
 }
+
+/// `<data-dir>/uploads/<user>/`: what the user pushed (`notes.md`, `transcripts/*.jsonl`).
+/// None for a name that could not be a single folder.
+pub fn upload_dir(data_dir: &std::path::Path, user: &str) -> Option<std::path::PathBuf> {
+    (crate::fs::is_plain_relative(user) && !user.contains('/'))
+        .then(|| data_dir.join("uploads").join(user))
+}
+
+/// `GET /api/v1/sync/rules`: the caller's rule files (corporate-memory items they upvoted,
+/// and the pinned ones), which `dataport pull` keeps in `rules/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFiles {
+    pub rules: Vec<RuleFile>,
+}
+
+/// One rule file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleFile {
+    /// The item's id (`km_` + 12 hex digits); the file is `rules/<id>.md`.
+    pub id: String,
+    /// SHA-256 of `content`, hex.
+    pub sha256: String,
+    /// The Markdown to write.
+    pub content: String,
+}
+
+impl RuleFile {
+    /// Whether `id` is an item id, and so a safe file name.
+    pub fn valid_id(id: &str) -> bool {
+        id.strip_prefix("km_").is_some_and(|h| {
+            h.len() == 12
+                && h.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        })
+    }
+}

@@ -510,7 +510,8 @@ fn whoami() -> String {
     Actor::command_line().name
 }
 
-/// Users made on first start: `admin` (and with `--demo`, `analyst` and `insider`), with a
+/// Users made on first start: `admin` (and with `--demo`, `analyst` and `insider`, with their
+/// notes for corporate memory), with a
 /// password from the configuration or generated, printed once and kept in
 /// `<data-dir>/auth/<user>-password` (owner-only).
 pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> anyhow::Result<()> {
@@ -552,6 +553,15 @@ pub(crate) fn bootstrap(config: &Config, accounts: &Accounts, demo: bool) -> any
             accounts.create_user(name, &p, &groups, &Actor::server())?;
             keep_password(config, name, &p)?;
             created.push((name, p));
+            // Their notes, as if pushed, for corporate memory's collector.
+            if let Some((_, notes)) = dataport_demo::DEMO_NOTES.iter().find(|(u, _)| *u == name)
+                && let Some(dir) =
+                    dataport_common::sync::upload_dir(&config.settings.data_dir, name)
+            {
+                let path = dir.join("notes.md");
+                dataport_common::fs::write_bytes_atomic(&path, notes.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+            }
         }
     }
     if !created.is_empty() {

@@ -414,3 +414,24 @@ impl Progress for Bar {
         }
     }
 }
+
+/// A server job (`notify:run`, `memory:collect`, …): every `every` unless `jobs:` gives it a
+/// schedule of its own.
+pub(crate) fn scheduled(
+    config: &Config,
+    name: &str,
+    every: std::time::Duration,
+    action: std::sync::Arc<dyn dataport_engine::jobs::JobAction>,
+) -> JobSpec {
+    let configured = config.jobs.iter().find(|j| j.job == name);
+    JobSpec {
+        name: name.into(),
+        schedule: Some(
+            configured.map_or(dataport_engine::jobs::Schedule::Every(every), |s| {
+                s.schedule.clone()
+            }),
+        ),
+        jitter: configured.map(|s| s.jitter).unwrap_or_default(),
+        action,
+    }
+}

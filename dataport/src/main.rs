@@ -4,6 +4,7 @@
 mod admin;
 mod config;
 mod jobs;
+mod memory;
 mod notify;
 mod profile;
 mod push;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use dataport_engine::jobs::{JobAction, JobOutcome, JobResult, JobSpec, Schedule};
+use dataport_engine::jobs::{JobAction, JobOutcome, JobResult, JobSpec};
 use dataport_notify::{Limits, Notifier, NotifyOptions, SandboxMode, TelegramOptions};
 
 use crate::config::{Config, NOTIFY_JOB};
@@ -110,13 +110,12 @@ impl JobAction for NotifyRunJob {
 
 /// The `notify:run` job, every 15 minutes unless `jobs:` schedules it.
 pub(crate) fn job(config: &Config, notifier: &Notifier) -> JobSpec {
-    let configured = config.jobs.iter().find(|j| j.job == NOTIFY_JOB);
-    JobSpec {
-        name: NOTIFY_JOB.into(),
-        schedule: Some(configured.map_or(Schedule::Every(NOTIFY_EVERY), |s| s.schedule.clone())),
-        jitter: configured.map(|s| s.jitter).unwrap_or_default(),
-        action: Arc::new(NotifyRunJob {
+    crate::jobs::scheduled(
+        config,
+        NOTIFY_JOB,
+        NOTIFY_EVERY,
+        Arc::new(NotifyRunJob {
             notifier: notifier.clone(),
         }),
-    }
+    )
 }

@@ -264,6 +264,16 @@ async fn serve(
     let mut server_jobs =
         crate::jobs::server_jobs(&config, &store, engine.catalog(), &profiler, &sources)?;
     server_jobs.push(crate::notify::job(&config, &notifier));
+    let memory = crate::memory::memory(&config, &store)?;
+    if demo.is_some() {
+        // The demo analysts' notes become items right away, not at the first scheduled run.
+        let memory = memory.clone();
+        tokio::spawn(async move {
+            let summary = memory.collect().await;
+            tracing::info!(summary = %summary.line(), "memory: demo notes collected");
+        });
+    }
+    server_jobs.extend(crate::memory::jobs(&config, &memory));
     let jobs = dataport_engine::jobs::Scheduler::new(Arc::clone(&store), server_jobs)
         .context("cannot set up the jobs")?;
     jobs.keep_logs(job_logs);
@@ -343,6 +353,7 @@ async fn serve(
         profiler,
         sync,
         notify: Some(dataport_web::NotifyState { notifier, gateway }),
+        memory: Some(memory),
         options: WebOptions {
             max_body_bytes: config.settings.max_body_size.0,
             max_upload_bytes: config.settings.max_upload_size.0,

@@ -462,13 +462,15 @@ async fn sync_on_the_command_line_and_as_a_server_job() {
     assert_eq!(
         names,
         vec![
+            "memory:collect",
+            "memory:sessions",
             "notify:run",
             "profile:catalog",
             "refresh:catalog",
             "sync:kbc"
         ]
     );
-    let sync_job = &body["jobs"][3];
+    let sync_job = &body["jobs"][5];
     assert_eq!(sync_job["schedule"], "cron 0 3 * * *");
     assert!(sync_job["next_run"].is_string(), "{sync_job}");
     // The command-line run is in the job's history.

@@ -2,7 +2,8 @@
 //! `<data_dir>/parquet/tpch/` and writes the `docs/data_description.md` that describes them
 //! (descriptions, primary and foreign keys, column descriptions) and the business metrics of
 //! `docs/metrics.yml`, so a fresh Dataport install has
-//! something to query. This crate only produces files, through the catalog's atomic writer; it
+//! something to query; it also holds the demo analysts' notes ([`DEMO_NOTES`]) for corporate
+//! memory. This crate only produces files, through the catalog's atomic writer; it
 //! must not know about the server, the query engine or HTTP.
 //!
 //! # Example
@@ -235,6 +236,42 @@ fn ensure_metrics(data_dir: &Path) -> Result<(), DemoError> {
 fn marker_text(scale: f64) -> String {
     format!("scale = {scale}\n")
 }
+
+/// The demo analysts' notes (user, `notes.md`), as if each had pushed them: what the
+/// corporate-memory collector extracts on a demo server. One item is in both (it merges), one
+/// line is marked private and one holds a password in a URL (both held for their author).
+pub const DEMO_NOTES: [(&str, &str); 2] = [
+    (
+        "analyst",
+        "# Notes on the TPC-H data\n\
+         \n\
+         ## Orders\n\
+         - `orders.o_orderstatus` is F (fulfilled), O (open) or P (partly shipped); count P as open in the weekly report.\n\
+         - Revenue is `l_extendedprice * (1 - l_discount)`; add `l_tax` only when finance asks for gross revenue.\n\
+         - Join `lineitem` to `orders` on `l_orderkey = o_orderkey`; an order has one to seven line items.\n\
+         \n\
+         ## Customers\n\
+         - `customer.c_mktsegment` has five segments; BUILDING is the largest.\n\
+         - Ask maria.lopez@example.com before sharing customer lists outside the team. <!-- private -->\n\
+         \n\
+         ## Performance\n\
+         - Filter `lineitem` on `l_shipdate` first: most queries only need the last year, and the scan reads far less.\n",
+    ),
+    (
+        "insider",
+        "# What I learned\n\
+         \n\
+         ## Orders\n\
+         - Revenue is `l_extendedprice * (1 - l_discount)`; add `l_tax` only when finance asks for gross revenue.\n\
+         - Returned line items have `l_returnflag = 'R'`; leave them out of net revenue.\n\
+         \n\
+         ## Suppliers\n\
+         - `supplier.s_acctbal` can be negative: those suppliers owe us money, so do not sum it as a liability.\n\
+         \n\
+         ## Access\n\
+         - The old staging copy is at postgres://etl:Sup3rSecret42@staging.internal:5432/tpch if the server is down.\n",
+    ),
+];
 
 /// Makes sure the demo dataset exists.
 ///

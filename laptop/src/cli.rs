@@ -428,7 +428,31 @@ fn summary(r: &PullReport) -> String {
         _ => "; views in views.sql".to_string(),
     });
     s.push_str(&format!(" ({:.1} s)", r.seconds));
+    if let Some(line) = rules_line(r) {
+        s.push('\n');
+        s.push_str(&line);
+    }
     s
+}
+
+/// `rules: 3 in rules/ (1 new or changed, 1 removed)`, when there are rule files or some went.
+fn rules_line(r: &PullReport) -> Option<String> {
+    if r.rules == 0 && r.rules_written == 0 && r.rules_removed == 0 {
+        return None;
+    }
+    let mut changes = Vec::new();
+    if r.rules_written > 0 {
+        changes.push(format!("{} new or changed", r.rules_written));
+    }
+    if r.rules_removed > 0 {
+        changes.push(format!("{} removed", r.rules_removed));
+    }
+    let changes = if changes.is_empty() {
+        "unchanged".to_string()
+    } else {
+        changes.join(", ")
+    };
+    Some(format!("rules: {} in rules/ ({changes})", r.rules))
 }
 
 fn push(args: PushArgs) -> anyhow::Result<()> {
@@ -724,7 +748,52 @@ impl PullProgress for ByteBar {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_rate;
+    use super::{PullReport, ViewsOutcome, parse_rate, rules_line, summary};
+
+    fn report(rules: usize, rules_written: usize, rules_removed: usize) -> PullReport {
+        PullReport {
+            server: "https://data.example.com".into(),
+            user: "alice".into(),
+            dir: "/home/alice/dataport".into(),
+            snapshot_version: 1,
+            tables: 1,
+            files: 1,
+            downloaded: 0,
+            downloaded_bytes: 0,
+            resumed_bytes: 0,
+            unchanged: 1,
+            repaired: 0,
+            removed: 0,
+            removed_tables: Vec::new(),
+            views: ViewsOutcome::Off,
+            rules,
+            rules_written,
+            rules_removed,
+            seconds: 0.5,
+        }
+    }
+
+    #[test]
+    fn the_summary_mentions_rules_when_there_are_any() {
+        assert_eq!(rules_line(&report(0, 0, 0)), None);
+        assert!(!summary(&report(0, 0, 0)).contains("rules"));
+        assert_eq!(
+            rules_line(&report(3, 0, 0)).as_deref(),
+            Some("rules: 3 in rules/ (unchanged)")
+        );
+        assert_eq!(
+            rules_line(&report(3, 1, 1)).as_deref(),
+            Some("rules: 3 in rules/ (1 new or changed, 1 removed)")
+        );
+        assert_eq!(
+            rules_line(&report(0, 0, 2)).as_deref(),
+            Some("rules: 0 in rules/ (2 removed)")
+        );
+        assert!(
+            summary(&report(3, 1, 1))
+                .ends_with("\nrules: 3 in rules/ (1 new or changed, 1 removed)")
+        );
+    }
 
     #[test]
     fn rates_take_binary_suffixes() {

@@ -596,12 +596,7 @@ impl Notifier {
         let (end, notification, preview) = match outcome {
             Ok(done) => done,
             Err(e) => (
-                NotifyRunEnd {
-                    outcome: "failed".into(),
-                    reason: Some(format!("the runner failed: {e}")),
-                    deliveries: "[]".into(),
-                    ..Default::default()
-                },
+                NotifyRunEnd::failed(format!("the runner failed: {e}")),
                 None,
                 None,
             ),
@@ -649,31 +644,20 @@ impl Notifier {
     ) -> Result<(NotifyRunEnd, Option<StoredNotification>, Option<Value>)> {
         let options = &self.0.options;
         let Some(prlimit) = self.0.prlimit.clone() else {
-            let end = NotifyRunEnd {
-                outcome: "failed".into(),
-                reason: Some(
-                    "the server has no prlimit (util-linux) to limit scripts with; an administrator must install it"
-                        .into(),
-                ),
-                deliveries: "[]".into(),
-                ..Default::default()
-            };
+            let end = NotifyRunEnd::failed(
+                "the server has no prlimit (util-linux) to limit scripts with; an administrator must install it",
+            );
             return Ok((end, None, None));
         };
         let run_as = self.run_as(principal.id);
         if run_as.is_some()
             && let Some(closed) = closed_ancestor(&options.work_dir)
         {
-            let end = NotifyRunEnd {
-                outcome: "failed".into(),
-                reason: Some(format!(
-                    "scripts run as their own users, who cannot enter {}; an administrator must \
+            let end = NotifyRunEnd::failed(format!(
+                "scripts run as their own users, who cannot enter {}; an administrator must \
                      set notify.work_dir to a folder others may enter, or `chmod o+x` it",
-                    closed.display()
-                )),
-                deliveries: "[]".into(),
-                ..Default::default()
-            };
+                closed.display()
+            ));
             return Ok((end, None, None));
         }
         let workdir = self.workspace(principal.id, run_as)?;

@@ -3,8 +3,9 @@
 //! and memberships, grants, API tokens (hashed), revoked token ids, login attempts, settings
 //! such as the token-signing key, the audit log of every query, the sync state of every
 //! connector table, the run history of jobs, table profiles, analysts' pulls, push sources'
-//! queues of deliveries and the items they wrote, and notifications (analysts' scripts, their
-//! runs and cooldowns, what was sent, linked Telegram chats, desktop tokens).
+//! queues of deliveries and the items they wrote, notifications (analysts' scripts, their
+//! runs and cooldowns, what was sent, linked Telegram chats, desktop tokens), and corporate
+//! memory (knowledge items, their sources and votes, collected notes and session transcripts).
 //!
 //! [`StateStore`] owns the schema and its versioned migrations ([`migrations`]) and offers typed
 //! operations; no other crate writes SQL against this database. It may be opened by several
@@ -19,6 +20,7 @@ mod audit;
 mod error;
 mod identity;
 mod jobs;
+mod memory;
 mod migrations;
 mod notify;
 mod profiles;
@@ -38,6 +40,10 @@ pub use identity::{
     LoginAttempt, LoginCode, NewAccount, OidcFlow, PasswordPurpose, UserRecord,
 };
 pub use jobs::{JobRun, SyncRecord};
+pub use memory::{
+    ExtractedItem, MemoryActor, MemoryApplied, MemoryAudit, MemoryCollection, MemoryItem,
+    MemoryNotes, MemorySource, MemoryTranscript, MemoryVote, Moderation,
+};
 pub use notify::{
     DesktopToken, NewNotifyRun, NotifyRun, NotifyRunEnd, NotifyScript, StoredNotification,
     TelegramLink,

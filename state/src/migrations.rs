@@ -474,6 +474,84 @@ const STEPS: &[&str] = &[
         revoked_ms INTEGER
     );
     ",
+    // 14: corporate memory. Each account's notes (which version was last collected, and why
+    // the last attempt failed), the knowledge items, which accounts' notes each came from (with
+    // what the screen found there), votes, the audit of moderation and authors' reviews, the
+    // collector's runs and the session transcripts stored centrally.
+    "
+    CREATE TABLE memory_notes (
+        account_id      INTEGER PRIMARY KEY REFERENCES accounts (id) ON DELETE CASCADE,
+        collected_sha256 TEXT,
+        collected_ms    INTEGER,
+        extractor       TEXT,
+        attempted_ms    INTEGER,
+        error           TEXT
+    );
+    CREATE TABLE memory_items (
+        id           TEXT PRIMARY KEY,
+        title        TEXT NOT NULL,
+        content      TEXT NOT NULL,
+        category     TEXT NOT NULL,
+        tags         TEXT NOT NULL DEFAULT '[]',
+        state        TEXT NOT NULL DEFAULT 'held'
+                     CHECK (state IN ('published', 'held', 'retired')),
+        pinned       INTEGER NOT NULL DEFAULT 0,
+        extracted_ms INTEGER NOT NULL,
+        updated_ms   INTEGER NOT NULL,
+        edited_by    INTEGER REFERENCES accounts (id) ON DELETE SET NULL,
+        edited_ms    INTEGER,
+        retired_by   INTEGER REFERENCES accounts (id) ON DELETE SET NULL,
+        retired_ms   INTEGER
+    );
+    CREATE INDEX memory_items_state ON memory_items (state, updated_ms);
+    CREATE TABLE memory_sources (
+        item_id    TEXT NOT NULL REFERENCES memory_items (id) ON DELETE CASCADE,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        findings   TEXT NOT NULL DEFAULT '[]',
+        private    INTEGER NOT NULL DEFAULT 0,
+        released   INTEGER NOT NULL DEFAULT 0,
+        first_seen_ms INTEGER NOT NULL,
+        last_seen_ms  INTEGER NOT NULL,
+        PRIMARY KEY (item_id, account_id)
+    );
+    CREATE INDEX memory_sources_account ON memory_sources (account_id);
+    CREATE TABLE memory_votes (
+        item_id    TEXT NOT NULL REFERENCES memory_items (id) ON DELETE CASCADE,
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        vote       INTEGER NOT NULL CHECK (vote IN (-1, 1)),
+        voted_ms   INTEGER NOT NULL,
+        PRIMARY KEY (item_id, account_id)
+    );
+    CREATE INDEX memory_votes_account ON memory_votes (account_id);
+    CREATE TABLE memory_moderation (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        item_id    TEXT NOT NULL,
+        actor_id   INTEGER,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        detail     TEXT NOT NULL DEFAULT '',
+        request_id TEXT NOT NULL DEFAULT '',
+        at_ms      INTEGER NOT NULL
+    );
+    CREATE INDEX memory_moderation_item ON memory_moderation (item_id, id);
+    CREATE TABLE memory_collections (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        started_ms  INTEGER NOT NULL,
+        finished_ms INTEGER NOT NULL,
+        accounts    INTEGER NOT NULL,
+        changed     INTEGER NOT NULL,
+        failed      INTEGER NOT NULL,
+        extractor   TEXT NOT NULL
+    );
+    CREATE TABLE memory_transcripts (
+        account_id INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        sha256     TEXT NOT NULL,
+        name       TEXT NOT NULL,
+        bytes      INTEGER NOT NULL,
+        stored_ms  INTEGER NOT NULL,
+        PRIMARY KEY (account_id, sha256)
+    );
+    ",
 ];
 
 pub(crate) fn migrate(conn: &Connection, path: &Path) -> Result<()> {

@@ -50,6 +50,18 @@ pub struct NotifyRunEnd {
     pub deliveries: String,
 }
 
+impl NotifyRunEnd {
+    /// A run that failed before the script could report, for `reason`.
+    pub fn failed(reason: impl Into<String>) -> Self {
+        Self {
+            outcome: "failed".into(),
+            reason: Some(reason.into()),
+            deliveries: "[]".into(),
+            ..Default::default()
+        }
+    }
+}
+
 /// A recorded run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct NotifyRun {

@@ -568,3 +568,238 @@ fn notify_runs_are_pruned_per_script_and_interrupted_runs_marked() {
         Some(2)
     );
 }
+
+fn extracted(id: &str, findings: &str, private: bool) -> ExtractedItem {
+    ExtractedItem {
+        id: id.into(),
+        title: format!("title {id}"),
+        content: format!("content {id}"),
+        category: "data_analysis".into(),
+        tags: r#"["orders"]"#.into(),
+        findings: findings.into(),
+        private,
+    }
+}
+
+fn state_of(store: &StateStore, viewer: i64, id: &str) -> String {
+    store.memory_item(viewer, id).unwrap().unwrap().state
+}
+
+#[test]
+fn memory_items_merge_across_accounts_and_retire_without_losing_votes() {
+    let (_dir, store) = store();
+    for u in ["ana", "bob"] {
+        store.add_user(u, "h", &groups(&["dataread"])).unwrap();
+    }
+    let ana = store.user("ana").unwrap().unwrap().id;
+    let bob = store.user("bob").unwrap().unwrap().id;
+    let a = store
+        .apply_memory_extraction(
+            ana,
+            "s1",
+            "offline",
+            &[
+                extracted("km_a", "[]", false),
+                extracted("km_s", r#"[{"kind":"secret"}]"#, false),
+            ],
+            10,
+        )
+        .unwrap();
+    assert_eq!((a.new, a.items, a.held, a.retired), (2, 2, 1, 0));
+    assert_eq!(state_of(&store, ana, "km_a"), "published");
+    assert_eq!(state_of(&store, ana, "km_s"), "held");
+    let notes = store.memory_notes(ana).unwrap().unwrap();
+    assert_eq!(notes.collected_sha256.as_deref(), Some("s1"));
+
+    // Bob's notes hold the same item: one item, two sources.
+    let b = store
+        .apply_memory_extraction(bob, "s2", "offline", &[extracted("km_a", "[]", false)], 20)
+        .unwrap();
+    assert_eq!((b.new, b.items), (0, 1));
+    let item = store.memory_item(bob, "km_a").unwrap().unwrap();
+    assert_eq!(item.sources.len(), 2);
+    assert_eq!(item.updated_ms, 20);
+    assert!(store.set_memory_vote("km_a", bob, 1, 21).unwrap());
+    assert!(!store.set_memory_vote("km_nope", bob, 1, 21).unwrap());
+
+    // Ana drops it, then Bob: retired, and Bob's vote is still there.
+    store
+        .apply_memory_extraction(ana, "s3", "offline", &[], 30)
+        .unwrap();
+    assert_eq!(state_of(&store, ana, "km_a"), "published");
+    assert_eq!(state_of(&store, ana, "km_s"), "retired");
+    let gone = store
+        .apply_memory_extraction(bob, "s4", "offline", &[], 40)
+        .unwrap();
+    assert_eq!(gone.retired, 1);
+    let item = store.memory_item(bob, "km_a").unwrap().unwrap();
+    assert_eq!(
+        (item.state.as_str(), item.upvotes, item.my_vote),
+        ("retired", 1, 1)
+    );
+    // An account deleted takes its sources along; the next refresh retires what it alone held.
+    store.add_user("cy", "h", &groups(&["dataread"])).unwrap();
+    let cy = store.user("cy").unwrap().unwrap().id;
+    store
+        .apply_memory_extraction(cy, "c1", "offline", &[extracted("km_c", "[]", false)], 41)
+        .unwrap();
+    assert_eq!(store.refresh_memory_states(42).unwrap(), 0);
+    assert!(store.remove_user("cy").unwrap());
+    assert_eq!(store.refresh_memory_states(43).unwrap(), 1);
+    assert_eq!(state_of(&store, bob, "km_c"), "retired");
+    // It comes back when the notes do.
+    store
+        .apply_memory_extraction(bob, "s5", "offline", &[extracted("km_a", "[]", false)], 50)
+        .unwrap();
+    assert_eq!(state_of(&store, bob, "km_a"), "published");
+    assert!(store.set_memory_vote("km_a", bob, 0, 51).unwrap());
+    assert!(store.memory_votes(bob).unwrap().is_empty());
+}
+
+#[test]
+fn memory_review_moderation_and_failures() {
+    let (_dir, store) = store();
+    store.add_user("ana", "h", &groups(&["dataread"])).unwrap();
+    store.add_user("root", "h", &groups(&["data-ops"])).unwrap();
+    let ana = store.user("ana").unwrap().unwrap().id;
+    let root = store.user("root").unwrap().unwrap().id;
+    let by_ana = MemoryActor {
+        id: ana,
+        name: "ana",
+        request_id: "r1",
+    };
+    let by_root = MemoryActor {
+        id: root,
+        name: "root",
+        request_id: "r2",
+    };
+    store
+        .apply_memory_extraction(
+            ana,
+            "s1",
+            "offline",
+            &[extracted("km_e", r#"[{"kind":"email"}]"#, false)],
+            1,
+        )
+        .unwrap();
+    assert_eq!(state_of(&store, ana, "km_e"), "held");
+    assert!(
+        store
+            .release_memory_source("km_e", &by_ana, true, 2)
+            .unwrap()
+    );
+    assert_eq!(state_of(&store, ana, "km_e"), "published");
+    assert!(
+        !store
+            .release_memory_source("km_e", &by_root, true, 2)
+            .unwrap()
+    );
+    // The same findings again keep the release; new findings take it back.
+    store
+        .apply_memory_extraction(
+            ana,
+            "s2",
+            "offline",
+            &[extracted("km_e", r#"[{"kind":"email"}]"#, false)],
+            3,
+        )
+        .unwrap();
+    assert_eq!(state_of(&store, ana, "km_e"), "published");
+    store
+        .apply_memory_extraction(
+            ana,
+            "s3",
+            "offline",
+            &[extracted("km_e", r#"[{"kind":"phone"}]"#, false)],
+            4,
+        )
+        .unwrap();
+    assert_eq!(state_of(&store, ana, "km_e"), "held");
+
+    store
+        .apply_memory_extraction(ana, "s4", "offline", &[extracted("km_p", "[]", false)], 5)
+        .unwrap();
+    let edit = Moderation::Edit {
+        title: "Better".into(),
+        content: "Clearer".into(),
+        category: "workflow".into(),
+        tags: "[]".into(),
+    };
+    assert!(
+        store
+            .moderate_memory_item("km_p", &by_root, &edit, "", 6)
+            .unwrap()
+    );
+    assert!(
+        store
+            .moderate_memory_item("km_p", &by_root, &Moderation::Pin(true), "", 7)
+            .unwrap()
+    );
+    // A later extraction does not undo the admin's edit.
+    store
+        .apply_memory_extraction(ana, "s5", "offline", &[extracted("km_p", "[]", false)], 8)
+        .unwrap();
+    let p = store.memory_item(ana, "km_p").unwrap().unwrap();
+    assert_eq!(
+        (p.title.as_str(), p.category.as_str(), p.pinned),
+        ("Better", "workflow", true)
+    );
+    assert!(
+        store
+            .moderate_memory_item("km_p", &by_root, &Moderation::Retire(true), "", 9)
+            .unwrap()
+    );
+    assert_eq!(state_of(&store, ana, "km_p"), "retired");
+    assert!(
+        store
+            .moderate_memory_item("km_p", &by_root, &Moderation::Retire(false), "", 10)
+            .unwrap()
+    );
+    assert_eq!(state_of(&store, ana, "km_p"), "published");
+    assert!(
+        !store
+            .moderate_memory_item("km_zz", &by_root, &Moderation::Pin(true), "", 11)
+            .unwrap()
+    );
+
+    // A failure keeps the items and the collected hash.
+    store
+        .fail_memory_notes(ana, "the LLM answered 529", 12)
+        .unwrap();
+    let notes = store.memory_notes(ana).unwrap().unwrap();
+    assert_eq!(notes.collected_sha256.as_deref(), Some("s5"));
+    assert_eq!(notes.error.as_deref(), Some("the LLM answered 529"));
+    assert_eq!(state_of(&store, ana, "km_p"), "published");
+
+    // Transcripts are stored once per content.
+    assert!(
+        store
+            .put_memory_transcript(ana, "abc", "s.jsonl", 10, 1)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .put_memory_transcript(ana, "abc", "copy.jsonl", 10, 2)
+            .unwrap()
+    );
+    assert_eq!(store.memory_transcripts(Some(ana)).unwrap().len(), 1);
+    assert!(store.memory_transcripts(Some(root)).unwrap().is_empty());
+    assert_eq!(store.memory_transcripts(None).unwrap()[0].username, "ana");
+
+    for i in 0..105 {
+        store
+            .record_memory_collection(&MemoryCollection {
+                started_ms: i,
+                finished_ms: i + 1,
+                accounts: 1,
+                changed: 0,
+                failed: 0,
+                extractor: "offline".into(),
+            })
+            .unwrap();
+    }
+    assert_eq!(
+        store.last_memory_collection().unwrap().unwrap().started_ms,
+        104
+    );
+}

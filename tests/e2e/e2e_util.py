@@ -221,6 +221,18 @@ class Server:
         kw.setdefault("timeout", 60)
         return self.session.post(self.url(path), **kw)
 
+    def run_job(self, name: str, timeout: float = 120) -> dict:
+        """Start the job `name` by hand (as the admin) and wait for it to finish; its run."""
+        seen = {r["id"] for r in self.get(f"/api/v1/jobs/{name}").json()["history"]}
+        r = self.post(f"/api/v1/jobs/{name}/run")
+        assert r.status_code == 202, r.text[:300]
+
+        def finished():
+            history = self.get(f"/api/v1/jobs/{name}").json()["history"]
+            new = [h for h in history if h["id"] not in seen and h.get("finished_ms")]
+            return new[0] if new else None
+        return wait_for(finished, timeout=timeout, what=f"job {name} to finish")
+
     def query(self, sql: str, params: list | None = None, fmt: str | None = None,
               accept: str | None = None, timeout: float = 300, **kw) -> requests.Response:
         body: dict = {"sql": sql}

@@ -135,16 +135,7 @@ class Analyst:
 
 def run_job(srv: Server) -> dict:
     """Start `notify:run` by hand and wait for it to finish; its last run."""
-    before = srv.get(f"/api/v1/jobs/{JOB}").json()["history"]
-    seen = {r["id"] for r in before}
-    r = srv.post(f"/api/v1/jobs/{JOB}/run")
-    assert r.status_code == 202, r.text
-
-    def finished():
-        history = srv.get(f"/api/v1/jobs/{JOB}").json()["history"]
-        new = [h for h in history if h["id"] not in seen and h.get("finished_ms")]
-        return new[0] if new else None
-    return wait_for(finished, timeout=120, what="notify:run to finish")
+    return srv.run_job(JOB)
 
 
 NATIONS = """\

@@ -171,15 +171,7 @@ def assert_tables_match(srv: Server, double: JiraDouble, timeout: float = 60) ->
 
 
 def run_job(srv: Server, name: str, timeout: float = 120) -> dict:
-    before = len(srv.get(f"/api/v1/jobs/{name}").json()["history"])
-    r = srv.post(f"/api/v1/jobs/{name}/run")
-    assert r.status_code == 202, r.text[:300]
-
-    def finished():
-        h = srv.get(f"/api/v1/jobs/{name}").json()["history"]
-        return h[0] if len(h) > before and h[0]["outcome"] != "running" else None
-
-    return wait_for(finished, timeout=timeout, what=f"job {name} to finish")
+    return srv.run_job(name, timeout)
 
 
 def add_user(srv: Server, groups=()) -> tuple[str, str]:

@@ -192,6 +192,7 @@ fn script_may_reach(path: &str) -> bool {
             | "/api/v1/metrics"
             | "/api/v1/auth/me"
             | "/api/v1/sync/manifest"
+            | "/api/v1/sync/rules"
     ) || ([
         "/api/v1/catalog/",
         "/api/v1/metrics/",

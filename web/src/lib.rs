@@ -20,6 +20,7 @@ mod health;
 mod jobs;
 mod json;
 mod login;
+mod memory;
 mod notify;
 mod oidc;
 mod pages;
@@ -132,6 +133,8 @@ pub struct AppState {
     pub sync: std::sync::Arc<dataport_engine::sync::SyncFiles>,
     /// Notification scripts and their delivery (none: the routes answer 503).
     pub notify: Option<NotifyState>,
+    /// Corporate memory (none: the routes answer 503).
+    pub memory: Option<dataport_memory::Memory>,
     pub options: WebOptions,
 }
 
@@ -192,7 +195,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestId {
 /// # let sync = Arc::new(SyncFiles::new(Arc::clone(&store), data.path()));
 /// // `engine` serves a data dir with `sales.orders` (3 rows); `auth` knows the user `ana`.
 /// let options = WebOptions::default();
-/// let app = router(AppState { engine, auth, accounts, mailer, oidc, jobs, profiler, sync, notify: None, options });
+/// let app = router(AppState { engine, auth, accounts, mailer, oidc, jobs, profiler, sync, notify: None, memory: None, options });
 ///
 /// let login = Request::post("/api/v1/auth/login")
 ///     .header(CONTENT_TYPE, "application/json")
@@ -278,6 +281,36 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/sync/upload",
             post(sync::post_upload).layer(DefaultBodyLimit::max(upload_limit)),
+        )
+        .route("/api/v1/sync/rules", get(memory::get_rules))
+        .route(
+            "/api/corporate-memory/knowledge",
+            get(memory::get_knowledge),
+        )
+        .route("/api/corporate-memory/vote", post(memory::post_vote))
+        .route("/api/corporate-memory/stats", get(memory::get_stats))
+        .route("/api/corporate-memory/my-votes", get(memory::get_my_votes))
+        .route("/api/corporate-memory/review", get(memory::get_review))
+        .route("/api/corporate-memory/items/{id}", get(memory::get_item))
+        .route(
+            "/api/corporate-memory/items/{id}/review",
+            post(memory::post_review),
+        )
+        .route(
+            "/api/corporate-memory/items/{id}/moderate",
+            post(memory::post_moderate),
+        )
+        .route(
+            "/api/corporate-memory/notes",
+            get(memory::get_notes).put(memory::put_notes),
+        )
+        .route(
+            "/api/corporate-memory/transcripts",
+            get(memory::get_transcripts),
+        )
+        .route(
+            "/api/corporate-memory/transcripts/{user}/{sha256}",
+            get(memory::get_transcript),
         )
         .route("/api/v1/notify/scripts", get(notify::list_scripts))
         .route(
@@ -378,6 +411,22 @@ pub fn router(state: AppState) -> Router {
             "/notifications/desktop/{id}/revoke",
             post(portal::post_desktop_revoke),
         )
+        .route("/memory", get(portal::get_memory))
+        .route(
+            "/memory/notes",
+            get(portal::get_memory_notes).post(portal::post_memory_notes),
+        )
+        .route("/memory/items/{id}", get(portal::get_memory_item))
+        .route("/memory/items/{id}/vote", post(portal::post_memory_vote))
+        .route(
+            "/memory/items/{id}/review",
+            post(portal::post_memory_review),
+        )
+        .route(
+            "/memory/items/{id}/moderate",
+            post(portal::post_memory_moderate),
+        )
+        .route("/admin/memory", get(portal::get_admin_memory))
         .route("/admin", get(portal::get_accounts))
         .route("/admin/accounts", get(portal::get_accounts))
         .route("/admin/accounts/invite", post(portal::post_invite))

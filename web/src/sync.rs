@@ -333,6 +333,16 @@ pub(crate) async fn post_upload(
     .map_err(|e| ApiError::internal(e).with_request_id(&request_id))?;
     if !unchanged {
         tracing::info!(user = %principal.name, file = %relative, bytes, "upload stored");
+        // The session collector runs on push too, for this account only.
+        if params.kind == "transcript"
+            && let Some(memory) = state.memory.clone()
+        {
+            let account = principal.id;
+            tokio::spawn(async move {
+                let summary = memory.collect_sessions(Some(account)).await;
+                tracing::debug!(summary = %summary.line(), "memory: pushed transcripts collected");
+            });
+        }
     }
     Ok((
         if unchanged {
@@ -352,8 +362,7 @@ pub(crate) async fn post_upload(
 
 /// `<data-dir>/uploads/<user>/`: what the user pushed (notes, transcripts).
 pub(crate) fn upload_dir(state: &AppState, user: &str) -> Option<std::path::PathBuf> {
-    (is_plain_relative(user) && !user.contains('/'))
-        .then(|| state.engine.catalog().data_dir().join("uploads").join(user))
+    dataport_common::sync::upload_dir(state.engine.catalog().data_dir(), user)
 }
 
 #[cfg(test)]

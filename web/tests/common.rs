@@ -59,6 +59,7 @@ impl Server {
             profiler,
             sync,
             notify: None,
+            memory: None,
             options: web,
         });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -357,6 +357,24 @@ settings! {
         /// gateway connections per account
         gateway_max_connections: usize = value("5");
     }
+    memory (section_key) {
+        /// how items are extracted from analysts' notes: `offline` (headings and bullet points)
+        /// or `llm` (an Anthropic-Messages-compatible API; [docs/memory.md](docs/memory.md))
+        extractor: String = value("offline");
+        /// the Messages API's base URL (`/v1/messages` is appended)
+        llm_base_url: String = value("https://api.anthropic.com");
+        /// the model that extracts items
+        llm_model: String = value("claude-haiku-4-5");
+        /// the environment variable that holds the API key (the key itself is never in the
+        /// configuration)
+        llm_api_key_env: String = value("ANTHROPIC_API_KEY");
+        /// time limit of one request to the LLM
+        llm_timeout: Duration = value("120s");
+        /// the longest answer asked for
+        llm_max_tokens: u32 = value("8192");
+        /// largest notes file collected
+        max_notes_size: Bytes = value("1MiB");
+    }
     log (section_key) {
         /// `human` or `json`
         format: LogFormat = value("human");
@@ -367,7 +385,7 @@ settings! {
         /// where data comes from: `[{name, type: keboola|files|jira, …}]` —
         /// [docs/connectors.md](docs/connectors.md)
         sources: Yaml<Vec<dataport_connectors::SourceConfig>> = unset("none");
-        /// schedules: `[{job: sync:NAME|sync:NAME:sla|sync:NAME:consistency|profile:catalog|refresh:catalog|notify:run,
+        /// schedules: `[{job: sync:NAME|sync:NAME:sla|sync:NAME:consistency|profile:catalog|refresh:catalog|notify:run|memory:collect|memory:sessions,
         /// every: 15m | cron: "0 * * * *", jitter: 1m}]`
         jobs: Yaml<Vec<JobSection>> = unset("none");
     }

@@ -100,6 +100,21 @@ pub(crate) const PROFILE_JOB: &str = "profile:catalog";
 /// The job that runs notification scripts (every 15 minutes unless scheduled otherwise).
 pub(crate) const NOTIFY_JOB: &str = "notify:run";
 
+/// The corporate-memory collector (every 30 minutes unless scheduled otherwise).
+pub(crate) const MEMORY_COLLECT_JOB: &str = "memory:collect";
+
+/// The session-transcript collector (every 6 hours unless scheduled otherwise).
+pub(crate) const MEMORY_SESSIONS_JOB: &str = "memory:sessions";
+
+/// The server's own jobs, which `jobs:` may schedule.
+const SERVER_JOBS: &[&str] = &[
+    PROFILE_JOB,
+    REFRESH_JOB,
+    NOTIFY_JOB,
+    MEMORY_COLLECT_JOB,
+    MEMORY_SESSIONS_JOB,
+];
+
 fn parse_jobs(
     sources: &[dataport_connectors::SourceConfig],
     jobs: &[JobSection],
@@ -115,15 +130,11 @@ fn parse_jobs(
     }
     let mut out: Vec<JobSchedule> = Vec::new();
     for j in jobs {
-        let known = j.job == REFRESH_JOB
-            || j.job == PROFILE_JOB
-            || j.job == NOTIFY_JOB
+        let known = SERVER_JOBS.contains(&j.job.as_str())
             || sources.iter().any(|s| source_jobs(s).contains(&j.job));
         if !known {
             let mut list: Vec<String> = sources.iter().flat_map(source_jobs).collect();
-            list.push(PROFILE_JOB.into());
-            list.push(REFRESH_JOB.into());
-            list.push(NOTIFY_JOB.into());
+            list.extend(SERVER_JOBS.iter().map(|j| (*j).to_string()));
             return Err(invalid(
                 "jobs",
                 format!(
@@ -405,6 +416,16 @@ fn check(s: &Settings) -> Result<(), ConfigError> {
         !s.timeout.is_zero() && !s.cpu_time.is_zero(),
         "notify.timeout",
         "notify.timeout and notify.cpu_time must be greater than zero",
+    )?;
+    rule(
+        matches!(s.extractor.as_str(), "offline" | "llm"),
+        "memory.extractor",
+        "is offline or llm",
+    )?;
+    rule(
+        !s.llm_timeout.is_zero() && s.llm_max_tokens > 0,
+        "memory.llm_timeout",
+        "memory.llm_timeout and memory.llm_max_tokens must be greater than zero",
     )?;
     rule(
         s.gateway_max_connections > 0 && !s.gateway_ping_interval.is_zero(),

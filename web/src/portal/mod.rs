@@ -5,19 +5,24 @@
 //! `?format=json` or `Accept: application/json`, as the JSON it was built from.
 //!
 //! Pages need a browser session (else to `/login?next=…`) or a bearer token (JSON); forms carry
-//! the session's CSRF token. No page runs inline script: the Content-Security-Policy allows
-//! only this server's own files, which are served with content hashes ([`assets`]).
+//! the session's CSRF token, and a form that changed something may send the browser back to its
+//! page with a one-time message ([`act_on_form`], the flash). No page runs inline script: the
+//! Content-Security-Policy allows only this server's own files, which are served with content
+//! hashes ([`assets`]).
 
 mod activity;
 mod admin;
 pub(crate) mod assets;
 mod catalog;
 mod home;
+mod memory;
 mod metrics;
 mod notifications;
 mod operations;
 mod sources;
 mod sql;
+
+use std::future::Future;
 
 use askama::Template;
 use axum::extract::FromRequestParts;
@@ -29,7 +34,7 @@ use serde::Serialize;
 
 use crate::brand;
 use crate::login::login_url;
-use crate::pages::see_other;
+use crate::pages::{local_path, see_other};
 use crate::session::{self, CSRF_COOKIE};
 use crate::{ApiError, AppState};
 
@@ -39,6 +44,10 @@ pub(crate) use admin::{
 };
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
+pub(crate) use memory::{
+    get_admin_memory, get_memory, get_memory_item, get_memory_notes, post_memory_moderate,
+    post_memory_notes, post_memory_review, post_memory_vote,
+};
 pub(crate) use metrics::get_metric;
 pub(crate) use notifications::{
     get_notifications, post_desktop, post_desktop_revoke, post_script, post_script_action,
@@ -47,6 +56,11 @@ pub(crate) use notifications::{
 pub(crate) use operations::{get_health, get_job, get_jobs, post_run};
 pub(crate) use sources::get_sources;
 pub(crate) use sql::{RunningQueries, get_sql, post_cancel, post_download, post_sql};
+
+/// The cookie that carries a flash: what a form did, shown once on the page it returns to.
+const FLASH_COOKIE: &str = "dataport_flash";
+/// Longest flash shown.
+const MAX_FLASH: usize = 500;
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
 const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
@@ -60,6 +74,8 @@ pub(crate) struct Viewer {
     /// The browser session (none for a bearer token).
     pub(crate) session: Option<dataport_auth::SessionAuth>,
     pub(crate) json: bool,
+    /// What the form posted just before said it did (the flash), shown once on this page.
+    pub(crate) flash: Option<String>,
 }
 
 /// Whether the request asks for the page's JSON (`?format=json`, or JSON preferred to HTML).
@@ -94,6 +110,7 @@ impl FromRequestParts<AppState> for Viewer {
                         csrf: String::new(),
                         session: None,
                         json: true,
+                        flash: None,
                     })
                 }
                 Err(e) => Err(ApiError::from(e).into_response()),
@@ -110,6 +127,9 @@ impl FromRequestParts<AppState> for Viewer {
                     csrf,
                     session: Some(auth),
                     json,
+                    flash: session::cookie(&parts.headers, FLASH_COOKIE)
+                        .as_deref()
+                        .and_then(flash_text),
                 })
             }
             Err(e) if json => Err(ApiError::from(e).into_response()),
@@ -148,6 +168,11 @@ impl Viewer {
 /// A form of a portal page: its fields, among them the session's CSRF token.
 pub(crate) trait PostedForm: serde::de::DeserializeOwned {
     fn csrf(&self) -> &str;
+
+    /// The page the form came from, to send the browser back to ([`act_on_form`]).
+    fn back(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// A form that carries nothing but the CSRF token (a button).
@@ -182,6 +207,76 @@ pub(crate) async fn read_form<T: PostedForm>(
     Ok(form)
 }
 
+/// What went wrong with a posted form, for its page to show again: the status, the words, the
+/// page the form came from, and the form as sent (none when it could not be read, or its CSRF
+/// token was wrong), so that the page can keep what was typed.
+pub(crate) struct FormProblem<T> {
+    pub(crate) status: StatusCode,
+    pub(crate) message: String,
+    pub(crate) back: String,
+    pub(crate) form: Option<T>,
+}
+
+/// The steps of a form that changes something: read it with its CSRF token checked
+/// ([`read_form`]), `act` on it, and send the browser back to the page it came from
+/// ([`PostedForm::back`], a path on this server; `fallback` without one) with what `act` says
+/// it did as a flash ([`see_other_with_flash`]). What went wrong — reading the form or acting on
+/// it — is the caller's to show on its page.
+pub(crate) async fn act_on_form<T, F, Fut>(
+    state: &AppState,
+    viewer: &Viewer,
+    request: axum::extract::Request,
+    fallback: &str,
+    act: F,
+) -> Result<Response, FormProblem<T>>
+where
+    T: PostedForm,
+    F: FnOnce(&T) -> Fut,
+    Fut: Future<Output = Result<String, ApiError>>,
+{
+    let form: T = read_form(state, viewer, request)
+        .await
+        .map_err(|(status, message)| FormProblem {
+            status,
+            message,
+            back: fallback.to_string(),
+            form: None,
+        })?;
+    let back = form
+        .back()
+        .filter(|b| !b.is_empty())
+        .map_or_else(|| fallback.to_string(), |b| local_path(Some(b)));
+    match act(&form).await {
+        Ok(done) => Ok(see_other_with_flash(state, &back, &done)),
+        Err(e) => Err(FormProblem {
+            status: e.status(),
+            message: e.to_string(),
+            back,
+            form: Some(form),
+        }),
+    }
+}
+
+/// `303 See Other` to `location`, with `message` shown once on the page there (the flash: a
+/// short-lived cookie, cleared by the page that shows it).
+pub(crate) fn see_other_with_flash(state: &AppState, location: &str, message: &str) -> Response {
+    let mut response = see_other(location);
+    let message: String = message.chars().take(MAX_FLASH).collect();
+    let value: String = url::form_urlencoded::byte_serialize(message.as_bytes()).collect();
+    if let Some(cookie) = session::set_cookie(state, FLASH_COOKIE, &value, 60, true) {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// The flash cookie's text.
+fn flash_text(value: &str) -> Option<String> {
+    let text: String = url::form_urlencoded::parse(format!("f={value}").as_bytes())
+        .next()
+        .map(|(_, v)| v.chars().take(MAX_FLASH).collect())?;
+    Some(text).filter(|t| !t.trim().is_empty())
+}
+
 /// A link of the main navigation.
 #[derive(Debug, Serialize)]
 pub(crate) struct NavItem {
@@ -202,6 +297,8 @@ pub(crate) struct Chrome {
     pub(crate) user: String,
     pub(crate) admin: bool,
     pub(crate) csrf: String,
+    /// The flash: what the form posted just before did.
+    pub(crate) flash: Option<String>,
 }
 
 impl Chrome {
@@ -213,6 +310,7 @@ impl Chrome {
             ("/sql", "SQL"),
             ("/activity", "Activity"),
             ("/notifications", "Notifications"),
+            ("/memory", "Memory"),
         ]
         .into_iter()
         .chain(admin.into_iter().filter(|_| viewer.principal.admin))
@@ -231,6 +329,7 @@ impl Chrome {
             user: viewer.principal.name.clone(),
             admin: viewer.principal.admin,
             csrf: viewer.csrf.clone(),
+            flash: viewer.flash.clone(),
         }
     }
 }
@@ -259,6 +358,15 @@ pub(crate) fn respond<D: Serialize, T: Template>(
                 header::CONTENT_SECURITY_POLICY,
                 HeaderValue::from_static(POLICY),
             );
+            if viewer.flash.is_some() {
+                // Shown: once is enough.
+                headers.append(
+                    header::SET_COOKIE,
+                    HeaderValue::from_static(
+                        "dataport_flash=; Path=/; Max-Age=0; SameSite=Lax; HttpOnly",
+                    ),
+                );
+            }
             response
         }
         Err(e) => {
