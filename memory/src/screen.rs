@@ -132,7 +132,10 @@ pub fn screen(text: &str, author_emails: &[&str]) -> Vec<Finding> {
         if let Some(re) = EMAIL.as_ref() {
             for m in re.find_iter(line) {
                 let email = m.as_str();
-                if !author_emails.iter().any(|a| a.eq_ignore_ascii_case(email)) {
+                // `user:password@host` and `scheme://user@host` are a URL's credentials (the
+                // password rule has them), not someone's address.
+                let in_url = line[..m.start()].ends_with([':', '/']);
+                if !in_url && !author_emails.iter().any(|a| a.eq_ignore_ascii_case(email)) {
                     add(FindingKind::Email, "email");
                 }
             }
@@ -261,6 +264,13 @@ mod tests {
                 "{phone}"
             );
         }
+    }
+
+    #[test]
+    fn credentials_in_a_url_are_a_password_not_an_email() {
+        let found = screen("postgres://etl:S3cr3t-pass@db.internal.example/dwh", &[]);
+        let rules: Vec<&str> = found.iter().map(|f| f.rule).collect();
+        assert_eq!(rules, ["password in url"]);
     }
 
     #[test]
