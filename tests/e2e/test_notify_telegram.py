@@ -84,14 +84,16 @@ def last_message_id(tg: TelegramDouble, chat_id: int) -> int:
 
 
 def code_of(message: dict) -> str:
-    codes = re.findall(r"(?<!\d)\d{6}(?!\d)", message["plain"])
+    # Anchored on the words before it: the message also names the account, whose random
+    # suffix may hold six digits in a row.
+    codes = re.findall(r"\bcode: (\d{6})\b", message["plain"])
     assert len(codes) == 1, f"expected one 6-digit code in {message['plain']!r}"
     return codes[0]
 
 
 def start_code(tg: TelegramDouble, user: dict) -> str:
     """/start in the user's chat; the code the bot answers with."""
-    return code_of(say(tg, user, "/start", match=lambda m: re.search(r"(?<!\d)\d{6}(?!\d)", m["plain"])))
+    return code_of(say(tg, user, "/start", match=lambda m: re.search(r"\bcode: \d{6}\b", m["plain"])))
 
 
 def post_code(a: Analyst, code) -> requests.Response:
