@@ -752,7 +752,7 @@ impl Memory {
         };
         self.state()
             .moderate_memory_item(id, &by, &change, &detail, now_ms())?;
-        tracing::info!(item = %id, admin = %viewer.name, action = ?change_name(&change), "memory: item moderated");
+        tracing::info!(item = %id, admin = %viewer.name, action = change.action(), "memory: item moderated");
         self.item(viewer, id)
     }
 
@@ -854,16 +854,6 @@ impl Memory {
         let path = self.transcript_path(owner.id, &record.sha256);
         let bytes = std::fs::read(&path).map_err(|e| MemoryError::io(&path, e))?;
         Ok((record.name, bytes))
-    }
-}
-
-fn change_name(change: &Moderation) -> &'static str {
-    match change {
-        Moderation::Pin(true) => "pin",
-        Moderation::Pin(false) => "unpin",
-        Moderation::Retire(true) => "retire",
-        Moderation::Retire(false) => "restore",
-        Moderation::Edit { .. } => "edit",
     }
 }
 

@@ -155,7 +155,8 @@ fn audit(
 }
 
 impl Moderation {
-    fn action(&self) -> &'static str {
+    /// The audit's name of the change.
+    pub fn action(&self) -> &'static str {
         match self {
             Self::Pin(true) => "pin",
             Self::Pin(false) => "unpin",
