@@ -51,6 +51,7 @@ forbid dataport-auth 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog
 forbid dataport-mail 'datafusion|arrow|parquet|tonic|axum|clap|rusqlite|dataport-(state|auth|catalog|connectors|engine|web|flight|demo|client)'   # mail knows messages and SMTP only
 forbid dataport-notify 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|connectors|engine|web|flight|demo|client)'   # scripts query the server as clients do
 forbid dataport-memory 'datafusion|arrow|parquet|tonic|axum|clap|dataport-(catalog|connectors|engine|web|flight|demo|client|notify)'   # items, screen, collector: no serving, no SQL
+forbid dataport-mcp 'datafusion|arrow|parquet|tonic|axum|hyper|reqwest|clap|rusqlite|dataport-(common|state|auth|catalog|connectors|engine|web|flight|demo|client|memory|notify)'   # the protocol and the tools' words: answers come from a Backend
 forbid dataport-catalog 'dataport-engine|dataport-web|dataport-flight|axum|tonic|clap'
 forbid dataport-connectors 'dataport-(auth|engine|web|flight|demo)|axum|tonic|arrow-flight|clap'
 forbid dataport-engine 'dataport-(web|flight|connectors)|axum|tonic|arrow-flight|clap'   # sync jobs are composed by the binary
@@ -81,6 +82,11 @@ else
   cargo build --workspace --all-targets --quiet
 fi
 
+if [ "${1:-}" != "--rust" ]; then
+  step "the pinned Python venv (real clients; DuckDB for the client's offline tests too)"
+  venv=$(bash tests/venv.sh)
+fi
+
 step "cargo test"
 # `--tests`: the unit and integration tests; the doc examples are the next step.
 cargo test --workspace --tests --quiet
@@ -92,7 +98,6 @@ cargo test --workspace --doc --quiet
 [ "${1:-}" = "--rust" ] && exit 0
 
 step "end-to-end tests (real clients)"
-venv=$(bash tests/venv.sh)
 # The OpenID Connect provider the sign-in tests start (tests/oidc: oidc-provider, pinned).
 [ -d tests/oidc/node_modules/oidc-provider ] || npm ci --prefix tests/oidc --no-audit --no-fund --silent
 # axe-core, which the browser tests inject into pages (tests/browser, pinned).

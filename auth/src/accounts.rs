@@ -627,35 +627,32 @@ impl Accounts {
         Ok(())
     }
 
-    /// A new API token for `user`, valid for `ttl` (or until revoked).
+    /// A new API token for `user`, valid for `ttl` (or until revoked), for the whole API.
     pub fn create_api_token(
         &self,
         user: &str,
         label: &str,
         ttl: Option<Duration>,
     ) -> Result<NewApiToken, AuthError> {
-        let id = crate::random_token(8)?;
-        let secret = crate::random_token(32)?;
-        let now = now_secs();
-        let expires_at = ttl.map(|t| now + t.as_secs() as i64);
+        self.create_scoped_api_token(user, label, ttl, None)
+    }
+
+    /// A new API token for `user`, valid for `ttl` (or until revoked), for the whole API
+    /// (`scope` none) or only for an assistant at the MCP endpoint
+    /// ([`ASSISTANT_SCOPE`](crate::ASSISTANT_SCOPE)).
+    pub fn create_scoped_api_token(
+        &self,
+        user: &str,
+        label: &str,
+        ttl: Option<Duration>,
+        scope: Option<&str>,
+    ) -> Result<NewApiToken, AuthError> {
+        let scope = crate::assistants::check_scope(scope)?;
         let account = self.account(user)?;
-        self.store.add_api_token(&ApiTokenRecord {
-            id: id.clone(),
-            account_id: account.id,
-            user: account.name.clone(),
-            label: label.to_string(),
-            secret_hash: hash_secret(&secret),
-            created_at: now,
-            expires_at,
-            last_used_at: None,
-            revoked_at: None,
-        })?;
-        tracing::info!(user, token_id = %id, "API token created");
-        Ok(NewApiToken {
-            token: format!("{API_TOKEN_PREFIX}{id}_{secret}"),
-            id,
-            expires_at,
-        })
+        let (record, created) = new_token_record(&account, label, ttl, scope)?;
+        self.store.add_api_token(&record)?;
+        tracing::info!(user, token_id = %created.id, scope = scope.unwrap_or("api"), "API token created");
+        Ok(created)
     }
 
     pub fn api_tokens(&self, user: Option<&str>) -> Result<Vec<ApiTokenRecord>, AuthError> {
@@ -686,6 +683,38 @@ impl Accounts {
         tracing::info!(token_id = id, "API token revoked");
         Ok(())
     }
+}
+
+/// A new token's record (only the secret's hash) for `account`, and the token to show once.
+pub(crate) fn new_token_record(
+    account: &UserRecord,
+    label: &str,
+    ttl: Option<Duration>,
+    scope: Option<&str>,
+) -> Result<(ApiTokenRecord, NewApiToken), AuthError> {
+    let id = crate::random_token(8)?;
+    let secret = crate::random_token(32)?;
+    let now = now_secs();
+    let expires_at =
+        ttl.map(|t| now.saturating_add(i64::try_from(t.as_secs()).unwrap_or(i64::MAX)));
+    let record = ApiTokenRecord {
+        id: id.clone(),
+        account_id: account.id,
+        user: account.name.clone(),
+        label: label.to_string(),
+        secret_hash: hash_secret(&secret),
+        created_at: now,
+        expires_at,
+        last_used_at: None,
+        revoked_at: None,
+        scope: scope.map(str::to_string),
+    };
+    let created = NewApiToken {
+        token: format!("{API_TOKEN_PREFIX}{id}_{secret}"),
+        id,
+        expires_at,
+    };
+    Ok((record, created))
 }
 
 /// A random password that follows the rules (72 random bits), for generated accounts.

@@ -279,13 +279,20 @@ impl Authenticator {
     ) -> Result<Principal, AuthError> {
         match credentials {
             Credentials::Basic { user, password } => self.check_password(user, password, address),
-            Credentials::Bearer(token) => self.check_bearer(token),
+            // An assistant's token is good only at the MCP endpoint, which asks check_bearer.
+            Credentials::Bearer(token) => match self.check_bearer(token)? {
+                p if p.assistant => Err(assistant_elsewhere()),
+                p => Ok(p),
+            },
         }
     }
 
     /// The principal behind a bearer token (a session token, an API token, or a script's
     /// token, whose principal is [`limited`](Principal::limited)). A desktop token is refused
-    /// here: it is good only where [`check_desktop`](Self::check_desktop) is asked.
+    /// here: it is good only where [`check_desktop`](Self::check_desktop) is asked. An
+    /// assistant's API token ([`ASSISTANT_SCOPE`](crate::ASSISTANT_SCOPE)) answers a principal
+    /// with [`assistant`](Principal::assistant) set: the caller must refuse it unless it is the
+    /// MCP endpoint.
     pub fn check_bearer(&self, token: &str) -> Result<Principal, AuthError> {
         if token.starts_with(API_TOKEN_PREFIX) {
             return self.check_api_token(token);
@@ -307,7 +314,10 @@ impl Authenticator {
     /// takes except a script's.
     pub fn check_desktop(&self, token: &str) -> Result<Principal, AuthError> {
         if token.starts_with(API_TOKEN_PREFIX) {
-            return self.check_api_token(token);
+            return match self.check_api_token(token)? {
+                p if p.assistant => Err(assistant_elsewhere()),
+                p => Ok(p),
+            };
         }
         let claims = self.0.keys.verify(token, true)?;
         match claims.scope {
@@ -418,6 +428,7 @@ impl Authenticator {
         }
         let outcome = match error {
             AuthError::TooManyAttempts { .. } => "rate_limited",
+            AuthError::Forbidden { .. } => "refused",
             _ => "unauthenticated",
         };
         audit.record(AuditEntry {
@@ -433,6 +444,7 @@ impl Authenticator {
             duration_ms: 0,
             outcome: outcome.to_string(),
             error: Some(format!("{error} (client {address})")),
+            tool: None,
         });
     }
 
@@ -461,6 +473,7 @@ impl Authenticator {
             duration_ms: 0,
             outcome: "refused".to_string(),
             error: Some(format!("{what} is for administrators (data-ops)")),
+            tool: None,
         });
     }
 
@@ -543,13 +556,37 @@ impl Authenticator {
     fn check_api_token(&self, token: &str) -> Result<Principal, AuthError> {
         let (id, record) = self.api_token_record(token)?;
         let ids = self.identities()?;
-        let principal = ids
+        let mut principal = ids
             .accounts
             .get(&record.account_id)
             .and_then(|u| ids.principal(u))
             .ok_or(AuthError::InvalidToken)?;
+        principal.assistant = match record.scope.as_deref() {
+            None => false,
+            Some(crate::ASSISTANT_SCOPE) => true,
+            // A scope this binary does not know: the token is good for nothing here.
+            Some(_) => return Err(AuthError::InvalidToken),
+        };
         self.touch(&id);
         Ok(principal)
+    }
+
+    /// Revokes `token` if it is a live assistant's token (RFC 7009: whatever else it is, or
+    /// if it is nothing, nothing happens); whether it was revoked.
+    pub fn revoke_assistant_token(&self, token: &str) -> Result<bool, AuthError> {
+        let (id, record) = match self.api_token_record(token.trim()) {
+            Ok(found) => found,
+            Err(AuthError::InvalidToken) => return Ok(false),
+            Err(e) => return Err(e),
+        };
+        if record.scope.as_deref() != Some(crate::ASSISTANT_SCOPE) {
+            return Ok(false);
+        }
+        let revoked = self.0.store.revoke_api_token(&id)?;
+        if revoked {
+            tracing::info!(token_id = %id, user = %record.user, "assistant token revoked by its client");
+        }
+        Ok(revoked)
     }
 
     /// Note the token's last use, at most once a minute.
@@ -624,6 +661,13 @@ impl GrantSource for Authenticator {
                 Arc::from(Vec::new())
             }
         }
+    }
+}
+
+/// The refusal of an assistant's token anywhere but the MCP endpoint.
+fn assistant_elsewhere() -> AuthError {
+    AuthError::Forbidden {
+        message: crate::ASSISTANT_ONLY_AT_MCP.to_string(),
     }
 }
 

@@ -5,8 +5,10 @@
 //! password, a signed session token, or an API token) into a [`Principal`] with its groups.
 //! Passwords are Argon2id hashes ([`password`]), logins are rate limited per account and per
 //! client address, session tokens are HS256 JWTs that can be refreshed and revoked, API
-//! tokens are random secrets stored hashed. [`Accounts`] manages users, groups, grants and API
-//! tokens (the `dataport user|grant|token` commands and the admin API use it). Everything is
+//! tokens are random secrets stored hashed (an assistant's token, [`ASSISTANT_SCOPE`], is good
+//! only at the MCP endpoint). [`Accounts`] manages users, groups, grants and API tokens (the
+//! `dataport user|grant|token` commands and the admin API use it), and the records of the
+//! OAuth 2.1 authorization server that assistants sign in through (clients, codes). Everything is
 //! kept in the state store (`dataport-state`), so changes made by another process apply at
 //! once.
 //!
@@ -16,6 +18,7 @@
 //! [`AuthError`] to their own status codes.
 
 mod accounts;
+mod assistants;
 mod authenticator;
 mod credentials;
 mod identity;
@@ -30,12 +33,16 @@ use std::sync::Arc;
 pub use accounts::{
     Accounts, Actor, NewApiToken, PASSWORD_LINK_TTL, PasswordLink, TargetTable, generate_password,
 };
+pub use assistants::{
+    ASSISTANT_ONLY_AT_MCP, ASSISTANT_SCOPE, OAUTH_CODE_TTL, OAUTH_TOKEN_TTL, OAuthGrant,
+    OAuthRedemption, REGISTRATION_WINDOW,
+};
 pub use authenticator::{AuthOptions, Authenticator, Session};
 pub use credentials::{Credentials, parse_authorization};
 pub use dataport_state::{
     AccountChange, AccountState, ApiTokenRecord, AuditEntry, AuditLog, AuditQuery, BrowserSession,
-    DailyCount, GrantRecord as Grant, LoginCode, OidcFlow, PasswordPurpose, StateError, StateStore,
-    UserRecord, now_secs,
+    DailyCount, GrantRecord as Grant, LoginCode, OAuthClient, OAuthCode, OidcFlow, PasswordPurpose,
+    StateError, StateStore, UserRecord, now_secs,
 };
 pub use identity::{normalize_email, username_for};
 pub use jwt::{Claims, TokenScope};
@@ -65,6 +72,11 @@ pub struct Principal {
     /// Authenticated by a script's token ([`TokenScope::Script`]): it may read data as the
     /// account does, and nothing else.
     pub limited: bool,
+    /// Authenticated by an assistant's API token ([`ASSISTANT_SCOPE`]): it reads data as the
+    /// account does through the MCP endpoint, and may do nothing else. Only
+    /// [`Authenticator::check_bearer`] answers such a principal; every other way in refuses
+    /// the token.
+    pub assistant: bool,
 }
 
 impl Principal {
@@ -84,6 +96,7 @@ impl Principal {
             groups,
             admin,
             limited: false,
+            assistant: false,
         }
     }
 

@@ -906,3 +906,208 @@ fn a_login_code_signs_in_only_the_program_with_its_verifier_once() {
         Err(AuthError::Disabled)
     );
 }
+
+#[test]
+fn an_assistant_token_is_good_only_where_check_bearer_is_asked() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let t = f
+        .accounts
+        .create_scoped_api_token(
+            "ana",
+            "Claude",
+            Some(Duration::from_secs(600)),
+            Some(ASSISTANT_SCOPE),
+        )
+        .unwrap();
+    let stored = &f.accounts.api_tokens(Some("ana")).unwrap()[0];
+    assert_eq!(stored.scope.as_deref(), Some(ASSISTANT_SCOPE));
+    // The MCP endpoint's check: the account's principal, marked as an assistant.
+    let p = a.check_bearer(&t.token).unwrap();
+    assert_eq!(
+        (p.name.as_str(), p.assistant, p.limited),
+        ("ana", true, false)
+    );
+    assert_eq!(p.groups, [DATAREAD]);
+    // Every other way in refuses it: Flight SQL and the sign-ins (authenticate), the desktop
+    // routes and the gateway (check_desktop).
+    let forbidden = Err(AuthError::Forbidden {
+        message: ASSISTANT_ONLY_AT_MCP.into(),
+    });
+    assert_eq!(
+        a.authenticate(&Credentials::Bearer(t.token.clone()), ADDR),
+        forbidden
+    );
+    assert_eq!(a.check_desktop(&t.token), forbidden);
+    // A token of the whole API and a session are no assistants.
+    let full = f.accounts.create_api_token("ana", "laptop", None).unwrap();
+    assert!(!a.check_bearer(&full.token).unwrap().assistant);
+    assert!(
+        !a.authenticate(&Credentials::Bearer(full.token.clone()), ADDR)
+            .unwrap()
+            .assistant
+    );
+    assert!(
+        !a.check_bearer(&a.login("ana", PW, ADDR).unwrap().token)
+            .unwrap()
+            .assistant
+    );
+    assert!(!Principal::account(1, "ana", vec![]).assistant);
+    // An unknown scope is refused when asked for.
+    assert!(matches!(
+        f.accounts
+            .create_scoped_api_token("ana", "x", None, Some("admin")),
+        Err(AuthError::InvalidInput { .. })
+    ));
+    // Revoked like any token (and then refused everywhere).
+    f.accounts.revoke_own_api_token(p.id, &t.id).unwrap();
+    assert_eq!(a.check_bearer(&t.token), Err(AuthError::InvalidToken));
+}
+
+#[test]
+fn a_token_of_a_scope_this_binary_does_not_know_is_refused() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let t = f.accounts.create_api_token("ana", "future", None).unwrap();
+    f.store
+        .add_api_token(&ApiTokenRecord {
+            id: "fut".into(),
+            scope: Some("something-new".into()),
+            ..f.accounts.api_tokens(Some("ana")).unwrap()[0].clone()
+        })
+        .unwrap();
+    let secret = t.token.rsplit('_').next().unwrap();
+    assert_eq!(
+        a.check_bearer(&format!("dpk_fut_{secret}")),
+        Err(AuthError::InvalidToken)
+    );
+}
+
+#[test]
+fn revoking_by_the_token_itself_touches_only_assistant_tokens() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let assistant = f
+        .accounts
+        .create_scoped_api_token("ana", "Claude", None, Some(ASSISTANT_SCOPE))
+        .unwrap();
+    let full = f.accounts.create_api_token("ana", "laptop", None).unwrap();
+    assert!(!a.revoke_assistant_token(&full.token).unwrap());
+    assert!(a.check_bearer(&full.token).is_ok());
+    assert!(!a.revoke_assistant_token("dpk_nothing_here").unwrap());
+    assert!(!a.revoke_assistant_token("not a token").unwrap());
+    assert!(a.revoke_assistant_token(&assistant.token).unwrap());
+    assert_eq!(
+        a.check_bearer(&assistant.token),
+        Err(AuthError::InvalidToken)
+    );
+    assert!(!a.revoke_assistant_token(&assistant.token).unwrap());
+}
+
+fn challenge_of(verifier: &str) -> String {
+    oidc::pkce_challenge(verifier)
+}
+
+#[test]
+fn an_oauth_code_gives_one_assistant_token_and_a_second_use_revokes_it() {
+    let f = fixture();
+    let a = auth(&f, options());
+    let client = f
+        .accounts
+        .register_oauth_client("Claude", vec!["http://127.0.0.1:3000/cb".into()], ADDR)
+        .unwrap();
+    assert!(client.client_id.starts_with("dpc_"));
+    assert_eq!(
+        f.accounts.oauth_client(&client.client_id).unwrap(),
+        Some(client.clone())
+    );
+    let ana = a.principal("ana").unwrap().unwrap();
+    let verifier = "v".repeat(50);
+    let challenge = challenge_of(&verifier);
+    let grant = OAuthGrant {
+        client_id: &client.client_id,
+        redirect_uri: "http://127.0.0.1:3000/cb",
+        code_challenge: &challenge,
+        scope: "mcp",
+        resource: Some("http://127.0.0.1:8080/mcp"),
+    };
+    // Only a person may approve, and only with a proper challenge.
+    let mut assistant = ana.clone();
+    assistant.assistant = true;
+    assert!(matches!(
+        f.accounts.grant_oauth_code(&assistant, &grant),
+        Err(AuthError::Forbidden { .. })
+    ));
+    assert!(matches!(
+        f.accounts.grant_oauth_code(
+            &ana,
+            &OAuthGrant {
+                code_challenge: "short",
+                ..grant.clone()
+            }
+        ),
+        Err(AuthError::InvalidInput { .. })
+    ));
+    let code = f.accounts.grant_oauth_code(&ana, &grant).unwrap();
+    let found = f.accounts.oauth_code(&code).unwrap().unwrap();
+    assert_ne!(found.code_hash, code, "only the hash is kept");
+    assert_eq!(found.code_challenge, challenge);
+    assert_eq!(found.resource.as_deref(), Some("http://127.0.0.1:8080/mcp"));
+    assert!(found.expires_at - found.created_at == OAUTH_CODE_TTL.as_secs() as i64);
+
+    let OAuthRedemption::Issued(token) = f
+        .accounts
+        .redeem_oauth_code(&found, "Claude (OAuth)")
+        .unwrap()
+    else {
+        panic!("the first exchange issues a token");
+    };
+    let p = a.check_bearer(&token.token).unwrap();
+    assert!(p.assistant && p.name == "ana");
+    let stored = f.store.api_token(&token.id).unwrap().unwrap();
+    assert_eq!(stored.label, "Claude (OAuth)");
+    assert_eq!(
+        stored.expires_at.unwrap() - stored.created_at,
+        OAUTH_TOKEN_TTL.as_secs() as i64
+    );
+    // Again: refused, and the first token is revoked.
+    assert!(matches!(
+        f.accounts
+            .redeem_oauth_code(&found, "Claude (OAuth)")
+            .unwrap(),
+        OAuthRedemption::Reused
+    ));
+    assert_eq!(a.check_bearer(&token.token), Err(AuthError::InvalidToken));
+    assert_eq!(f.accounts.oauth_code("unknown").unwrap(), None);
+
+    // A code of an account disabled since gives nothing.
+    let code = f.accounts.grant_oauth_code(&ana, &grant).unwrap();
+    let found = f.accounts.oauth_code(&code).unwrap().unwrap();
+    f.accounts
+        .set_state("ana", AccountState::Disabled, &Actor::command_line())
+        .unwrap();
+    assert!(matches!(
+        f.accounts.redeem_oauth_code(&found, "x").unwrap(),
+        OAuthRedemption::Unusable
+    ));
+}
+
+#[test]
+fn oauth_registrations_are_limited_per_address() {
+    let f = fixture();
+    for n in 0..20 {
+        f.accounts
+            .register_oauth_client(&format!("c{n}"), vec!["https://a.example/cb".into()], ADDR)
+            .unwrap();
+    }
+    assert!(matches!(
+        f.accounts
+            .register_oauth_client("one more", vec!["https://a.example/cb".into()], ADDR),
+        Err(AuthError::TooManyAttempts { .. })
+    ));
+    assert!(
+        f.accounts
+            .register_oauth_client("elsewhere", vec!["https://a.example/cb".into()], "10.0.0.2")
+            .is_ok()
+    );
+}

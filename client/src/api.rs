@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use dataport_common::ErrorBody;
+use dataport_common::sync::DocFiles;
 pub use dataport_common::sync::{
     Manifest, ManifestColumn, ManifestFile, ManifestTable, RuleFile, RuleFiles, Uploaded,
 };
@@ -240,6 +241,34 @@ impl Api {
             Err(e) => return Err(e),
         };
         self.json("rules", r).await.map(Some)
+    }
+
+    /// `GET /api/v1/sync/docs`: the caller's `docs/` files (their catalog, and a page and a
+    /// profile for each table they pull; `all`: as for a pull that ignores the sync settings).
+    ///
+    /// `None` from a server older than the endpoint (404): a pull then leaves `docs/` as it
+    /// is. Any other refusal is an error.
+    pub async fn docs(&self, all: bool) -> Result<Option<DocFiles>, ClientError> {
+        let mut url = self.url(&["api", "v1", "sync", "docs"]);
+        if all {
+            url.set_query(Some("all=true"));
+        }
+        let r = match self
+            .send("the docs", self.request(reqwest::Method::GET, url))
+            .await
+        {
+            Ok(r) => r,
+            Err(ClientError::Server {
+                status: 404,
+                message,
+                ..
+            }) => {
+                tracing::debug!(%message, "the server offers no docs");
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.json("docs", r).await.map(Some)
     }
 
     /// `GET /api/v1/sync/files/{path}`, from byte `from` on when the server still has the

@@ -5,8 +5,10 @@
 //! files, by SHA-256, several at a time, resumable, verified, written atomically, with files no
 //! longer listed removed) and keeps the caller's corporate-memory rule files in its `rules/`,
 //! the DuckDB views over the pulled files, the upload of notes, transcripts and notification
-//! scripts, and the calls behind `dataport notify`. It speaks only the public HTTP API
-//! (`/api/v1/auth/*`, `/api/v1/sync/*`, `/api/v1/notify/*`) and must not know the server's
+//! scripts, the calls behind `dataport notify`, and `dataport mcp` ([`serve_mcp_stdio`]): the
+//! server's MCP tools over stdio for a local assistant, answered from the pulled files when the
+//! server cannot be reached. It speaks only the public HTTP API
+//! (`/api/v1/auth/*`, `/api/v1/sync/*`, `/api/v1/notify/*`, `/mcp`) and must not know the server's
 //! internals: the catalog, grants and restricted copies are the server's business; what reaches
 //! this crate is exactly what the caller may have.
 
@@ -14,6 +16,7 @@ mod api;
 mod browser;
 mod credentials;
 mod error;
+mod mcp;
 mod notify;
 mod pull;
 mod push;
@@ -26,6 +29,7 @@ pub use api::{
 pub use browser::BrowserSignIn;
 pub use credentials::{Credentials, credentials_path};
 pub use error::ClientError;
+pub use mcp::{McpOptions, RETRY_EVERY, serve as serve_mcp, serve_stdio as serve_mcp_stdio};
 pub use notify::{ScriptsPushed, push_scripts, script_files};
 pub use pull::{PullOptions, PullProgress, PullReport, pull};
 pub use push::{PushOptions, PushReport, Sent, push};

@@ -7,8 +7,13 @@
 //!   ones), named by item id only (`km_` + 12 hex digits), never by anything in the item. A file
 //!   whose rule is no longer listed (a vote taken back) goes at the next full pull; other files in
 //!   `rules/` are the analyst's and are left alone;
-//! - `.dataport/` with the record of what the last pull wrote (`state.json`: table files and rule
-//!   files) and partial downloads (`parts/<sha256>-<place>.part`, named by the content they will
+//! - `docs/`: what an assistant needs to work here (`README.md`: the caller's catalog and how to
+//!   query it with DuckDB; `catalog.json`; `tables/<schema>.<table>.md` and
+//!   `profiles/<schema>.<table>.json` for the pulled tables), rewritten by every complete pull
+//!   where its content changed. A file pull wrote that the server no longer lists (a revoked or
+//!   unsynced table) goes; other files in `docs/` are left alone;
+//! - `.dataport/` with the record of what the last pull wrote (`state.json`: table files, rule
+//!   files and doc files) and partial downloads (`parts/<sha256>-<place>.part`, named by the content they will
 //!   hold, so a resumed download can never mix two versions).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -16,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Instant, SystemTime};
 
+use dataport_common::sync::DocFile;
 use futures::StreamExt as _;
 use reqwest::{StatusCode, header};
 use serde::{Deserialize, Serialize};
@@ -32,6 +38,8 @@ const VIEWS_FILE: &str = "views.sql";
 const DATABASE_FILE: &str = "analytics.duckdb";
 /// The folder of rule files, in the pull folder.
 const RULES_DIR: &str = "rules";
+/// The folder of the assistant's docs, in the pull folder.
+const DOCS_DIR: &str = "docs";
 /// Attempts per file: network errors resume, a damaged download starts over.
 const ATTEMPTS: usize = 3;
 
@@ -87,6 +95,14 @@ pub struct PullReport {
     pub rules_written: usize,
     /// Rule files of earlier pulls this pull removed (no longer listed: a vote taken back).
     pub rules_removed: usize,
+    /// Files from the server now in `docs/` (the catalog, and the pulled tables' pages and
+    /// profiles).
+    pub docs: usize,
+    /// Doc files this pull wrote: new ones, and ones whose content changed.
+    pub docs_written: usize,
+    /// Doc files of earlier pulls this pull removed (no longer listed: a table revoked or no
+    /// longer pulled).
+    pub docs_removed: usize,
     pub seconds: f64,
 }
 
@@ -106,6 +122,9 @@ struct LocalState {
     /// The rule files pull wrote into `rules/`: item id → SHA-256 of their content.
     #[serde(default)]
     rules: BTreeMap<String, String>,
+    /// The files pull wrote into `docs/`: path under `docs/` → SHA-256 of their content.
+    #[serde(default)]
+    docs: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -237,8 +256,10 @@ pub async fn pull(
             .iter()
             .map(|t| (t.schema.clone(), t.table.clone()))
             .collect(),
-        // Until the rules are synced (after a complete pull), what the last pull wrote.
+        // Until the rules and docs are synced (after a complete pull), what the last pull
+        // wrote.
         rules: old.rules.clone(),
+        docs: old.docs.clone(),
     };
     let mut wanted: Vec<&ManifestFile> = Vec::new();
     let mut unchanged = 0;
@@ -340,25 +361,16 @@ pub async fn pull(
 
     // The rule files, once the tables are complete. A server without them (older, or without
     // corporate memory) leaves `rules/` as it is.
-    let mut rules_written = 0;
-    let mut rules_removed = 0;
+    let mut rules = Synced::default();
     if let Some(listed) = api.rules().await? {
-        // Claim the files about to be written first, so that a pull that dies halfway still
-        // knows them as its own (and removes them once they are no longer listed).
-        let before = state.rules.clone();
-        for r in listed.rules.iter().filter(|r| RuleFile::valid_id(&r.id)) {
-            state.rules.entry(r.id.clone()).or_default();
-        }
-        if state.rules != before {
-            save_state(&state_path, &state)?;
-        }
-        let synced = sync_rules(&dir, &before, &listed.rules)?;
-        rules_written = synced.written;
-        rules_removed = synced.removed;
-        if synced.present != state.rules {
-            state.rules = synced.present;
-            save_state(&state_path, &state)?;
-        }
+        let listed: Vec<Listed<'_>> = listed.rules.iter().map(Listed::rule).collect();
+        rules = keep_owned(&dir, &state_path, &mut state, &RULES, &listed)?;
+    }
+    // The docs, after the tables they describe. An older server leaves `docs/` as it is.
+    let mut docs = Synced::default();
+    if let Some(listed) = api.docs(options.all).await? {
+        let listed: Vec<Listed<'_>> = listed.files.iter().map(Listed::doc).collect();
+        docs = keep_owned(&dir, &state_path, &mut state, &DOCS, &listed)?;
     }
 
     Ok(PullReport {
@@ -377,85 +389,205 @@ pub async fn pull(
         removed_tables: dropped.iter().map(|(s, t)| format!("{s}.{t}")).collect(),
         views,
         rules: state.rules.len(),
-        rules_written,
-        rules_removed,
+        rules_written: rules.written,
+        rules_removed: rules.removed,
+        docs: state.docs.len(),
+        docs_written: docs.written,
+        docs_removed: docs.removed,
         seconds: started.elapsed().as_secs_f64(),
     })
 }
 
-/// What [`sync_rules`] did.
+/// What [`sync_owned`] did.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct RulesSynced {
-    /// The rule files pull now owns in `rules/`: item id → SHA-256 of their content.
+struct Synced {
+    /// The files pull now owns in the folder: key (a rule's id, a doc's path) → SHA-256 of
+    /// their content.
     present: BTreeMap<String, String>,
     /// Files written: new ones, and ones whose content differed.
     written: usize,
-    /// Files of earlier pulls removed because their rule is no longer listed.
+    /// Files of earlier pulls removed because the server no longer lists them.
     removed: usize,
 }
 
-/// Brings `<dir>/rules/` in line with the server's list of rule files.
-///
-/// Writes `rules/<id>.md` (atomically) for every listed rule whose local file is missing or has
-/// other content, and removes the files of `old` (what earlier pulls wrote: id → SHA-256) that
-/// are no longer listed. It touches no other file in `rules/`, and removes the folder only when
-/// it removed files and the folder ended up empty. A rule whose id is not an item id, or whose
-/// content does not match its SHA-256 (a damaged answer), is skipped with a warning; a damaged
-/// rule keeps the file an earlier pull wrote for it.
+/// A folder of the pull folder whose files the server lists by name and content (`rules/`,
+/// `docs/`), among files of the analyst's own that pull leaves alone.
+struct OwnedFolder {
+    /// Its name in the pull folder.
+    name: &'static str,
+    /// What its files are, for the log.
+    what: &'static str,
+    /// Where the file recorded as `key` goes, relative to the folder; `None` for a key that
+    /// could name no safe file (it is never written nor removed).
+    file_of: fn(&str) -> Option<String>,
+    /// Its files in the pull record.
+    record: fn(&mut LocalState) -> &mut BTreeMap<String, String>,
+}
+
+fn rule_file(id: &str) -> Option<String> {
+    RuleFile::valid_id(id).then(|| format!("{id}.md"))
+}
+
+fn doc_file(path: &str) -> Option<String> {
+    DocFile::valid_path(path).then(|| path.to_string())
+}
+
+fn rules_record(state: &mut LocalState) -> &mut BTreeMap<String, String> {
+    &mut state.rules
+}
+
+fn docs_record(state: &mut LocalState) -> &mut BTreeMap<String, String> {
+    &mut state.docs
+}
+
+/// `rules/<id>.md`: the caller's rule files.
+const RULES: OwnedFolder = OwnedFolder {
+    name: RULES_DIR,
+    what: "rule file",
+    file_of: rule_file,
+    record: rules_record,
+};
+
+/// `docs/<path>`: the caller's catalog, table pages and profiles.
+const DOCS: OwnedFolder = OwnedFolder {
+    name: DOCS_DIR,
+    what: "doc file",
+    file_of: doc_file,
+    record: docs_record,
+};
+
+/// A file the server lists for an [`OwnedFolder`].
+struct Listed<'a> {
+    /// What pull records it by: a rule's id, a doc's path.
+    key: &'a str,
+    /// SHA-256 of `content`, as the server sent it.
+    sha256: &'a str,
+    content: &'a str,
+}
+
+impl<'a> Listed<'a> {
+    fn rule(r: &'a RuleFile) -> Self {
+        Self {
+            key: &r.id,
+            sha256: &r.sha256,
+            content: &r.content,
+        }
+    }
+
+    fn doc(d: &'a DocFile) -> Self {
+        Self {
+            key: &d.path,
+            sha256: &d.sha256,
+            content: &d.content,
+        }
+    }
+}
+
+/// Brings `folder` in line with `listed` ([`sync_owned`]) and the pull record with it. The
+/// files about to be written are claimed in the record first, so that a pull that dies halfway
+/// still knows them as its own (and removes them once they are no longer listed).
+fn keep_owned(
+    dir: &Path,
+    state_path: &Path,
+    state: &mut LocalState,
+    folder: &OwnedFolder,
+    listed: &[Listed<'_>],
+) -> Result<Synced, ClientError> {
+    let before = (folder.record)(state).clone();
+    let record = (folder.record)(state);
+    for f in listed.iter().filter(|f| (folder.file_of)(f.key).is_some()) {
+        record.entry(f.key.to_string()).or_default();
+    }
+    if *record != before {
+        save_state(state_path, state)?;
+    }
+    let synced = sync_owned(dir, folder, &before, listed)?;
+    let record = (folder.record)(state);
+    if synced.present != *record {
+        record.clone_from(&synced.present);
+        save_state(state_path, state)?;
+    }
+    Ok(synced)
+}
+
+/// Brings `<dir>/rules/` in line with the server's list of rule files ([`sync_owned`]).
+#[cfg(test)]
 fn sync_rules(
     dir: &Path,
     old: &BTreeMap<String, String>,
     rules: &[RuleFile],
-) -> Result<RulesSynced, ClientError> {
-    let folder = dir.join(RULES_DIR);
-    let mut synced = RulesSynced::default();
-    let mut listed = BTreeSet::new();
-    for rule in rules {
-        if !RuleFile::valid_id(&rule.id) {
-            tracing::warn!(id = %rule.id.escape_debug(), "skipping a rule file whose id is not an item id");
+) -> Result<Synced, ClientError> {
+    let listed: Vec<Listed<'_>> = rules.iter().map(Listed::rule).collect();
+    sync_owned(dir, &RULES, old, &listed)
+}
+
+/// Brings `<dir>/<folder>/` in line with the server's list of its files.
+///
+/// Writes each listed file (atomically) whose local copy is missing or has other content, and
+/// removes the files of `old` (what earlier pulls wrote: key → SHA-256) that are no longer
+/// listed, with the folders that removing them left empty (the folder itself included). It
+/// touches no other file. A file whose key names no safe file, or whose content does not match
+/// its SHA-256 (a damaged answer), is skipped with a warning; a damaged file keeps the copy an
+/// earlier pull wrote.
+fn sync_owned(
+    dir: &Path,
+    folder: &OwnedFolder,
+    old: &BTreeMap<String, String>,
+    listed: &[Listed<'_>],
+) -> Result<Synced, ClientError> {
+    let root = dir.join(folder.name);
+    let what = folder.what;
+    let mut synced = Synced::default();
+    let mut seen = BTreeSet::new();
+    for f in listed {
+        let Some(name) = (folder.file_of)(f.key) else {
+            tracing::warn!(key = %f.key.escape_debug(), "skipping a {what} whose name is not a safe file name");
+            continue;
+        };
+        if !seen.insert(f.key) {
+            tracing::warn!(key = %f.key, "skipping a {what} listed twice");
             continue;
         }
-        if !listed.insert(rule.id.as_str()) {
-            tracing::warn!(id = %rule.id, "skipping a rule file listed twice");
-            continue;
-        }
-        let sha256 = dataport_common::digest::sha256_hex(rule.content.as_bytes());
-        if !sha256.eq_ignore_ascii_case(&rule.sha256) {
+        let sha256 = dataport_common::digest::sha256_hex(f.content.as_bytes());
+        if !sha256.eq_ignore_ascii_case(f.sha256) {
             tracing::warn!(
-                id = %rule.id,
-                expected = %rule.sha256.escape_debug(),
+                key = %f.key,
+                expected = %f.sha256.escape_debug(),
                 actual = %sha256,
-                "skipping a damaged rule file: its content does not match its SHA-256"
+                "skipping a damaged {what}: its content does not match its SHA-256"
             );
-            if let Some(had) = old.get(&rule.id) {
-                synced.present.insert(rule.id.clone(), had.clone());
+            if let Some(had) = old.get(f.key) {
+                synced.present.insert(f.key.to_string(), had.clone());
             }
             continue;
         }
-        let file = folder.join(format!("{}.md", rule.id));
+        let file = root.join(&name);
         let current = std::fs::read(&file)
             .ok()
             .map(|bytes| dataport_common::digest::sha256_hex(&bytes));
         if current.as_deref() != Some(sha256.as_str()) {
-            dataport_common::fs::write_bytes_atomic(&file, rule.content.as_bytes())?;
+            dataport_common::fs::write_bytes_atomic(&file, f.content.as_bytes())?;
             synced.written += 1;
         }
-        synced.present.insert(rule.id.clone(), sha256);
+        synced.present.insert(f.key.to_string(), sha256);
     }
-    for id in old.keys() {
-        if listed.contains(id.as_str()) || !RuleFile::valid_id(id) {
+    for key in old.keys() {
+        if seen.contains(key.as_str()) {
             continue;
         }
-        let file = folder.join(format!("{id}.md"));
+        let Some(name) = (folder.file_of)(key) else {
+            continue;
+        };
+        let file = root.join(name);
         match std::fs::remove_file(&file) {
-            Ok(()) => synced.removed += 1,
+            Ok(()) => {
+                synced.removed += 1;
+                // Fails, as it should, while anything is left in them.
+                remove_empty_parents(dir, &file);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(ClientError::io(file, e)),
         }
-    }
-    if synced.removed > 0 {
-        // Fails, as it should, while anything is left in it.
-        let _ = std::fs::remove_dir(&folder);
     }
     Ok(synced)
 }
@@ -901,7 +1033,7 @@ mod tests {
     fn no_rules_no_folder() {
         let tmp = tempfile::tempdir().unwrap();
         let synced = sync_rules(tmp.path(), &BTreeMap::new(), &[]).unwrap();
-        assert_eq!(synced, RulesSynced::default());
+        assert_eq!(synced, Synced::default());
         assert!(!tmp.path().join(RULES_DIR).exists());
         // An empty rules/ the analyst made is not pull's to remove.
         std::fs::create_dir(tmp.path().join(RULES_DIR)).unwrap();
@@ -927,7 +1059,7 @@ mod tests {
         ];
         let rules: Vec<RuleFile> = bad.iter().map(|id| rule(id, "evil")).collect();
         let synced = sync_rules(root, &BTreeMap::new(), &rules).unwrap();
-        assert_eq!(synced, RulesSynced::default());
+        assert_eq!(synced, Synced::default());
         assert!(!root.join("x").exists() && !root.join("x.md").exists());
         assert_eq!(std::fs::read_dir(root.join(RULES_DIR)).unwrap().count(), 1);
         assert_eq!(
@@ -962,10 +1094,146 @@ mod tests {
         assert_eq!(again.present, first.present);
     }
 
+    fn doc(path: &str, content: &str) -> DocFile {
+        DocFile::new(path, content)
+    }
+
+    fn sync_docs(
+        root: &Path,
+        old: &BTreeMap<String, String>,
+        docs: &[DocFile],
+    ) -> Result<Synced, ClientError> {
+        let listed: Vec<Listed<'_>> = docs.iter().map(Listed::doc).collect();
+        sync_owned(root, &DOCS, old, &listed)
+    }
+
+    fn read_doc(root: &Path, path: &str) -> String {
+        std::fs::read_to_string(root.join(DOCS_DIR).join(path)).unwrap()
+    }
+
+    #[test]
+    fn docs_are_written_kept_rewritten_and_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let docs = root.join(DOCS_DIR);
+        let first = sync_docs(
+            root,
+            &BTreeMap::new(),
+            &[
+                doc("README.md", "# catalog\n"),
+                doc("tables/s.a.md", "# s.a\n"),
+                doc("tables/s.b.md", "# s.b\n"),
+                doc("profiles/s.a.json", "{}\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((first.written, first.removed), (4, 0));
+        assert_eq!(read_doc(root, "tables/s.a.md"), "# s.a\n");
+        std::fs::write(docs.join("my-notes.md"), "mine").unwrap();
+
+        // Unchanged files are not written again (their modification time stays).
+        let readme = docs.join("README.md");
+        let old_time = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000);
+        std::fs::File::options()
+            .write(true)
+            .open(&readme)
+            .unwrap()
+            .set_modified(old_time)
+            .unwrap();
+        // s.b is no longer pulled (its page and the only profile go), s.a's page changed.
+        let second = sync_docs(
+            root,
+            &first.present,
+            &[
+                doc("README.md", "# catalog\n"),
+                doc("tables/s.a.md", "# s.a, profiled\n"),
+            ],
+        )
+        .unwrap();
+        assert_eq!((second.written, second.removed), (1, 2));
+        assert_eq!(
+            std::fs::metadata(&readme).unwrap().modified().unwrap(),
+            old_time
+        );
+        assert_eq!(read_doc(root, "tables/s.a.md"), "# s.a, profiled\n");
+        assert!(!docs.join("tables/s.b.md").exists());
+        // The folder that emptied goes; the one still in use stays.
+        assert!(!docs.join("profiles").exists());
+        assert!(docs.join("tables").is_dir());
+        assert_eq!(
+            second.present.keys().collect::<Vec<_>>(),
+            ["README.md", "tables/s.a.md"]
+        );
+
+        // Nothing listed: pull's files go, the analyst's file and so docs/ stay…
+        let third = sync_docs(root, &second.present, &[]).unwrap();
+        assert_eq!((third.written, third.removed), (0, 2));
+        assert!(!docs.join("tables").exists());
+        assert_eq!(read_doc(root, "my-notes.md"), "mine");
+        // …until it is empty.
+        let fourth = sync_docs(root, &BTreeMap::new(), &[doc("README.md", "x")]).unwrap();
+        std::fs::remove_file(docs.join("my-notes.md")).unwrap();
+        sync_docs(root, &fourth.present, &[]).unwrap();
+        assert!(!docs.exists());
+    }
+
+    #[test]
+    fn docs_outside_the_folder_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        std::fs::write(root.join("views.sql"), "mine").unwrap();
+        let bad = [
+            "../views.sql",
+            "/tmp/x.md",
+            "tables/../../views.sql",
+            ".hidden",
+            "tables/.x.md",
+            "a b.md",
+            "",
+        ];
+        let docs: Vec<DocFile> = bad.iter().map(|p| doc(p, "evil")).collect();
+        let synced = sync_docs(root, &BTreeMap::new(), &docs).unwrap();
+        assert_eq!(synced, Synced::default());
+        assert_eq!(
+            std::fs::read_to_string(root.join("views.sql")).unwrap(),
+            "mine"
+        );
+        assert!(!root.join(DOCS_DIR).exists());
+        // Nor does a bad path in the record remove anything.
+        let old: BTreeMap<String, String> = [("../views.sql".to_string(), String::new())].into();
+        assert_eq!(sync_docs(root, &old, &[]).unwrap().removed, 0);
+        assert!(root.join("views.sql").exists());
+
+        // A damaged doc is skipped, and keeps what an earlier pull wrote.
+        let first = sync_docs(root, &BTreeMap::new(), &[doc("README.md", "# a\n")]).unwrap();
+        let mut damaged = doc("README.md", "# a\n");
+        damaged.content = "# a, truncated".into();
+        let again = sync_docs(root, &first.present, &[damaged]).unwrap();
+        assert_eq!((again.written, again.removed), (0, 0));
+        assert_eq!(read_doc(root, "README.md"), "# a\n");
+        assert_eq!(again.present, first.present);
+    }
+
+    #[test]
+    fn claimed_docs_are_recorded_before_they_are_written() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let state_path = root.join("state.json");
+        let mut state = LocalState::default();
+        let files = [doc("README.md", "# a\n"), doc("../x", "evil")];
+        let listed: Vec<Listed<'_>> = files.iter().map(Listed::doc).collect();
+        let synced = keep_owned(root, &state_path, &mut state, &DOCS, &listed).unwrap();
+        assert_eq!(synced.written, 1);
+        assert_eq!(state.docs, synced.present);
+        assert_eq!(load_state(&state_path).docs, synced.present);
+        assert!(state.rules.is_empty());
+    }
+
     #[test]
     fn the_record_of_rules_defaults_to_none() {
         let state: LocalState = serde_json::from_str(r#"{"server": "s", "user": "u"}"#).unwrap();
         assert!(state.rules.is_empty());
+        assert!(state.docs.is_empty());
     }
 
     #[test]

@@ -252,16 +252,51 @@ pub const INSTALL_DUCKDB: &str = "install DuckDB to get analytics.duckdb: the CL
     (https://duckdb.org/docs/installation, or `pip install duckdb-cli`) or the Python module \
     (`pip install duckdb`), then pull again";
 
-/// Runs `script` on `database` with the DuckDB CLI (statements on standard input, as it reads
-/// them) or, with [`DuckDb::Auto`] and no CLI on `PATH`, with Python's `duckdb` module.
+/// A DuckDB that runs SQL on this machine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Runner {
+    /// A `duckdb` executable: statements on standard input, the database as its argument.
+    Cli(PathBuf),
+    /// A Python interpreter whose `duckdb` module imports.
+    Python(PathBuf),
+}
+
+/// Which DuckDB `duckdb` names: the executable given, or with [`DuckDb::Auto`] the `duckdb`
+/// executable on `PATH`, else the first `python3` (or `python`) on `PATH` whose `duckdb` module
+/// imports; `None` when there is none (or with [`DuckDb::Off`]).
+pub(crate) fn find(duckdb: &DuckDb) -> Option<Runner> {
+    match duckdb {
+        DuckDb::Off => None,
+        DuckDb::Path(p) => Some(Runner::Cli(p.clone())),
+        DuckDb::Auto => find_on_path("duckdb").map(Runner::Cli).or_else(|| {
+            ["python3", "python"]
+                .into_iter()
+                .filter_map(find_on_path)
+                .find(|python| has_duckdb_module(python))
+                .map(Runner::Python)
+        }),
+    }
+}
+
+/// Whether `import duckdb` works in `python`.
+fn has_duckdb_module(python: &Path) -> bool {
+    std::process::Command::new(python)
+        .args(["-c", "import duckdb"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Runs `script` on `database` with the DuckDB [`find`] finds: the CLI (statements on standard
+/// input, as it reads them) or Python's `duckdb` module.
 pub(crate) fn apply(duckdb: &DuckDb, database: &Path, script: &Path) -> ViewsOutcome {
-    let exe = match duckdb {
-        DuckDb::Off => return ViewsOutcome::Off,
-        DuckDb::Path(p) => p.clone(),
-        DuckDb::Auto => match find_on_path("duckdb") {
-            Some(p) => p,
-            None => return apply_with_python(database, script),
-        },
+    let exe = match (duckdb, find(duckdb)) {
+        (DuckDb::Off, _) => return ViewsOutcome::Off,
+        (_, None) => return ViewsOutcome::NoDuckDb,
+        (_, Some(Runner::Python(python))) => return apply_with_python(&python, database, script),
+        (_, Some(Runner::Cli(exe))) => exe,
     };
     let failed = |message: String| ViewsOutcome::Failed {
         duckdb: exe.clone(),
@@ -299,57 +334,43 @@ pub(crate) fn apply(duckdb: &DuckDb, database: &Path, script: &Path) -> ViewsOut
     }
 }
 
-/// Exit code of [`python_apply`] when the interpreter has no `duckdb` module.
-const NO_MODULE: i32 = 3;
-
 /// Python that applies the script (`argv[2]`) to the database (`argv[1]`) with the `duckdb`
 /// module, which runs several statements in one `execute`.
-fn python_apply() -> String {
-    format!(
-        "import sys
-try:
-    import duckdb
-except ImportError:
-    sys.exit({NO_MODULE})
+const PYTHON_APPLY: &str = "import sys
+import duckdb
 con = duckdb.connect(sys.argv[1])
 try:
     with open(sys.argv[2], encoding='utf-8') as f:
         con.execute(f.read())
 finally:
     con.close()
-"
-    )
-}
+";
 
-/// [`apply`] through the first `python3` or `python` on `PATH` that has the `duckdb` module.
-fn apply_with_python(database: &Path, script: &Path) -> ViewsOutcome {
-    for name in ["python3", "python"] {
-        let Some(python) = find_on_path(name) else {
-            continue;
-        };
-        let output = std::process::Command::new(&python)
-            .arg("-c")
-            .arg(python_apply())
-            .arg(database)
-            .arg(script)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .output();
-        return match output {
-            Ok(out) if out.status.success() => ViewsOutcome::Applied {
-                duckdb: python,
-                database: database.to_path_buf(),
-            },
-            Ok(out) if out.status.code() == Some(NO_MODULE) => continue,
-            Ok(out) => ViewsOutcome::Failed {
-                duckdb: python,
-                message: last_line(&String::from_utf8_lossy(&out.stderr)),
-            },
-            Err(_) => continue,
-        };
+/// [`apply`] through `python`, whose `duckdb` module [`find`] found.
+fn apply_with_python(python: &Path, database: &Path, script: &Path) -> ViewsOutcome {
+    let output = std::process::Command::new(python)
+        .arg("-c")
+        .arg(PYTHON_APPLY)
+        .arg(database)
+        .arg(script)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .output();
+    match output {
+        Ok(out) if out.status.success() => ViewsOutcome::Applied {
+            duckdb: python.to_path_buf(),
+            database: database.to_path_buf(),
+        },
+        Ok(out) => ViewsOutcome::Failed {
+            duckdb: python.to_path_buf(),
+            message: last_line(&String::from_utf8_lossy(&out.stderr)),
+        },
+        Err(e) => ViewsOutcome::Failed {
+            duckdb: python.to_path_buf(),
+            message: format!("cannot run it: {e}"),
+        },
     }
-    ViewsOutcome::NoDuckDb
 }
 
 /// A Python traceback's last line: the exception and its message.

@@ -113,3 +113,88 @@ impl RuleFile {
         })
     }
 }
+
+/// `GET /api/v1/sync/docs`: what an assistant needs to work on the caller's laptop (their
+/// catalog, with a page and a profile for each table they pull), which `dataport pull` keeps
+/// in `docs/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocFiles {
+    pub files: Vec<DocFile>,
+}
+
+/// One file of `docs/`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DocFile {
+    /// Where it goes under `docs/` (`README.md`, `tables/<schema>.<table>.md`, …): see
+    /// [`DocFile::valid_path`].
+    pub path: String,
+    /// SHA-256 of `content`, hex.
+    pub sha256: String,
+    /// The text to write.
+    pub content: String,
+}
+
+impl DocFile {
+    /// The file `path` holding `content`, with its digest.
+    pub fn new(path: impl Into<String>, content: impl Into<String>) -> Self {
+        let content = content.into();
+        Self {
+            path: path.into(),
+            sha256: crate::digest::sha256_hex(content.as_bytes()),
+            content,
+        }
+    }
+
+    /// Whether `path` is safe to write under `docs/`: a relative path of plain names made of
+    /// ASCII letters, digits, `.`, `_` and `-` (none starting with `.`, so no `..` and no
+    /// hidden or temporary file), at most 255 bytes.
+    pub fn valid_path(path: &str) -> bool {
+        path.len() <= 255
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'))
+            && crate::fs::is_plain_relative(path)
+            && path.split('/').all(|part| !part.starts_with('.'))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DocFile;
+
+    #[test]
+    fn doc_paths_are_plain_relative_names() {
+        for good in [
+            "README.md",
+            "catalog.json",
+            "tables/tpch.orders.md",
+            "profiles/s_1.t-2.json",
+        ] {
+            assert!(DocFile::valid_path(good), "{good}");
+        }
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x.md",
+            "tables/../../x.md",
+            "tables/./x.md",
+            "tables//x.md",
+            ".hidden.md",
+            "tables/.x.md.tmp",
+            "tables\\x.md",
+            "tables/a b.md",
+            "tables/é.md",
+            "tables/x.md\0",
+            "tables/",
+            &"a".repeat(256),
+        ] {
+            assert!(!DocFile::valid_path(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_doc_file_carries_the_digest_of_its_content() {
+        let f = DocFile::new("README.md", "# hi\n");
+        assert_eq!(f.sha256, crate::digest::sha256_hex(b"# hi\n"));
+    }
+}

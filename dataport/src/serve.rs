@@ -366,6 +366,7 @@ async fn serve(
             push_sources: dataport_web::PushSources::new(push_sources),
             metrics_allow: config.settings.metrics_allow.clone(),
             trusted_proxies: config.settings.trusted_proxies.clone(),
+            mcp: crate::wiring::mcp_options(&config),
         },
     });
     let shutdown = {

@@ -155,3 +155,20 @@ fn flatten_settings(prefix: &str, value: serde_json::Value, out: &mut Vec<(Strin
         other => out.push((prefix.to_string(), other.to_string())),
     }
 }
+
+/// The MCP endpoint's settings (`mcp.*`).
+pub(crate) fn mcp_options(config: &Config) -> dataport_web::McpOptions {
+    let s = &config.settings;
+    dataport_web::McpOptions {
+        enabled: s.enabled,
+        limits: dataport_mcp::Limits {
+            default_rows: s.default_rows,
+            max_rows: s.max_rows,
+            max_bytes: s.max_result_size.0,
+        },
+        calls_per_minute: s.calls_per_minute,
+        max_concurrent: s.max_concurrent_queries,
+        session_idle: s.session_timeout,
+        allowed_origins: s.allowed_origins.clone(),
+    }
+}

@@ -238,7 +238,8 @@ fn marker_text(scale: f64) -> String {
 }
 
 /// The demo analysts' notes (user, `notes.md`), as if each had pushed them: what the
-/// corporate-memory collector extracts on a demo server. One item is in both (it merges), one
+/// corporate-memory collector extracts on a demo server. Each writes only about tables they
+/// may read (`analyst` is `dataread`, so nothing on the private `tpch.customer`). One item is in both (it merges), one
 /// line is marked private and one holds a password in a URL (both held for their author).
 pub const DEMO_NOTES: [(&str, &str); 2] = [
     (
@@ -250,9 +251,9 @@ pub const DEMO_NOTES: [(&str, &str); 2] = [
          - Revenue is `l_extendedprice * (1 - l_discount)`; add `l_tax` only when finance asks for gross revenue.\n\
          - Join `lineitem` to `orders` on `l_orderkey = o_orderkey`; an order has one to seven line items.\n\
          \n\
-         ## Customers\n\
-         - `customer.c_mktsegment` has five segments; BUILDING is the largest.\n\
-         - Ask maria.lopez@example.com before sharing customer lists outside the team. <!-- private -->\n\
+         ## Parts\n\
+         - `part.p_type` is three words (e.g. ECONOMY ANODIZED BRASS); filter the material with `LIKE '%BRASS'`.\n\
+         - Ask maria.lopez@example.com before sharing supplier price lists outside the team. <!-- private -->\n\
          \n\
          ## Performance\n\
          - Filter `lineitem` on `l_shipdate` first: most queries only need the last year, and the scan reads far less.\n",
@@ -264,6 +265,9 @@ pub const DEMO_NOTES: [(&str, &str); 2] = [
          ## Orders\n\
          - Revenue is `l_extendedprice * (1 - l_discount)`; add `l_tax` only when finance asks for gross revenue.\n\
          - Returned line items have `l_returnflag = 'R'`; leave them out of net revenue.\n\
+         \n\
+         ## Customers\n\
+         - `customer.c_mktsegment` has five segments; BUILDING is the largest.\n\
          \n\
          ## Suppliers\n\
          - `supplier.s_acctbal` can be negative: those suppliers owe us money, so do not sum it as a liability.\n\

@@ -83,6 +83,8 @@ pub struct RequestContext {
     pub request_id: String,
     /// Where the request's queries count the rows they serve, for its trace.
     pub tally: Arc<Tally>,
+    /// The assistant's tool that asked (MCP), recorded with each query in the audit log.
+    pub tool: Option<String>,
 }
 
 impl RequestContext {
@@ -92,7 +94,14 @@ impl RequestContext {
             surface,
             request_id: request_id.into(),
             tally: Arc::default(),
+            tool: None,
         }
+    }
+
+    /// The context of a query asked for by the MCP tool `tool`.
+    pub fn with_tool(mut self, tool: impl Into<String>) -> Self {
+        self.tool = Some(tool.into());
+        self
     }
 
     /// The context with the tally of the request's [`RequestTrace`](crate::telemetry::RequestTrace).
@@ -851,6 +860,7 @@ struct QueryGuard {
     user: String,
     request_id: String,
     tally: Arc<Tally>,
+    tool: Option<String>,
     sql: String,
     tables: Vec<String>,
     started: Instant,
@@ -870,6 +880,7 @@ impl QueryGuard {
             user: ctx.principal.name.clone(),
             request_id: ctx.request_id.clone(),
             tally: Arc::clone(&ctx.tally),
+            tool: ctx.tool.clone(),
             sql: truncate(sql, AUDIT_SQL_CHARS).to_string(),
             tables: Vec::new(),
             started,
@@ -906,6 +917,7 @@ impl QueryGuard {
                 duration_ms: elapsed.as_millis() as u64,
                 outcome: outcome.as_str().to_string(),
                 error: error.map(|e| truncate(&e.to_string(), 2_000).to_string()),
+                tool: self.tool.take(),
             });
         }
     }

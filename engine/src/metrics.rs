@@ -13,15 +13,23 @@ pub enum Surface {
     Flight,
     /// Jobs and other work started by the server itself.
     Internal,
+    /// AI assistants' tool calls over the Model Context Protocol.
+    Mcp,
 }
 
 impl Surface {
-    const ALL: [Surface; 3] = [Surface::Http, Surface::Flight, Surface::Internal];
+    const ALL: [Surface; 4] = [
+        Surface::Http,
+        Surface::Flight,
+        Surface::Internal,
+        Surface::Mcp,
+    ];
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Http => "http",
             Self::Flight => "flight",
             Self::Internal => "internal",
+            Self::Mcp => "mcp",
         }
     }
     fn idx(self) -> usize {
@@ -66,7 +74,7 @@ impl Outcome {
 const BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
-const SURFACES: usize = 3;
+const SURFACES: usize = 4;
 const OUTCOMES: usize = 5;
 
 /// A latency histogram (Prometheus buckets, count and sum).

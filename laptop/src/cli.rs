@@ -1,4 +1,4 @@
-//! `login`, `logout`, `pull`, `push` and `notify`: the analyst's commands, wired to the
+//! `login`, `logout`, `pull`, `push`, `notify` and `mcp`: the analyst's commands, wired to the
 //! `dataport-client` crate with a progress bar and one-line summaries.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
@@ -55,6 +55,9 @@ pub enum ClientCommand {
     /// Your notification scripts on the server: list them, run them now, test one.
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Serve the data tools to a local AI assistant over MCP (standard input and output):
+    /// through the server you logged in to, or from the pulled files when it cannot be reached.
+    Mcp(McpArgs),
 }
 
 /// `dataport notify …`.
@@ -91,6 +94,7 @@ pub fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Pull(args) => pull(args),
         ClientCommand::Push(args) => push(args),
         ClientCommand::Notify(command) => notify(command),
+        ClientCommand::Mcp(args) => mcp(args),
     }
 }
 
@@ -169,6 +173,24 @@ pub struct PushArgs {
     /// Print the report as JSON
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct McpArgs {
+    /// The server's HTTP address [default: the one you logged in to; the login must be for it]
+    #[arg(long)]
+    server: Option<String>,
+    /// The pull folder, answered from when the server cannot be reached [default: ~/dataport]
+    #[arg(long, env = "DATAPORT_DIR")]
+    dir: Option<PathBuf>,
+    /// The duckdb executable for offline queries (default: duckdb on PATH, else Python's
+    /// duckdb module, as pull finds it)
+    #[arg(long, value_name = "PATH")]
+    duckdb: Option<PathBuf>,
+    /// Log to standard error when the server stops or starts answering (standard output
+    /// carries only MCP messages)
+    #[arg(long, short)]
+    verbose: bool,
 }
 
 fn parse_rate(s: &str) -> Result<u64, String> {
@@ -435,24 +457,47 @@ fn summary(r: &PullReport) -> String {
     s
 }
 
-/// `rules: 3 in rules/ (1 new or changed, 1 removed)`, when there are rule files or some went.
+/// `rules: 3 in rules/ (1 new or changed, 1 removed)` and `docs: 12 in docs/ (unchanged)`,
+/// each when there are such files or some went.
 fn rules_line(r: &PullReport) -> Option<String> {
-    if r.rules == 0 && r.rules_written == 0 && r.rules_removed == 0 {
-        return None;
-    }
-    let mut changes = Vec::new();
-    if r.rules_written > 0 {
-        changes.push(format!("{} new or changed", r.rules_written));
-    }
-    if r.rules_removed > 0 {
-        changes.push(format!("{} removed", r.rules_removed));
-    }
-    let changes = if changes.is_empty() {
-        "unchanged".to_string()
-    } else {
-        changes.join(", ")
+    let folders = [
+        ("rules", r.rules, r.rules_written, r.rules_removed),
+        ("docs", r.docs, r.docs_written, r.docs_removed),
+    ];
+    let lines: Vec<String> = folders
+        .into_iter()
+        .filter(|&(_, n, written, removed)| n > 0 || written > 0 || removed > 0)
+        .map(|(name, n, written, removed)| {
+            let mut changes = Vec::new();
+            if written > 0 {
+                changes.push(format!("{written} new or changed"));
+            }
+            if removed > 0 {
+                changes.push(format!("{removed} removed"));
+            }
+            let changes = if changes.is_empty() {
+                "unchanged".to_string()
+            } else {
+                changes.join(", ")
+            };
+            format!("{name}: {n} in {name}/ ({changes})")
+        })
+        .collect();
+    (!lines.is_empty()).then(|| lines.join("\n"))
+}
+
+/// `dataport mcp`: MCP over standard input and output until the assistant closes it.
+fn mcp(args: McpArgs) -> anyhow::Result<()> {
+    init_cli_logging(!args.verbose);
+    let options = dataport_client::McpOptions {
+        server: args.server,
+        dir: pull_dir(args.dir)?,
+        credentials: credentials_path()?,
+        duckdb: args.duckdb.map_or(DuckDb::Auto, DuckDb::Path),
+        retry_every: dataport_client::RETRY_EVERY,
     };
-    Some(format!("rules: {} in rules/ ({changes})", r.rules))
+    runtime()?.block_on(dataport_client::serve_mcp_stdio(options))?;
+    Ok(())
 }
 
 fn push(args: PushArgs) -> anyhow::Result<()> {
@@ -769,6 +814,9 @@ mod tests {
             rules,
             rules_written,
             rules_removed,
+            docs: 0,
+            docs_written: 0,
+            docs_removed: 0,
             seconds: 0.5,
         }
     }
@@ -793,6 +841,11 @@ mod tests {
             summary(&report(3, 1, 1))
                 .ends_with("\nrules: 3 in rules/ (1 new or changed, 1 removed)")
         );
+        let mut both = report(3, 0, 0);
+        (both.docs, both.docs_written, both.docs_removed) = (12, 2, 1);
+        assert!(summary(&both).ends_with(
+            "\nrules: 3 in rules/ (unchanged)\ndocs: 12 in docs/ (2 new or changed, 1 removed)"
+        ));
     }
 
     #[test]

@@ -20,21 +20,45 @@ pub const MAX_PER_PAGE: usize = 100;
 pub const DEFAULT_PER_PAGE: usize = 20;
 
 /// Who is reading.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Viewer {
     pub id: i64,
     pub name: String,
     pub admin: bool,
+    /// Names the reader may not learn of (lower case): tables outside their grants as
+    /// `schema.table` and `table.` (a column prefix), and those tables' own column names. An
+    /// item that mentions one is not shown to them, unless they wrote it.
+    pub withheld: Vec<String>,
 }
 
 /// The one rule of who sees an item: a published item is the team's; a held item only its
-/// authors' (the accounts whose notes hold it); a retired one its authors' and admins'.
+/// authors' (the accounts whose notes hold it); a retired one its authors' and admins'. And
+/// nobody but its authors sees an item that names a table they may not read.
 pub fn visible(item: &MemoryItem, viewer: &Viewer) -> bool {
-    match item.state.as_str() {
+    let by_state = match item.state.as_str() {
         "published" => true,
         "held" => is_source(item, viewer),
         _ => viewer.admin || is_source(item, viewer),
-    }
+    };
+    by_state
+        && (viewer.withheld.is_empty()
+            || is_source(item, viewer)
+            || !mentions_withheld(item, viewer))
+}
+
+/// Whether the item's title, content or tags name something `viewer` may not know of, as a
+/// whole word (`tpch.customer`, `customer.c_name`, `c_custkey`; not `customers`).
+fn mentions_withheld(item: &MemoryItem, viewer: &Viewer) -> bool {
+    let text = format!("{}\n{}\n{}", item.title, item.content, item.tags.join("\n")).to_lowercase();
+    let word = |c: char| c.is_alphanumeric() || c == '_';
+    viewer.withheld.iter().any(|term| {
+        let prefix = term.ends_with('.');
+        text.match_indices(term.as_str()).any(|(at, _)| {
+            let before = text[..at].chars().next_back();
+            let after = text[at + term.len()..].chars().next();
+            !before.is_some_and(|c| word(c) || c == '.') && (prefix || !after.is_some_and(word))
+        })
+    })
 }
 
 fn is_source(item: &MemoryItem, viewer: &Viewer) -> bool {
@@ -499,8 +523,38 @@ mod tests {
         Viewer {
             id,
             name: format!("u{id}"),
-            admin: false,
+            ..Viewer::default()
         }
+    }
+
+    #[test]
+    fn items_naming_a_withheld_table_are_their_authors_only() {
+        let mut it = item("km_000000000009", "published", 0, 0, vec![src(1, "[]")]);
+        it.title = "customer.c_mktsegment has five segments".into();
+        let reader = Viewer {
+            withheld: vec![
+                "tpch.customer".into(),
+                "customer.".into(),
+                "c_custkey".into(),
+            ],
+            ..viewer(2)
+        };
+        assert!(!visible(&it, &reader));
+        assert!(visible(
+            &it,
+            &Viewer {
+                withheld: reader.withheld.clone(),
+                ..viewer(1)
+            }
+        ));
+        assert!(visible(&it, &viewer(2)));
+        it.title = "Our customers. Count them by c_custkeys".into();
+        assert!(
+            visible(&it, &reader),
+            "'customers.' and 'c_custkeys' are other words"
+        );
+        it.title = "Join on C_CUSTKEY".into();
+        assert!(!visible(&it, &reader));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub struct AuditEntry {
     /// `ok`, `error`, `refused`, `timeout`, `cancelled`.
     pub outcome: String,
     pub error: Option<String>,
+    /// The MCP tool that ran the statement (an assistant's call); none for other surfaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool: Option<String>,
 }
 
 /// Which entries to read back.
@@ -128,7 +131,7 @@ impl StateStore {
         let conn = self.lock();
         let mut stmt = conn.prepare(
             "SELECT at_ms, user_name, surface, request_id, sql, tables, rows, bytes,
-                    duration_ms, outcome, error, account_id
+                    duration_ms, outcome, error, account_id, tool
              FROM audit_log WHERE ?1 IS NULL OR user_name = ?1
              ORDER BY id DESC LIMIT ?2",
         )?;
@@ -151,6 +154,7 @@ impl StateStore {
                 duration_ms: r.get::<_, i64>(8)? as u64,
                 outcome: r.get(9)?,
                 error: r.get(10)?,
+                tool: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -177,8 +181,8 @@ fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEntry]) -> rusqlit
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO audit_log (at_ms, user_name, surface, request_id, sql, tables, rows,
-                                    bytes, duration_ms, outcome, error, account_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                                    bytes, duration_ms, outcome, error, account_id, tool)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         )?;
         for e in batch {
             stmt.execute(params![
@@ -194,6 +198,7 @@ fn write_batch(conn: &mut rusqlite::Connection, batch: &[AuditEntry]) -> rusqlit
                 e.outcome,
                 e.error,
                 e.account_id,
+                e.tool,
             ])?;
         }
     }

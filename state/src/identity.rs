@@ -117,6 +117,8 @@ pub struct ApiTokenRecord {
     pub expires_at: Option<i64>,
     pub last_used_at: Option<i64>,
     pub revoked_at: Option<i64>,
+    /// What the token may do: none for the whole API, `assistant` for the MCP endpoint only.
+    pub scope: Option<String>,
 }
 
 /// One password login attempt.
@@ -472,15 +474,15 @@ impl StateStore {
     pub fn add_api_token(&self, token: &ApiTokenRecord) -> Result<()> {
         let conn = self.lock();
         let n = conn.execute(
-            "INSERT INTO account_tokens (id, account_id, label, secret_hash, created_at, expires_at)
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2)",
+            INSERT_TOKEN,
             params![
                 token.id,
                 token.account_id,
                 token.label,
                 token.secret_hash,
                 token.created_at,
-                token.expires_at
+                token.expires_at,
+                token.scope
             ],
         )?;
         if n == 0 {
@@ -624,8 +626,14 @@ impl StateStore {
 }
 
 const TOKEN_COLUMNS: &str = "SELECT t.id, t.account_id, a.username, t.label, t.secret_hash,
-        t.created_at, t.expires_at, t.last_used_at, t.revoked_at
+        t.created_at, t.expires_at, t.last_used_at, t.revoked_at, t.scope
         FROM account_tokens t JOIN accounts a ON a.id = t.account_id";
+
+/// Inserts an API token (`?1`–`?7`: id, account, label, secret hash, created, expires, scope)
+/// when its account exists.
+pub(crate) const INSERT_TOKEN: &str = "INSERT INTO account_tokens (id, account_id, label,
+        secret_hash, created_at, expires_at, scope)
+        SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7 WHERE EXISTS (SELECT 1 FROM accounts WHERE id = ?2)";
 
 fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
     Ok(ApiTokenRecord {
@@ -638,6 +646,7 @@ fn token_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiTokenRecord> {
         expires_at: r.get(6)?,
         last_used_at: r.get(7)?,
         revoked_at: r.get(8)?,
+        scope: r.get(9)?,
     })
 }
 

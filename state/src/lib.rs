@@ -5,7 +5,8 @@
 //! connector table, the run history of jobs, table profiles, analysts' pulls, push sources'
 //! queues of deliveries and the items they wrote, notifications (analysts' scripts, their
 //! runs and cooldowns, what was sent, linked Telegram chats, desktop tokens), and corporate
-//! memory (knowledge items, their sources and votes, collected notes and session transcripts).
+//! memory (knowledge items, their sources and votes, collected notes and session transcripts),
+//! and the OAuth clients of assistants with the authorization codes issued to them.
 //!
 //! [`StateStore`] owns the schema and its versioned migrations ([`migrations`]) and offers typed
 //! operations; no other crate writes SQL against this database. It may be opened by several
@@ -23,6 +24,7 @@ mod jobs;
 mod memory;
 mod migrations;
 mod notify;
+mod oauth;
 mod profiles;
 mod push;
 mod sync;
@@ -48,6 +50,7 @@ pub use notify::{
     DesktopToken, NewNotifyRun, NotifyRun, NotifyRunEnd, NotifyScript, StoredNotification,
     TelegramLink,
 };
+pub use oauth::{CodeRedemption, OAuthClient, OAuthCode, RegistrationLimit};
 pub use profiles::StoredProfile;
 pub use push::{Enqueued, NewPushEvent, PushEvent, PushItem, PushQueue};
 pub use sync::{FileDigest, PULL_WINDOW_MS, PullRecord, PulledFile, mtime_ns, relative_path};

@@ -8,7 +8,7 @@ use rusqlite::Connection;
 use crate::error::{Result, StateError};
 
 /// Each step brings the schema from version `i` to `i + 1`.
-const STEPS: &[&str] = &[
+pub(crate) const STEPS: &[&str] = &[
     // 1: identities, grants, tokens, login attempts, settings, audit log.
     "
     CREATE TABLE settings (
@@ -551,6 +551,40 @@ const STEPS: &[&str] = &[
         stored_ms  INTEGER NOT NULL,
         PRIMARY KEY (account_id, sha256)
     );
+    ",
+    // 15: assistants (MCP). An API token may have a scope (none: the whole API; 'assistant':
+    // only the MCP endpoint); an audit entry may name the MCP tool that ran it; the OAuth 2.1
+    // clients that registered themselves (RFC 7591: public clients, their redirect URIs as a
+    // JSON array, the address they registered from, for the rate limit) and the authorization
+    // codes issued to them (only the code's SHA-256; single use: a second use finds `used_at`
+    // set and revokes the token issued for the first, `token_id`).
+    "
+    ALTER TABLE account_tokens ADD COLUMN scope TEXT;
+    ALTER TABLE audit_log ADD COLUMN tool TEXT;
+    CREATE TABLE oauth_clients (
+        client_id     TEXT PRIMARY KEY,
+        client_name   TEXT NOT NULL,
+        redirect_uris TEXT NOT NULL,
+        created_at    INTEGER NOT NULL,
+        last_used_at  INTEGER,
+        address       TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX oauth_clients_address ON oauth_clients (address, created_at);
+    CREATE INDEX oauth_clients_created ON oauth_clients (created_at);
+    CREATE TABLE oauth_codes (
+        code_hash      TEXT PRIMARY KEY,
+        client_id      TEXT NOT NULL REFERENCES oauth_clients (client_id) ON DELETE CASCADE,
+        account_id     INTEGER NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
+        redirect_uri   TEXT NOT NULL,
+        code_challenge TEXT NOT NULL,
+        scope          TEXT NOT NULL,
+        resource       TEXT,
+        created_at     INTEGER NOT NULL,
+        expires_at     INTEGER NOT NULL,
+        used_at        INTEGER,
+        token_id       TEXT
+    );
+    CREATE INDEX oauth_codes_expires ON oauth_codes (expires_at);
     ",
 ];
 

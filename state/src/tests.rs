@@ -117,6 +117,7 @@ fn api_tokens_and_revocation() {
         expires_at: None,
         last_used_at: None,
         revoked_at: None,
+        scope: None,
     };
     store.add_api_token(&t).unwrap();
     assert!(matches!(
@@ -199,6 +200,7 @@ fn audit_entries_are_written_in_the_background() {
             duration_ms: 2,
             outcome: "ok".into(),
             error: None,
+            tool: None,
         });
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
@@ -244,6 +246,7 @@ fn audit_entries_are_written_in_the_background() {
         duration_ms: 0,
         outcome: "unauthenticated".into(),
         error: None,
+        tool: None,
     });
     log.record(AuditEntry {
         at_ms: 86_400_000 + 9,
@@ -258,6 +261,7 @@ fn audit_entries_are_written_in_the_background() {
         duration_ms: 0,
         outcome: "error".into(),
         error: Some("no column x".into()),
+        tool: None,
     });
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let days = loop {
@@ -802,4 +806,294 @@ fn memory_review_moderation_and_failures() {
         store.last_memory_collection().unwrap().unwrap().started_ms,
         104
     );
+}
+
+/// A store at schema version 14 (before assistants), with an account, an API token and an
+/// audit entry, made by the released steps themselves.
+fn schema_14_store(path: &std::path::Path) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+    for step in &migrations::STEPS[..14] {
+        conn.execute_batch(step).unwrap();
+    }
+    conn.pragma_update(None, "user_version", 14).unwrap();
+    conn.execute_batch(
+        "INSERT INTO accounts (username, password_hash, created_at, password_changed_at,
+                               updated_at) VALUES ('ana', 'h', 1, 1, 1);
+         INSERT INTO account_tokens (id, account_id, label, secret_hash, created_at)
+             VALUES ('t14', 1, 'laptop', 'sha', 5);
+         INSERT INTO audit_log (at_ms, user_name, surface, request_id, sql, tables, rows, bytes,
+                                duration_ms, outcome, account_id)
+             VALUES (7, 'ana', 'http', 'r14', 'SELECT 1', '', 1, 8, 2, 'ok', 1);",
+    )
+    .unwrap();
+}
+
+#[test]
+fn schema_15_upgrades_a_version_14_store_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dataport.sqlite");
+    schema_14_store(&path);
+    let store = StateStore::open_file(&path).unwrap();
+    let version: i64 = store
+        .lock()
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version as usize, migrations::STEPS.len());
+    assert!(version >= 15);
+    // What was there is kept: the token has no scope (the whole API), the entry no tool.
+    let token = store.api_token("t14").unwrap().unwrap();
+    assert_eq!((token.label.as_str(), token.scope), ("laptop", None));
+    let entries = store
+        .audit_entries(&AuditQuery {
+            user: None,
+            limit: 5,
+        })
+        .unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(
+        (entries[0].request_id.as_str(), &entries[0].tool),
+        ("r14", &None)
+    );
+    // An entry without a tool serializes as before.
+    let json = serde_json::to_value(&entries[0]).unwrap();
+    assert!(json.get("tool").is_none(), "{json}");
+    // The new tables are there.
+    assert_eq!(store.oauth_client("none").unwrap(), None);
+    assert_eq!(store.oauth_code("none").unwrap(), None);
+    drop(store);
+    // Opening again migrates nothing.
+    StateStore::open_file(&path).unwrap();
+}
+
+#[test]
+fn a_token_keeps_its_scope_and_an_audit_entry_its_tool() {
+    let (_dir, store) = store();
+    let ana = store.add_user("ana", "h", &[]).unwrap();
+    store
+        .add_api_token(&ApiTokenRecord {
+            id: "as1".into(),
+            account_id: ana,
+            user: "ana".into(),
+            label: "Claude".into(),
+            secret_hash: "sha".into(),
+            created_at: 10,
+            expires_at: Some(100),
+            last_used_at: None,
+            revoked_at: None,
+            scope: Some("assistant".into()),
+        })
+        .unwrap();
+    let listed = store.api_tokens(Some("ana")).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].scope.as_deref(), Some("assistant"));
+
+    let log = store.audit_log().unwrap();
+    log.record(AuditEntry {
+        at_ms: 1,
+        account_id: Some(ana),
+        user: "ana".into(),
+        surface: "mcp".into(),
+        request_id: "r1".into(),
+        sql: "SELECT 1".into(),
+        tables: vec![],
+        rows: 1,
+        bytes: 8,
+        duration_ms: 1,
+        outcome: "ok".into(),
+        error: None,
+        tool: Some("run_query".into()),
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let entry = loop {
+        let all = store
+            .audit_entries(&AuditQuery {
+                user: None,
+                limit: 1,
+            })
+            .unwrap();
+        if let Some(e) = all.into_iter().next() {
+            break e;
+        }
+        assert!(std::time::Instant::now() < deadline, "entry not written");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(entry.tool.as_deref(), Some("run_query"));
+    assert_eq!(serde_json::to_value(&entry).unwrap()["tool"], "run_query");
+}
+
+fn oauth_client(id: &str, address: &str, at: i64) -> OAuthClient {
+    OAuthClient {
+        client_id: id.into(),
+        client_name: format!("client {id}"),
+        redirect_uris: vec![
+            "http://127.0.0.1:3000/cb".into(),
+            "https://x.example/cb".into(),
+        ],
+        created_at: at,
+        last_used_at: None,
+        address: address.into(),
+    }
+}
+
+#[test]
+fn oauth_clients_register_within_their_limits() {
+    let (_dir, store) = store();
+    let limit = RegistrationLimit {
+        since: 1_000,
+        per_address: 2,
+        total: 3,
+    };
+    // Registered before the window: not counted.
+    assert!(
+        store
+            .add_oauth_client(&oauth_client("old", "a", 900), &limit)
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_oauth_client(&oauth_client("c1", "a", 1_000), &limit)
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_oauth_client(&oauth_client("c2", "a", 1_001), &limit)
+            .unwrap()
+    );
+    assert!(
+        !store
+            .add_oauth_client(&oauth_client("c3", "a", 1_002), &limit)
+            .unwrap()
+    );
+    assert!(
+        store
+            .add_oauth_client(&oauth_client("c4", "b", 1_003), &limit)
+            .unwrap()
+    );
+    // Three in the window: nobody else now.
+    assert!(
+        !store
+            .add_oauth_client(&oauth_client("c5", "c", 1_004), &limit)
+            .unwrap()
+    );
+    let c1 = store.oauth_client("c1").unwrap().unwrap();
+    assert_eq!(c1, oauth_client("c1", "a", 1_000));
+    assert_eq!(store.oauth_client("c3").unwrap(), None);
+    // A day later, the clients that never got a token are forgotten.
+    let later = RegistrationLimit {
+        since: 100_000,
+        ..limit
+    };
+    assert!(
+        store
+            .add_oauth_client(&oauth_client("c6", "a", 100_000), &later)
+            .unwrap()
+    );
+    assert_eq!(store.oauth_client("c1").unwrap(), None);
+    assert!(store.oauth_client("c6").unwrap().is_some());
+}
+
+#[test]
+fn an_oauth_code_is_redeemed_once_and_a_second_use_revokes_its_token() {
+    let (_dir, store) = store();
+    let ana = store.add_user("ana", "h", &[]).unwrap();
+    let limit = RegistrationLimit {
+        since: 0,
+        per_address: 10,
+        total: 10,
+    };
+    assert!(
+        store
+            .add_oauth_client(&oauth_client("cl", "a", 1_000), &limit)
+            .unwrap()
+    );
+    let code = OAuthCode {
+        code_hash: "h1".into(),
+        client_id: "cl".into(),
+        account_id: ana,
+        redirect_uri: "http://127.0.0.1:3000/cb".into(),
+        code_challenge: "ch".into(),
+        scope: "mcp".into(),
+        resource: Some("http://s/mcp".into()),
+        created_at: 1_000,
+        expires_at: 1_060,
+        used_at: None,
+        token_id: None,
+    };
+    store.add_oauth_code(&code).unwrap();
+    assert_eq!(store.oauth_code("h1").unwrap(), Some(code.clone()));
+    let token = |id: &str| ApiTokenRecord {
+        id: id.into(),
+        account_id: ana,
+        user: "ana".into(),
+        label: "client cl (OAuth)".into(),
+        secret_hash: "sha".into(),
+        created_at: 1_010,
+        expires_at: Some(9_999),
+        last_used_at: None,
+        revoked_at: None,
+        scope: Some("assistant".into()),
+    };
+    assert_eq!(
+        store.redeem_oauth_code("h1", 1_010, &token("tk1")).unwrap(),
+        CodeRedemption::Issued
+    );
+    let issued = store.api_token("tk1").unwrap().unwrap();
+    assert_eq!(issued.scope.as_deref(), Some("assistant"));
+    assert_eq!(issued.revoked_at, None);
+    let used = store.oauth_code("h1").unwrap().unwrap();
+    assert_eq!(
+        (used.used_at, used.token_id.as_deref()),
+        (Some(1_010), Some("tk1"))
+    );
+    assert_eq!(
+        store.oauth_client("cl").unwrap().unwrap().last_used_at,
+        Some(1_010)
+    );
+    // The second use: refused, nothing stored, and the first token revoked.
+    assert_eq!(
+        store.redeem_oauth_code("h1", 1_020, &token("tk2")).unwrap(),
+        CodeRedemption::Reused {
+            revoked: Some("tk1".into())
+        }
+    );
+    assert_eq!(store.api_token("tk2").unwrap(), None);
+    assert!(
+        store
+            .api_token("tk1")
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+
+    // Expired, or unknown: unusable.
+    store
+        .add_oauth_code(&OAuthCode {
+            code_hash: "h2".into(),
+            ..code.clone()
+        })
+        .unwrap();
+    assert_eq!(
+        store.redeem_oauth_code("h2", 1_060, &token("tk3")).unwrap(),
+        CodeRedemption::Unusable
+    );
+    assert_eq!(
+        store
+            .redeem_oauth_code("nope", 1_010, &token("tk4"))
+            .unwrap(),
+        CodeRedemption::Unusable
+    );
+    assert_eq!(store.api_token("tk3").unwrap(), None);
+    // Codes expired a day ago go when a new one is kept; the client's codes go with it.
+    store
+        .add_oauth_code(&OAuthCode {
+            code_hash: "h3".into(),
+            created_at: 90_000,
+            expires_at: 90_060,
+            ..code
+        })
+        .unwrap();
+    assert_eq!(store.oauth_code("h1").unwrap(), None);
+    assert!(store.oauth_code("h3").unwrap().is_some());
 }

@@ -163,6 +163,13 @@ pub(crate) async fn require_bearer(
         other => other.and_then(|t| state.auth.check_bearer(&t)),
     };
     match principal {
+        // An assistant's token is good only at /mcp, which is not behind this middleware.
+        Ok(p) if p.assistant => {
+            tracing::info!(request_id = %id, user = %p.name, path = request.uri().path(), "request refused: an assistant's token outside /mcp");
+            ApiError::forbidden(dataport_auth::ASSISTANT_ONLY_AT_MCP)
+                .with_request_id(&id)
+                .into_response()
+        }
         Ok(p) if p.limited && !script_may_reach(request.uri().path()) => {
             ApiError::forbidden(
                 "a notification script's token reads data (query, catalog, metrics, sync) and nothing else",
@@ -193,6 +200,7 @@ fn script_may_reach(path: &str) -> bool {
             | "/api/v1/auth/me"
             | "/api/v1/sync/manifest"
             | "/api/v1/sync/rules"
+            | "/api/v1/sync/docs"
     ) || ([
         "/api/v1/catalog/",
         "/api/v1/metrics/",
@@ -217,7 +225,7 @@ pub(crate) async fn metrics_gate(
     }
     let id = request_id_of(request.headers());
     match bearer_of(request.headers()).and_then(|t| state.auth.check_bearer(&t)) {
-        Ok(p) if p.admin => next.run(request).await,
+        Ok(p) if p.admin && !p.assistant => next.run(request).await,
         Ok(_) => ApiError::forbidden("metrics are for administrators and the configured scrape addresses (server.metrics_allow)")
             .with_request_id(&id)
             .into_response(),

@@ -76,7 +76,7 @@ pub(crate) struct LastRefresh {
 pub(crate) async fn get_health(State(state): State<AppState>, headers: HeaderMap) -> Json<Health> {
     let admin = crate::auth::bearer_of(&headers)
         .and_then(|t| state.auth.check_bearer(&t))
-        .is_ok_and(|p| p.admin);
+        .is_ok_and(|p| p.admin && !p.assistant);
     Json(health(&state, admin).await)
 }
 
@@ -149,15 +149,19 @@ pub(crate) async fn health(state: &AppState, admin: bool) -> Health {
     }
 }
 
-pub(crate) async fn get_metrics(State(state): State<AppState>) -> impl IntoResponse {
+pub(crate) async fn get_metrics(
+    State(state): State<AppState>,
+    axum::Extension(hub): axum::Extension<std::sync::Arc<crate::mcp::Hub>>,
+) -> impl IntoResponse {
     (
         [(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
         format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             state.engine.render_metrics(),
+            crate::mcp::render_metrics(&hub),
             state.jobs.render_metrics(),
             crate::push::render_metrics(&state.options.push_sources).await,
             state

@@ -20,8 +20,10 @@ mod health;
 mod jobs;
 mod json;
 mod login;
+mod mcp;
 mod memory;
 mod notify;
+mod oauth;
 mod oidc;
 mod pages;
 mod params;
@@ -31,6 +33,7 @@ pub mod push;
 mod query;
 mod session;
 mod sync;
+mod sync_docs;
 mod tokens;
 mod trace;
 mod unread;
@@ -52,6 +55,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 
 pub use error::ApiError;
 pub use gateway::{GATEWAY_PATH, Gateway, GatewayOptions};
+pub use mcp::{MCP_PATH, McpOptions};
 pub use notify::NotifyState;
 pub use oidc::redirect_uri;
 pub use password::{password_link_url, send_password_link};
@@ -83,6 +87,8 @@ pub struct WebOptions {
     pub sources: Vec<SourceSummary>,
     /// Sources that receive data by request (`POST /webhooks/{name}`).
     pub push_sources: PushSources,
+    /// The MCP endpoint for AI assistants (`mcp.*`).
+    pub mcp: McpOptions,
 }
 
 /// A configured source as administrators see it: its name, connector type and settings (which
@@ -110,6 +116,7 @@ impl Default for WebOptions {
             logo: None,
             sources: Vec::new(),
             push_sources: PushSources::default(),
+            mcp: McpOptions::default(),
         }
     }
 }
@@ -220,6 +227,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.options.max_body_bytes;
     let upload_limit = state.options.max_upload_bytes;
     let traced = state.clone();
+    let hub = std::sync::Arc::new(mcp::Hub::new(&state));
     // Everything here needs a bearer token: new routes are protected by default.
     let protected = Router::new()
         .route("/api/v1/query", post(query::post_query))
@@ -283,6 +291,7 @@ pub fn router(state: AppState) -> Router {
             post(sync::post_upload).layer(DefaultBodyLimit::max(upload_limit)),
         )
         .route("/api/v1/sync/rules", get(memory::get_rules))
+        .route("/api/v1/sync/docs", get(sync_docs::get_docs))
         .route(
             "/api/corporate-memory/knowledge",
             get(memory::get_knowledge),
@@ -372,6 +381,11 @@ pub fn router(state: AppState) -> Router {
         .merge(metrics)
         // Authenticated by its first message.
         .route(gateway::GATEWAY_PATH, get(gateway::get_ws))
+        // AI assistants: bearer tokens checked by the endpoint, answered as JSON-RPC.
+        .route(
+            mcp::MCP_PATH,
+            post(mcp::post).get(mcp::get).delete(mcp::delete),
+        )
         // These check credentials themselves.
         .route("/api/v1/auth/login", post(auth::post_login))
         .route("/api/v1/auth/refresh", post(auth::post_refresh))
@@ -444,6 +458,17 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens", post(portal::post_token))
         .route("/tokens/{id}/revoke", post(portal::revoke_token))
         .route("/sessions/{id}/end", post(portal::end_session))
+        // Assistants (MCP): the portal's page, and the OAuth 2.1 authorization server that
+        // MCP clients sign in through (discovery, registration, consent, token, revocation).
+        .route(
+            "/assistants",
+            get(portal::get_assistants).post(portal::post_assistant),
+        )
+        .route(
+            "/assistants/{id}/revoke",
+            post(portal::post_assistant_revoke),
+        )
+        .merge(oauth::router())
         .route("/static/{file}", get(portal::assets::get))
         // The browser's way in.
         .route(
@@ -469,6 +494,7 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::Extension(std::sync::Arc::new(
             portal::RunningQueries::default(),
         )))
+        .layer(axum::Extension(hub))
         .with_state(state);
     api.layer(axum::middleware::from_fn(unread::close_if_unread))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))

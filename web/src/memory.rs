@@ -32,13 +32,19 @@ pub(crate) fn memory(state: &AppState, id: &str) -> Result<Memory, ApiError> {
     })
 }
 
-/// The reader: an account (the server's own principal has no memory).
-pub(crate) fn viewer(principal: &Principal, id: &str) -> Result<Viewer, ApiError> {
+/// The reader: an account (the server's own principal has no memory), with the names of
+/// the tables and columns it may not read, so items naming them stay hidden.
+pub(crate) fn viewer(
+    state: &AppState,
+    principal: &Principal,
+    id: &str,
+) -> Result<Viewer, ApiError> {
     if principal.id > 0 {
         Ok(Viewer {
             id: principal.id,
             name: principal.name.clone(),
             admin: principal.admin,
+            withheld: withheld(state, principal),
         })
     } else {
         Err(
@@ -46,6 +52,43 @@ pub(crate) fn viewer(principal: &Principal, id: &str) -> Result<Viewer, ApiError
                 .with_request_id(id),
         )
     }
+}
+
+/// What `principal` may not learn of, lower case: each table outside its grants as
+/// `schema.table` and `table.`, and the columns it cannot see (of hidden tables, or hidden by
+/// a grant) that no table it can read also has.
+pub(crate) fn withheld(state: &AppState, principal: &Principal) -> Vec<String> {
+    use std::collections::HashSet;
+    let view = state
+        .engine
+        .catalog_view(&crate::request_context(principal, "-"));
+    let shown: HashSet<(String, String)> = view
+        .tables()
+        .map(|t| (t.schema_name().to_string(), t.name().to_string()))
+        .collect();
+    let mut readable_columns: HashSet<String> = HashSet::new();
+    for t in view.tables() {
+        for f in view.visible_schema(t).fields() {
+            readable_columns.insert(f.name().to_lowercase());
+        }
+    }
+    let mut out = Vec::new();
+    for t in view.snapshot().tables() {
+        let hidden_table = !shown.contains(&(t.schema_name().to_string(), t.name().to_string()));
+        if hidden_table {
+            out.push(format!("{}.{}", t.schema_name(), t.name()).to_lowercase());
+            out.push(format!("{}.", t.name()).to_lowercase());
+        }
+        for f in t.arrow_schema().fields() {
+            let c = f.name().to_lowercase();
+            if c.chars().count() >= 3 && !readable_columns.contains(&c) {
+                out.push(c);
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 fn err(e: &MemoryError, id: &str) -> ApiError {
@@ -63,7 +106,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&Memory, &Viewer) -> Result<T, MemoryError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let memory = memory(state, request_id)?;
-    let viewer = viewer(principal, request_id)?;
+    let viewer = viewer(state, principal, request_id)?;
     let id = request_id.to_string();
     tokio::task::spawn_blocking(move || f(&memory, &viewer))
         .await

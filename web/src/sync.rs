@@ -31,7 +31,21 @@ fn settings_of(state: &AppState, account: i64, request_id: &str) -> Result<SyncS
 pub(crate) struct ManifestParams {
     /// Every readable table, ignoring the caller's settings.
     #[serde(default)]
+    pub(crate) all: bool,
+}
+
+/// What the caller pulls: their sync settings, or every readable table (`all`).
+pub(crate) fn settings_for(
+    state: &AppState,
+    account: i64,
     all: bool,
+    request_id: &str,
+) -> Result<SyncSettings, ApiError> {
+    if all {
+        Ok(SyncSettings::default())
+    } else {
+        settings_of(state, account, request_id)
+    }
 }
 
 /// `GET /api/v1/sync/manifest`.
@@ -41,11 +55,7 @@ pub(crate) async fn get_manifest(
     Caller(principal): Caller,
     Query(params): Query<ManifestParams>,
 ) -> Result<Json<Manifest>, ApiError> {
-    let settings = if params.all {
-        SyncSettings::default()
-    } else {
-        settings_of(&state, principal.id, &request_id)?
-    };
+    let settings = settings_for(&state, principal.id, params.all, &request_id)?;
     let view = state
         .engine
         .catalog_view(&request_context(&principal, &request_id));

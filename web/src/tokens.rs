@@ -1,6 +1,7 @@
 //! My API tokens: `GET /api/v1/auth/tokens`, `POST /api/v1/auth/tokens` (the secret shown
-//! once), `DELETE /api/v1/auth/tokens/{id}`. Anyone signed in manages their own; the portal's
-//! home page uses the same functions.
+//! once; `"scope": "assistant"` for a token that works only at `/mcp`),
+//! `DELETE /api/v1/auth/tokens/{id}`. Anyone signed in manages their own; the portal's home and
+//! assistants pages use the same functions.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -37,12 +38,24 @@ pub(crate) fn my_tokens(
         .collect())
 }
 
-/// A new token for `principal`: a label of 1–80 characters, 1–365 days.
+/// A new token of the whole API for `principal`: a label of 1–80 characters, 1–365 days.
 pub(crate) fn create_token(
     state: &AppState,
     principal: &Principal,
     label: &str,
     days: Option<u32>,
+) -> Result<NewApiToken, AuthError> {
+    create_scoped_token(state, principal, label, days, None)
+}
+
+/// A new token for `principal` as [`create_token`], of `scope` (none: the whole API;
+/// [`ASSISTANT_SCOPE`](dataport_auth::ASSISTANT_SCOPE): only `/mcp`).
+pub(crate) fn create_scoped_token(
+    state: &AppState,
+    principal: &Principal,
+    label: &str,
+    days: Option<u32>,
+    scope: Option<&str>,
 ) -> Result<NewApiToken, AuthError> {
     let label = label.trim();
     if label.is_empty() || label.chars().count() > 80 {
@@ -59,7 +72,7 @@ pub(crate) fn create_token(
     let ttl = std::time::Duration::from_secs(u64::from(days) * 86_400);
     state
         .accounts
-        .create_api_token(&principal.name, label, Some(ttl))
+        .create_scoped_api_token(&principal.name, label, Some(ttl), scope)
 }
 
 /// `GET /api/v1/auth/tokens`: my tokens (never their secrets).
@@ -79,6 +92,9 @@ pub(crate) struct CreateBody {
     label: String,
     #[serde(default)]
     expires_in_days: Option<u32>,
+    /// None: the whole API; `assistant`: only `/mcp`.
+    #[serde(default)]
+    scope: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -88,9 +104,11 @@ pub(crate) struct CreatedBody {
     token: String,
     label: String,
     expires_at: Option<i64>,
+    scope: Option<String>,
 }
 
-/// `POST /api/v1/auth/tokens` `{"label", "expires_in_days"?}` → 201 with the token, once.
+/// `POST /api/v1/auth/tokens` `{"label", "expires_in_days"?, "scope"?}` → 201 with the token,
+/// once.
 pub(crate) async fn create(
     State(state): State<AppState>,
     RequestId(id): RequestId,
@@ -101,11 +119,17 @@ pub(crate) async fn create(
         &state,
         &id,
         body,
-        "{\"label\": \"laptop\", \"expires_in_days\": 90}",
+        "{\"label\": \"laptop\", \"expires_in_days\": 90, \"scope\": null or \"assistant\"}",
     )?;
-    let created = create_token(&state, &principal, &body.label, body.expires_in_days)
-        .map_err(|e| ApiError::of(&e, &id))?;
-    tracing::info!(request_id = %id, user = %principal.name, token_id = %created.id, "API token created by its owner");
+    let created = create_scoped_token(
+        &state,
+        &principal,
+        &body.label,
+        body.expires_in_days,
+        body.scope.as_deref(),
+    )
+    .map_err(|e| ApiError::of(&e, &id))?;
+    tracing::info!(request_id = %id, user = %principal.name, token_id = %created.id, scope = body.scope.as_deref().unwrap_or("api"), "API token created by its owner");
     Ok((
         StatusCode::CREATED,
         Json(CreatedBody {
@@ -113,6 +137,7 @@ pub(crate) async fn create(
             token: created.token,
             label: body.label.trim().to_string(),
             expires_at: created.expires_at,
+            scope: body.scope,
         }),
     ))
 }

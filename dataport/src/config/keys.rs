@@ -375,6 +375,25 @@ settings! {
         /// largest notes file collected
         max_notes_size: Bytes = value("1MiB");
     }
+    mcp (section_key) {
+        /// serve the Model Context Protocol at `/mcp` for AI assistants
+        /// ([docs/mcp.md](docs/mcp.md))
+        enabled: bool = value("true");
+        /// rows a query tool shows when the call does not say
+        default_rows: usize = value("50");
+        /// most rows a call may ask a query tool for
+        max_rows: usize = value("500");
+        /// most cell text in one tool answer
+        max_result_size: Bytes = value("64KiB");
+        /// tool calls one token may make per minute
+        calls_per_minute: u32 = value("120");
+        /// queries one token may run at once
+        max_concurrent_queries: usize = value("2");
+        /// an MCP session unused this long is forgotten
+        session_timeout: Duration = value("1h");
+        /// browser origins besides `server.public_url`'s that may call `/mcp`
+        allowed_origins: Vec<String> = unset("none");
+    }
     log (section_key) {
         /// `human` or `json`
         format: LogFormat = value("human");

@@ -428,6 +428,16 @@ fn check(s: &Settings) -> Result<(), ConfigError> {
         "memory.llm_timeout and memory.llm_max_tokens must be greater than zero",
     )?;
     rule(
+        s.default_rows >= 1 && s.default_rows <= s.max_rows,
+        "mcp.default_rows",
+        "must be at least 1 and at most mcp.max_rows",
+    )?;
+    rule(
+        s.calls_per_minute > 0 && s.max_concurrent_queries > 0 && s.max_result_size.0 >= 1024,
+        "mcp.calls_per_minute",
+        "mcp.calls_per_minute and mcp.max_concurrent_queries must be at least 1, mcp.max_result_size at least 1KiB",
+    )?;
+    rule(
         s.gateway_max_connections > 0 && !s.gateway_ping_interval.is_zero(),
         "notify.gateway_max_connections",
         "the gateway needs at least one connection per account and a ping interval",

@@ -362,6 +362,8 @@ pub(crate) struct AuditLine {
     pub(crate) at_ms: i64,
     pub(crate) user: String,
     pub(crate) surface: String,
+    /// The assistant's tool, for MCP calls ("" otherwise).
+    pub(crate) tool: String,
     pub(crate) outcome: String,
     pub(crate) sql: String,
     pub(crate) tables: String,
@@ -432,6 +434,7 @@ pub(crate) async fn get_audit(
             at_ms: e.at_ms,
             user: e.user,
             surface: e.surface,
+            tool: e.tool.unwrap_or_default(),
             outcome: e.outcome,
             sql: e.sql,
             tables: e.tables.join(", "),

@@ -13,6 +13,7 @@
 mod activity;
 mod admin;
 pub(crate) mod assets;
+mod assistants;
 mod catalog;
 mod home;
 mod memory;
@@ -42,6 +43,7 @@ pub(crate) use activity::get_activity;
 pub(crate) use admin::{
     get_accounts, get_audit, get_grants, post_account, post_grant, post_invite,
 };
+pub(crate) use assistants::{get_assistants, post_assistant, post_assistant_revoke};
 pub(crate) use catalog::{get_search, get_table};
 pub(crate) use home::{end_session, get_home, post_token, revoke_token};
 pub(crate) use memory::{
@@ -63,7 +65,7 @@ const FLASH_COOKIE: &str = "dataport_flash";
 const MAX_FLASH: usize = 500;
 
 /// The portal's policy: this server's own styles, scripts and images, nothing inline.
-const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub(crate) const POLICY: &str = "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self' data: https:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// Who is looking at a page: signed in by the browser session (with its CSRF token for the
 /// page's forms), or by a bearer token (the JSON twins).
@@ -103,6 +105,9 @@ impl FromRequestParts<AppState> for Viewer {
                     "the portal is for people; a notification script's token reads data only",
                 )
                 .into_response()),
+                Ok(principal) if principal.assistant => {
+                    Err(ApiError::forbidden(dataport_auth::ASSISTANT_ONLY_AT_MCP).into_response())
+                }
                 Ok(principal) => {
                     crate::trace::record_user(&principal.name);
                     Ok(Self {
@@ -117,21 +122,7 @@ impl FromRequestParts<AppState> for Viewer {
             };
         }
         match session::authenticate(state, &Method::GET, &parts.headers) {
-            Ok(auth) => {
-                crate::trace::record_user(&auth.principal.name);
-                let csrf = session::cookie(&parts.headers, CSRF_COOKIE)
-                    .filter(|c| auth.csrf_matches(c))
-                    .unwrap_or_default();
-                Ok(Self {
-                    principal: auth.principal.clone(),
-                    csrf,
-                    session: Some(auth),
-                    json,
-                    flash: session::cookie(&parts.headers, FLASH_COOKIE)
-                        .as_deref()
-                        .and_then(flash_text),
-                })
-            }
+            Ok(auth) => Ok(Self::of_session(auth, &parts.headers, json)),
             Err(e) if json => Err(ApiError::from(e).into_response()),
             Err(_) => {
                 let here = parts
@@ -146,6 +137,27 @@ impl FromRequestParts<AppState> for Viewer {
 }
 
 impl Viewer {
+    /// The viewer a browser session (`auth`, of a request with `headers`) makes.
+    pub(crate) fn of_session(
+        auth: dataport_auth::SessionAuth,
+        headers: &HeaderMap,
+        json: bool,
+    ) -> Self {
+        crate::trace::record_user(&auth.principal.name);
+        let csrf = session::cookie(headers, CSRF_COOKIE)
+            .filter(|c| auth.csrf_matches(c))
+            .unwrap_or_default();
+        Self {
+            principal: auth.principal.clone(),
+            csrf,
+            session: Some(auth),
+            json,
+            flash: session::cookie(headers, FLASH_COOKIE)
+                .as_deref()
+                .and_then(flash_text),
+        }
+    }
+
     /// A form of this page posted back: the session's CSRF token and this server's origin
     /// (the session itself was checked when the request arrived).
     pub(crate) fn check_form(
@@ -311,6 +323,7 @@ impl Chrome {
             ("/activity", "Activity"),
             ("/notifications", "Notifications"),
             ("/memory", "Memory"),
+            ("/assistants", "Assistants"),
         ]
         .into_iter()
         .chain(admin.into_iter().filter(|_| viewer.principal.admin))
