@@ -428,7 +428,9 @@ impl Authenticator {
         }
         let outcome = match error {
             AuthError::TooManyAttempts { .. } => "rate_limited",
-            AuthError::Forbidden { .. } => "refused",
+            AuthError::Forbidden { message } if message == crate::ASSISTANT_ONLY_AT_MCP => {
+                "refused"
+            }
             _ => "unauthenticated",
         };
         audit.record(AuditEntry {

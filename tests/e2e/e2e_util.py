@@ -7,6 +7,7 @@ import datetime as dt
 import decimal
 import json
 import math
+import asyncio
 import os
 import re
 import signal
@@ -504,6 +505,15 @@ def metric(samples, name: str, **labels) -> float | None:
     hits = [v for n, ls, v in samples
             if n == name and all(ls.get(k) == str(w) for k, w in labels.items())]
     return sum(hits) if hits else None
+
+
+def run_async(coro):
+    """`asyncio.run(coro)` in a thread of its own: the browser tests' Playwright (sync API)
+    keeps an event loop running in the main thread once started, and asyncio.run refuses to
+    start inside a running loop."""
+    import concurrent.futures
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):

@@ -20,7 +20,7 @@ from pathlib import Path
 import requests
 import websockets
 
-from e2e_util import BIN, Server, wait_for
+from e2e_util import BIN, Server, run_async, wait_for  # noqa: F401 (run_async: for the notify tests)
 from telegram_double import TelegramDouble
 
 BOT_TOKEN = "123456789:TEST-" + uuid.uuid4().hex[:20]
@@ -182,11 +182,3 @@ async def next_of_type(ws, kind: str, timeout: float = 30) -> dict:
         if msg["type"] == kind:
             return msg
 
-
-def run_async(coro):
-    """`asyncio.run(coro)` in a thread of its own: the browser tests' Playwright (sync API)
-    keeps an event loop running in the main thread once started, and asyncio.run refuses to
-    start inside a running loop."""
-    import concurrent.futures
-    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(asyncio.run, coro).result()

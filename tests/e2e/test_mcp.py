@@ -10,8 +10,8 @@ test_mcp_oauth.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
+import os
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -22,7 +22,7 @@ import requests
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 
-from e2e_util import ADMIN_PASSWORD, ADMIN_USER, SLOW_QUERY, metric, parse_metrics, wait_for
+from e2e_util import ADMIN_PASSWORD, ADMIN_USER, SLOW_QUERY, metric, run_async, wait_for
 from test_access import read_password
 
 TOOLS = {"list_tables", "describe_table", "profile", "search_catalog", "run_query",
@@ -43,7 +43,7 @@ async def connect(url: str, token: str):
 
 
 def run(coro):
-    return asyncio.run(coro)
+    return run_async(coro)
 
 
 def text_of(result) -> str:
@@ -381,3 +381,27 @@ def test_rate_and_concurrency_limits(start_server, demo_dir):
     assert r.json()["error"]["code"] == -32029
     assert r.json()["error"]["data"]["retry_after_seconds"] >= 1
     srv.assert_alive()
+
+
+def test_the_docs_demo_snippet_runs_as_written(server, tokens):
+    """docs/mcp.md's Python example, run with the venv's Python against this server, with an
+    assistant token made as its shell block makes one."""
+    import re
+    import subprocess
+    import sys
+
+    from e2e_util import REPO
+    text = (REPO / "docs" / "mcp.md").read_text()
+    section = text.split("## Try it on the demo", 1)[1].split("\n## ", 1)[0]
+    body = re.search(r'-d (\'\{"label".*?\}\')', section).group(1).strip("'")
+    snippet = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    created = requests.post(server.url("/api/v1/auth/tokens"), data=body, timeout=30,
+                            headers={"Authorization": f"Bearer {tokens['insider']}",
+                                     "Content-Type": "application/json"})
+    assert created.status_code == 201, created.text
+    run_ = subprocess.run([sys.executable, "-c", snippet.replace("http://127.0.0.1:8080", server.http)],
+                          env={**os.environ, "ASSISTANT": created.json()["token"]},
+                          capture_output=True, text=True, timeout=120)
+    assert run_.returncode == 0, run_.stderr[-3000:]
+    expected = server.query_json(QUESTION_SQL)[0]
+    assert expected["nation"] in run_.stdout and "c_nationkey" in run_.stdout, run_.stdout[-3000:]

@@ -24,7 +24,7 @@ import pyarrow.flight as flight
 import pytest
 import requests
 
-from e2e_util import FlightSession, Server, flight_status
+from e2e_util import FlightSession, Server, flight_status, run_async
 
 PASSWORD = "Oauth-Pass1"
 USER = "oa_ana"
@@ -409,8 +409,6 @@ def test_the_mcp_sdk_signs_in_through_oauth_and_queries(srv):
     """The official SDK's OAuth client against `/mcp`: the 401 names the metadata, the client
     registers, the user approves in the browser (here: requests with the portal session), and
     the assistant token it gets works at /mcp — and only there."""
-    import asyncio
-
     import httpx2
     from mcp.client import Client
     from mcp.client.auth import OAuthClientProvider
@@ -464,7 +462,7 @@ def test_the_mcp_sdk_signs_in_through_oauth_and_queries(srv):
                 r = await client.call_tool("run_query", {"sql": "SELECT 6 * 7 AS answer"})
                 assert not r.is_error and r.structured_content["rows"] == [[42]]
 
-    asyncio.run(go())
+    run_async(go())
     token = storage.tokens.access_token
     assert query_status(srv, token).status_code == 403
     mine = [t for t in owner_tokens(srv) if t["label"] == "SDK Assistant (OAuth)"]

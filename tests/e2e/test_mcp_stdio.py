@@ -19,12 +19,11 @@ import sys
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 import requests
 from mcp import ClientSession, MCPError, StdioServerParameters, stdio_client
 
-from e2e_util import BIN
+from e2e_util import BIN, run_async
 from test_access import read_password
 
 PRIVATE = "tpch.customer"
@@ -132,7 +131,7 @@ def test_online_the_tools_answer_through_the_server(server, laptop, tmp_path):
             private = await s.call_tool("run_query", {"sql": f"select count(*) from {PRIVATE}"})
             assert private.is_error, text_of(private)
 
-    anyio.run(main)
+    run_async(main())
 
 
 @pytest.mark.parametrize("duckdb", ["cli", "python"])
@@ -206,4 +205,4 @@ def test_offline_the_tools_answer_from_the_pulled_files(laptop, tmp_path, duckdb
             assert over.value.error.code == -32602, over.value.error
             assert "max_rows may be at most" in over.value.error.message
 
-    anyio.run(main)
+    run_async(main())
