@@ -284,47 +284,39 @@ impl Backend for ServerBackend {
         max_bytes: usize,
         cancel: CancellationToken,
     ) -> Result<QueryResult, ToolError> {
-        use dataport_catalog::metrics::{Grain, MetricQuery};
-        let date = |key: &str,
-                    v: &Option<String>|
-         -> Result<Option<chrono::NaiveDate>, ToolError> {
-            v.as_deref()
-                .map(|d| {
-                    chrono::NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").map_err(|_| {
-                        ToolError::input(format!("{key} must be a date as YYYY-MM-DD, not '{d}'"))
-                    })
-                })
-                .transpose()
-        };
-        let mut query = MetricQuery {
-            dimensions: call.dimensions.clone(),
-            from: date("from", &call.from)?,
-            to: date("to", &call.to)?,
-            ..Default::default()
-        };
-        match call.grain.as_deref().map(str::trim) {
-            None | Some("") => {}
-            Some("total") => query.total = true,
-            Some(g) => {
-                query.grain = Some(Grain::parse(g).ok_or_else(|| {
-                    ToolError::input("grain must be day, week, month, quarter, year or total")
-                })?);
+        // The same request the metric API reads from a query string: one rule for grains,
+        // dimensions and dates.
+        let query = {
+            let mut query = url::form_urlencoded::Serializer::new(String::new());
+            if let Some(grain) = &call.grain {
+                query.append_pair("grain", grain);
             }
-        }
-        let ctx = self.context();
-        let metric = self
-            .state
-            .engine
-            .business_metric(&ctx, &call.name)
-            .map_err(|e| match e {
-                EngineError::MetricNotFound { name } => ToolError::not_found(format!(
-                    "no metric '{name}' among those you may run; call list_metrics"
-                )),
-                other => tool_error(&other),
-            })?;
-        let sql = metric
-            .sql(&query)
-            .map_err(|e| tool_error(&EngineError::from(e)))?;
+            if !call.dimensions.is_empty() {
+                query.append_pair("dimensions", &call.dimensions.join(","));
+            }
+            for (key, value) in [("from", &call.from), ("to", &call.to)] {
+                if let Some(value) = value {
+                    query.append_pair(key, value);
+                }
+            }
+            query.finish()
+        };
+        let params = crate::business_metrics::MetricParams::parse(Some(&query))
+            .map_err(|e| ToolError::input(e.message()))?;
+        let (_, sql) = crate::business_metrics::metric_sql(
+            &self.state,
+            &self.principal,
+            &self.request_id,
+            &call.name,
+            &params,
+        )
+        .map_err(|e| match e.status() {
+            axum::http::StatusCode::NOT_FOUND => ToolError::not_found(format!(
+                "no metric '{}' among those you may run; call list_metrics",
+                call.name
+            )),
+            _ => ToolError::input(e.message()),
+        })?;
         self.query(sql, max_rows, max_bytes, cancel).await
     }
 
